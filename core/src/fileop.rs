@@ -1,0 +1,81 @@
+//! File operations: the only way `core` touches a disk.
+//!
+//! Writers in `core` never perform I/O. They return `FileOp`s that a shell executes *in order*
+//! against one flat data directory and then reports as completed. Ordering is the durability
+//! contract: an op after a `SyncFile`/`SyncDir` may rely on everything before that sync being
+//! durable, so a shell must not reorder across syncs. Names are plain file names (no separators).
+
+/// One file-system operation inside the node's data directory.
+#[derive(Clone, PartialEq, Eq)]
+pub enum FileOp {
+    /// Create `name` (truncating any existing file) filled with `size_bytes` zero bytes.
+    /// The name is durable only after a later `SyncDir`.
+    Create { name: String, size_bytes: u64 },
+    /// Write `bytes` at `offset`, extending the file if needed.
+    WriteAt {
+        name: String,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// Set the file's length; new space reads as zeros.
+    SetLen { name: String, len: u64 },
+    /// fdatasync: the file's contents and size are durable when this completes.
+    SyncFile { name: String },
+    /// fsync of the data directory: creations, renames and removals before it are durable.
+    SyncDir,
+    /// Atomically rename `from` to `to` (replacing `to`). Durable after a later `SyncDir`.
+    Rename { from: String, to: String },
+    /// Remove `name`; a missing file is not an error (removal is idempotent across crashes).
+    Remove { name: String },
+}
+
+impl FileOp {
+    /// Name of the file the op touches (the source for a rename), if any.
+    pub fn file_name(&self) -> Option<&str> {
+        match self {
+            FileOp::Create { name, .. }
+            | FileOp::WriteAt { name, .. }
+            | FileOp::SetLen { name, .. }
+            | FileOp::SyncFile { name }
+            | FileOp::Remove { name } => Some(name),
+            FileOp::Rename { from, .. } => Some(from),
+            FileOp::SyncDir => None,
+        }
+    }
+
+    /// True for the ops that make earlier ops durable.
+    pub fn is_sync(&self) -> bool {
+        matches!(self, FileOp::SyncFile { .. } | FileOp::SyncDir)
+    }
+}
+
+// A hand-written Debug keeps traces readable: a WAL write can carry megabytes.
+impl std::fmt::Debug for FileOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileOp::Create { name, size_bytes } => write!(f, "Create({name}, {size_bytes})"),
+            FileOp::WriteAt {
+                name,
+                offset,
+                bytes,
+            } => {
+                write!(f, "WriteAt({name}, @{offset}, {} bytes)", bytes.len())
+            }
+            FileOp::SetLen { name, len } => write!(f, "SetLen({name}, {len})"),
+            FileOp::SyncFile { name } => write!(f, "SyncFile({name})"),
+            FileOp::SyncDir => write!(f, "SyncDir"),
+            FileOp::Rename { from, to } => write!(f, "Rename({from} -> {to})"),
+            FileOp::Remove { name } => write!(f, "Remove({name})"),
+        }
+    }
+}
+
+/// True if `name` is a plain file name that is safe to join onto a data directory.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.contains('\\')
+        && !name.contains('\0')
+}

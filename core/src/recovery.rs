@@ -1,0 +1,203 @@
+//! Recovery: from the bytes of a data directory to the state a node restarts from.
+//!
+//! One rule picks the snapshot for both raft storage and the state machine (raftexample used two
+//! and could disagree): the newest snapshot file that verifies *and* matches a WAL snapshot
+//! marker at or below the persisted commit index. A file that fails to verify is set aside
+//! (renamed `.broken`) and the next older one is tried. Then the WAL after that snapshot is
+//! replayed. Repairs are returned as `FileOp`s for the shell to perform before anything else:
+//! truncating a torn tail, setting aside broken snapshots, removing temp files and snapshot
+//! files that never got their WAL marker (a crash between the two writes).
+
+use crate::fileop::FileOp;
+use crate::snapfile::{self, SnapshotFile, BROKEN_SUFFIX};
+use crate::wal::{
+    read_segments, ConfStateRec, EntryRec, HardStateRec, SegmentName, TornTail, WalContents,
+    WalError, WalIdentity,
+};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("cannot read {name}: {reason}")]
+    Read { name: String, reason: String },
+    #[error("no usable snapshot and the WAL does not start at the beginning of the log: {0}")]
+    NoUsableSnapshot(String),
+    #[error("data directory has snapshot files but no WAL")]
+    SnapshotsWithoutWal,
+    #[error("persisted commit {commit} is below snapshot index {snapshot_index}")]
+    CommitBelowSnapshot { commit: u64, snapshot_index: u64 },
+}
+
+/// What recovery found and did, for logs and coverage counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub torn_tail: Option<TornTail>,
+    /// (file, reason) of snapshot files set aside as broken.
+    pub set_aside: Vec<(String, String)>,
+    pub removed_temp_files: Vec<String>,
+    pub removed_orphan_snapshots: Vec<String>,
+    /// (term, index) of the snapshot recovered from.
+    pub snapshot: Option<(u64, u64)>,
+    pub entry_count: usize,
+}
+
+/// The state to restart from.
+#[derive(Debug)]
+pub struct Recovered {
+    pub snapshot: Option<SnapshotFile>,
+    pub hard_state: HardStateRec,
+    /// Entries after the snapshot, contiguous.
+    pub entries: Vec<EntryRec>,
+    /// ConfState as of the snapshot (later conf changes are re-applied from `entries`).
+    pub conf_state: ConfStateRec,
+    pub wal: WalContents,
+    /// Durable snapshot files with a WAL marker, (name, term, index), including the chosen one.
+    pub snapshots_on_disk: Vec<(String, u64, u64)>,
+    /// Repairs to execute before the node starts.
+    pub ops: Vec<FileOp>,
+    pub report: RecoveryReport,
+}
+
+/// Recovers from a directory listing; `read` returns a file's bytes. `Ok(None)` means the
+/// directory holds no WAL and no snapshot: a fresh node.
+pub fn recover(
+    names: &[String],
+    id: WalIdentity,
+    read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
+) -> Result<Option<Recovered>, RecoveryError> {
+    let mut ops = Vec::new();
+    let mut report = RecoveryReport::default();
+    let mut segment_files = Vec::new();
+    let mut snap_names: Vec<(u64, u64, &String)> = Vec::new();
+    for name in names {
+        if name.ends_with(snapfile::TEMP_SUFFIX) {
+            ops.push(FileOp::Remove { name: name.clone() });
+            report.removed_temp_files.push(name.clone());
+        } else if SegmentName::parse(name).is_some() {
+            let bytes = read(name).map_err(|reason| RecoveryError::Read {
+                name: name.clone(),
+                reason,
+            })?;
+            segment_files.push((name.clone(), bytes));
+        } else if let Some((term, index)) = snapfile::parse_name(name) {
+            snap_names.push((index, term, name));
+        }
+    }
+    if segment_files.is_empty() {
+        if snap_names.is_empty() {
+            if !ops.is_empty() {
+                ops.push(FileOp::SyncDir);
+            }
+            return Ok(None);
+        }
+        return Err(RecoveryError::SnapshotsWithoutWal);
+    }
+    let wal = read_segments(&segment_files)?;
+    drop(segment_files);
+    let h = &wal.header;
+    if (h.cluster_id, h.node_id) != (id.cluster_id, id.node_id) {
+        return Err(WalError::WrongMember {
+            cluster: id.cluster_id,
+            node: id.node_id,
+            found_cluster: h.cluster_id,
+            found_node: h.node_id,
+        }
+        .into());
+    }
+    report.torn_tail = wal.torn.clone();
+    let hard_state = wal.hard_state().unwrap_or_default();
+    let markers: Vec<(u64, u64)> = wal.markers().map(|(_, m)| (m.index, m.term)).collect();
+
+    // Newest first; only marked snapshots at or below the persisted commit are candidates.
+    snap_names.sort_by_key(|(index, term, _)| std::cmp::Reverse((*index, *term)));
+    let mut chosen: Option<SnapshotFile> = None;
+    let mut entries = None;
+    let mut on_disk = Vec::new();
+    let mut last_error = String::from("no snapshot marker in the WAL");
+    for (index, term, name) in &snap_names {
+        let marked = markers.contains(&(*index, *term));
+        if !marked {
+            // Written, but the crash came before its WAL marker: never part of the state.
+            ops.push(FileOp::Remove {
+                name: (*name).clone(),
+            });
+            report.removed_orphan_snapshots.push((*name).clone());
+            continue;
+        }
+        if *index > hard_state.commit {
+            // Marked but not known committed (cannot happen with our writers, which persist the
+            // commit with the marker); keep the file, do not trust it.
+            continue;
+        }
+        if chosen.is_some() {
+            on_disk.push(((*name).clone(), *term, *index));
+            continue;
+        }
+        let bytes = read(name).map_err(|reason| RecoveryError::Read {
+            name: (*name).clone(),
+            reason,
+        })?;
+        match snapfile::decode_named(name, &bytes) {
+            Ok(file) => match wal.entries_after(file.meta.index) {
+                Ok(ents) => {
+                    on_disk.push(((*name).clone(), *term, *index));
+                    entries = Some(ents);
+                    chosen = Some(file);
+                }
+                Err(e) => last_error = e.to_string(),
+            },
+            Err(e) => {
+                ops.push(FileOp::Rename {
+                    from: (*name).clone(),
+                    to: format!("{name}{BROKEN_SUFFIX}"),
+                });
+                report.set_aside.push(((*name).clone(), e.to_string()));
+                last_error = format!("{name}: {e}");
+            }
+        }
+    }
+    let entries = match entries {
+        Some(e) => e,
+        None => {
+            // No snapshot: the log must be replayable from its very beginning.
+            let starts_at_one = wal.segments.first().is_some_and(|s| s.1 == 0);
+            match wal.entries_after(0) {
+                Ok(e) if starts_at_one => e,
+                Ok(_) => return Err(RecoveryError::NoUsableSnapshot(last_error)),
+                Err(e) => {
+                    return Err(RecoveryError::NoUsableSnapshot(format!(
+                        "{last_error}; {e}"
+                    )))
+                }
+            }
+        }
+    };
+    let snap_index = chosen.as_ref().map_or(0, |s| s.meta.index);
+    if hard_state.commit < snap_index {
+        return Err(RecoveryError::CommitBelowSnapshot {
+            commit: hard_state.commit,
+            snapshot_index: snap_index,
+        });
+    }
+    report.snapshot = chosen.as_ref().map(|s| (s.meta.term, s.meta.index));
+    report.entry_count = entries.len();
+    let conf_state = chosen
+        .as_ref()
+        .map(|s| s.meta.conf_state.clone())
+        .unwrap_or_default();
+    if ops.iter().any(|op| !op.is_sync()) {
+        ops.push(FileOp::SyncDir);
+    }
+    Ok(Some(Recovered {
+        snapshot: chosen,
+        hard_state,
+        entries,
+        conf_state,
+        wal,
+        snapshots_on_disk: on_disk,
+        ops,
+        report,
+    }))
+}

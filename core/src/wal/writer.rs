@@ -1,0 +1,336 @@
+//! WAL writer: a sans-IO state machine that turns records into `FileOp`s.
+//!
+//! It owns the position of the next frame and the chained crc; it never reads or writes files.
+//! The caller executes the returned ops in order. Frames appended back to back are coalesced into
+//! one `WriteAt` so a batch costs one write and one sync.
+//!
+//! A segment is cut when the next frame would not fit: the old segment is synced, the new one is
+//! prepared as a temp file (header, current HardState and latest snapshot marker, so a purged
+//! prefix never takes them along), synced, renamed into place, and the directory synced.
+
+use super::frame::{encode_frame, segment_seed};
+use super::reader::{WalContents, WalTail};
+use super::record::{HardStateRec, Record, SegmentHeader, SnapshotMarker, FORMAT_VERSION};
+use super::segment::{SegmentName, TEMP_SUFFIX};
+use crate::fileop::FileOp;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalConfig {
+    /// Size each segment is preallocated to; also the size that triggers a cut.
+    pub segment_size_bytes: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            segment_size_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Identity stamped into every segment header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalIdentity {
+    pub cluster_id: u64,
+    pub node_id: u64,
+}
+
+/// A live segment, for purge planning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub seq: u64,
+    pub first_index: u64,
+    pub name: String,
+}
+
+#[derive(Debug)]
+pub struct WalWriter {
+    id: WalIdentity,
+    cfg: WalConfig,
+    seq: u64,
+    name: String,
+    /// Offset of the next frame in the current segment.
+    offset: u64,
+    /// Offset where the current segment's header frames end: a segment is never cut before
+    /// holding at least one record of its own.
+    body_start: u64,
+    crc: u32,
+    last_index: u64,
+    last_hs: Option<HardStateRec>,
+    last_marker: Option<SnapshotMarker>,
+    segments: Vec<SegmentInfo>,
+    /// (snapshot index, seq of the segment holding its marker), in write order.
+    marker_segments: Vec<(u64, u64)>,
+    /// Encoded frames not yet handed out as a `WriteAt`, starting at `pending_offset`.
+    pending: Vec<u8>,
+    pending_offset: u64,
+}
+
+impl WalWriter {
+    /// Starts a brand-new WAL whose first entry will be `first_index`.
+    pub fn create(
+        id: WalIdentity,
+        cfg: WalConfig,
+        first_index: u64,
+        ops: &mut Vec<FileOp>,
+    ) -> Self {
+        assert!(first_index >= 1, "raft indexes start at 1");
+        let mut w = WalWriter {
+            id,
+            cfg,
+            seq: 0,
+            name: String::new(),
+            offset: 0,
+            body_start: 0,
+            crc: 0,
+            last_index: first_index - 1,
+            last_hs: None,
+            last_marker: None,
+            segments: Vec::new(),
+            marker_segments: Vec::new(),
+            pending: Vec::new(),
+            pending_offset: 0,
+        };
+        w.open_segment(0, 0, ops);
+        w
+    }
+
+    /// Continues the WAL that `contents` was read from. If the last segment had a torn tail,
+    /// the returned ops first cut it off and zero the space after it.
+    pub fn resume(
+        id: WalIdentity,
+        cfg: WalConfig,
+        contents: &WalContents,
+        ops: &mut Vec<FileOp>,
+    ) -> Self {
+        let tail: &WalTail = &contents.tail;
+        let mut last_index = tail.first_index.saturating_sub(1);
+        let mut last_hs = None;
+        let mut last_marker = None;
+        let mut marker_segments = Vec::new();
+        for l in &contents.records {
+            match &l.record {
+                Record::Entry(e) => last_index = e.index,
+                Record::HardState(h) => last_hs = Some(*h),
+                Record::Snapshot(m) => {
+                    if m.log_reset || m.index > last_index {
+                        last_index = m.index;
+                    }
+                    marker_segments.push((m.index, l.seq));
+                    last_marker = Some(m.clone());
+                }
+                Record::SegmentHeader(_) => {}
+            }
+        }
+        if contents.torn.is_some() {
+            // Truncate to the last whole frame, then restore the preallocated size so the
+            // space after it reads as zeros again (stale bytes could never verify, but zeros
+            // keep the torn-write rule exact).
+            ops.push(FileOp::SetLen {
+                name: tail.name.clone(),
+                len: tail.end_offset,
+            });
+            let size = tail.file_len.max(cfg.segment_size_bytes);
+            ops.push(FileOp::SetLen {
+                name: tail.name.clone(),
+                len: size,
+            });
+            ops.push(FileOp::SyncFile {
+                name: tail.name.clone(),
+            });
+        }
+        let segments = contents
+            .segments
+            .iter()
+            .map(|(name, seq, first_index)| SegmentInfo {
+                seq: *seq,
+                first_index: *first_index,
+                name: name.clone(),
+            })
+            .collect();
+        WalWriter {
+            id,
+            cfg,
+            seq: tail.seq,
+            name: tail.name.clone(),
+            offset: tail.end_offset,
+            body_start: 0,
+            crc: tail.crc,
+            last_index,
+            last_hs,
+            last_marker,
+            segments,
+            marker_segments,
+            pending: Vec::new(),
+            pending_offset: tail.end_offset,
+        }
+    }
+
+    fn open_segment(&mut self, seq: u64, prev_crc: u32, ops: &mut Vec<FileOp>) {
+        let first_index = self.last_index + 1;
+        let name = SegmentName { seq, first_index }.file_name();
+        let tmp = format!("{name}{TEMP_SUFFIX}");
+        let header = SegmentHeader {
+            format_version: FORMAT_VERSION,
+            cluster_id: self.id.cluster_id,
+            node_id: self.id.node_id,
+            seq,
+            first_index,
+            prev_crc,
+        };
+        let mut buf = Vec::new();
+        let mut crc = encode_frame(&Record::SegmentHeader(header), segment_seed(seq), &mut buf);
+        if let Some(hs) = self.last_hs {
+            crc = encode_frame(&Record::HardState(hs), crc, &mut buf);
+        }
+        if let Some(m) = &self.last_marker {
+            crc = encode_frame(&Record::Snapshot(m.clone()), crc, &mut buf);
+            self.marker_segments.push((m.index, seq));
+        }
+        let size = self.cfg.segment_size_bytes.max(buf.len() as u64);
+        ops.push(FileOp::Create {
+            name: tmp.clone(),
+            size_bytes: size,
+        });
+        self.offset = buf.len() as u64;
+        ops.push(FileOp::WriteAt {
+            name: tmp.clone(),
+            offset: 0,
+            bytes: buf,
+        });
+        ops.push(FileOp::SyncFile { name: tmp.clone() });
+        ops.push(FileOp::Rename {
+            from: tmp,
+            to: name.clone(),
+        });
+        ops.push(FileOp::SyncDir);
+        self.seq = seq;
+        self.crc = crc;
+        self.body_start = self.offset;
+        self.pending_offset = self.offset;
+        self.segments.push(SegmentInfo {
+            seq,
+            first_index,
+            name: name.clone(),
+        });
+        self.name = name;
+    }
+
+    fn flush_pending(&mut self, ops: &mut Vec<FileOp>) {
+        if !self.pending.is_empty() {
+            let bytes = std::mem::take(&mut self.pending);
+            ops.push(FileOp::WriteAt {
+                name: self.name.clone(),
+                offset: self.pending_offset,
+                bytes,
+            });
+        }
+        self.pending_offset = self.offset;
+    }
+
+    /// Appends one record. Ops are emitted lazily: call `sync` (or `flush`) to get the writes.
+    pub fn append(&mut self, record: &Record, ops: &mut Vec<FileOp>) {
+        assert!(
+            !matches!(record, Record::SegmentHeader(_)),
+            "headers are written by cuts"
+        );
+        let mut frame = Vec::new();
+        let crc = encode_frame(record, self.crc, &mut frame);
+        if self.offset + frame.len() as u64 > self.cfg.segment_size_bytes
+            && self.offset > self.body_start
+        {
+            self.cut(ops);
+            // The chain restarted in the new segment: encode again on its crc.
+            frame.clear();
+            let crc = encode_frame(record, self.crc, &mut frame);
+            self.push_frame(record, frame, crc);
+        } else {
+            self.push_frame(record, frame, crc);
+        }
+    }
+
+    fn push_frame(&mut self, record: &Record, frame: Vec<u8>, crc: u32) {
+        self.offset += frame.len() as u64;
+        self.crc = crc;
+        if self.pending.is_empty() {
+            self.pending = frame;
+        } else {
+            self.pending.extend_from_slice(&frame);
+        }
+        match record {
+            Record::Entry(e) => self.last_index = e.index,
+            Record::HardState(h) => self.last_hs = Some(*h),
+            Record::Snapshot(m) => {
+                if m.log_reset || m.index > self.last_index {
+                    self.last_index = m.index;
+                }
+                self.marker_segments.push((m.index, self.seq));
+                self.last_marker = Some(m.clone());
+            }
+            Record::SegmentHeader(_) => unreachable!(),
+        }
+    }
+
+    fn cut(&mut self, ops: &mut Vec<FileOp>) {
+        self.flush_pending(ops);
+        ops.push(FileOp::SyncFile {
+            name: self.name.clone(),
+        });
+        let (seq, crc) = (self.seq + 1, self.crc);
+        self.open_segment(seq, crc, ops);
+    }
+
+    /// Emits pending writes without a sync.
+    pub fn flush(&mut self, ops: &mut Vec<FileOp>) {
+        self.flush_pending(ops);
+    }
+
+    /// Emits pending writes and an fdatasync of the current segment.
+    pub fn sync(&mut self, ops: &mut Vec<FileOp>) {
+        self.flush_pending(ops);
+        ops.push(FileOp::SyncFile {
+            name: self.name.clone(),
+        });
+    }
+
+    /// Removes every segment with a sequence number below `keep_from_seq` (never the current).
+    pub fn purge_before(&mut self, keep_from_seq: u64, ops: &mut Vec<FileOp>) -> usize {
+        let keep_from_seq = keep_from_seq.min(self.seq);
+        let before = self.segments.len();
+        let mut removed = false;
+        self.segments.retain(|s| {
+            if s.seq < keep_from_seq {
+                ops.push(FileOp::Remove {
+                    name: s.name.clone(),
+                });
+                removed = true;
+                false
+            } else {
+                true
+            }
+        });
+        self.marker_segments
+            .retain(|&(_, seq)| seq >= keep_from_seq);
+        if removed {
+            ops.push(FileOp::SyncDir);
+        }
+        before - self.segments.len()
+    }
+
+    pub fn segments(&self) -> &[SegmentInfo] {
+        &self.segments
+    }
+
+    /// (snapshot index, segment seq) of every marker still on disk.
+    pub fn marker_segments(&self) -> &[(u64, u64)] {
+        &self.marker_segments
+    }
+
+    pub fn current_seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
+}
