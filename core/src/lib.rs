@@ -4,9 +4,16 @@
 //! return [`fileop::FileOp`]s; the node returns actions; shells (`io-real`, `io-sim`) execute them
 //! and feed completions, ticks and messages back in. See ARCHITECTURE.md at the repository root.
 
+pub mod command;
 pub mod compaction;
+pub mod convert;
 pub mod fileop;
+pub mod kv;
 pub mod memdir;
+pub mod msgcodec;
+pub mod node;
 pub mod recovery;
+pub mod rng;
 pub mod snapfile;
+pub mod storage;
 pub mod wal;

@@ -1,0 +1,76 @@
+//! What goes into raft entries: client commands and membership changes, in our own encoding.
+//!
+//! Normal entries carry `Proposal` (postcard, behind a version byte). Conf-change entries carry
+//! raft's protobuf ConfChange in `data` (raft-rs writes it) *and* our `MemberChange` in
+//! `context`; we only ever decode `context`, so no protobuf is parsed from disk or network.
+
+use serde::{Deserialize, Serialize};
+
+const VERSION: u8 = 1;
+
+/// Identifies a client request across retries, so a retried write is applied once.
+/// `seq` must grow per client; one request per client is in flight at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    pub client: u64,
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub request_id: Option<RequestId>,
+    pub command: Command,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberChange {
+    Add { id: u64, addr: String },
+    Remove { id: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberProposal {
+    pub request_id: Option<RequestId>,
+    pub change: MemberChange,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    out.extend(postcard::to_allocvec(v).expect("postcard encoding of a command"));
+    out
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    let (&v, rest) = bytes.split_first()?;
+    if v != VERSION {
+        return None;
+    }
+    match postcard::take_from_bytes::<T>(rest) {
+        Ok((t, tail)) if tail.is_empty() => Some(t),
+        _ => None,
+    }
+}
+
+impl Proposal {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        decode(bytes)
+    }
+}
+
+impl MemberProposal {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        decode(bytes)
+    }
+}

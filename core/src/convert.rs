@@ -1,0 +1,70 @@
+//! Conversions between raft-rs's protobuf types and our own record types.
+//!
+//! Only our types cross a disk or network boundary; raft's types stay in memory.
+
+use crate::wal::{ConfStateRec, EntryKind, EntryRec, HardStateRec};
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState};
+
+pub fn entry_to_rec(e: &Entry) -> EntryRec {
+    EntryRec {
+        index: e.index,
+        term: e.term,
+        kind: match e.get_entry_type() {
+            EntryType::EntryNormal => EntryKind::Normal,
+            EntryType::EntryConfChange => EntryKind::ConfChange,
+            EntryType::EntryConfChangeV2 => EntryKind::ConfChangeV2,
+        },
+        data: e.data.to_vec(),
+        context: e.context.to_vec(),
+    }
+}
+
+pub fn rec_to_entry(r: &EntryRec) -> Entry {
+    let mut e = Entry::default();
+    e.index = r.index;
+    e.term = r.term;
+    e.set_entry_type(match r.kind {
+        EntryKind::Normal => EntryType::EntryNormal,
+        EntryKind::ConfChange => EntryType::EntryConfChange,
+        EntryKind::ConfChangeV2 => EntryType::EntryConfChangeV2,
+    });
+    e.data = r.data.clone().into();
+    e.context = r.context.clone().into();
+    e
+}
+
+pub fn hs_to_rec(h: &HardState) -> HardStateRec {
+    HardStateRec {
+        term: h.term,
+        vote: h.vote,
+        commit: h.commit,
+    }
+}
+
+pub fn rec_to_hs(r: &HardStateRec) -> HardState {
+    let mut h = HardState::default();
+    h.term = r.term;
+    h.vote = r.vote;
+    h.commit = r.commit;
+    h
+}
+
+pub fn cs_to_rec(c: &ConfState) -> ConfStateRec {
+    ConfStateRec {
+        voters: c.voters.clone(),
+        learners: c.learners.clone(),
+        voters_outgoing: c.voters_outgoing.clone(),
+        learners_next: c.learners_next.clone(),
+        auto_leave: c.auto_leave,
+    }
+}
+
+pub fn rec_to_cs(r: &ConfStateRec) -> ConfState {
+    let mut c = ConfState::default();
+    c.voters = r.voters.clone();
+    c.learners = r.learners.clone();
+    c.voters_outgoing = r.voters_outgoing.clone();
+    c.learners_next = r.learners_next.clone();
+    c.auto_leave = r.auto_leave;
+    c
+}

@@ -1,0 +1,232 @@
+//! The replicated state machine: an ordered map of byte keys to byte values, the membership
+//! (id -> peer address), and the client sessions that make retried writes idempotent.
+//!
+//! Everything is a `BTreeMap`, so iteration order (and therefore snapshot bytes and hashes) is a
+//! function of the contents alone.
+
+use crate::command::{Command, MemberChange, RequestId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use thiserror::Error;
+
+/// Sessions kept for de-duplication; the least recently used is evicted beyond this.
+pub const MAX_SESSIONS: usize = 100_000;
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// Result of applying a write, returned to the client (and cached for retries).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteResult {
+    /// Put applied; `previous` tells whether the key existed before.
+    Put { existed: bool },
+    /// Delete applied; `existed` tells whether there was anything to delete.
+    Delete { existed: bool },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Session {
+    last_seq: u64,
+    result: WriteResult,
+    /// Applied index of the last write: the LRU clock for eviction.
+    last_index: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvState {
+    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    members: BTreeMap<u64, String>,
+    /// Ids ever removed: never to be reused (a node whose data was wiped must not come back).
+    removed: BTreeSet<u64>,
+    sessions: BTreeMap<u64, Session>,
+    applied_index: u64,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum KvError {
+    #[error("state-machine snapshot does not decode")]
+    BadSnapshot,
+}
+
+/// Outcome of a de-duplicated write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Fresh(WriteResult),
+    /// The same request id was applied before: its original result.
+    Duplicate(WriteResult),
+    /// An older request of this client: its result is no longer known.
+    Stale,
+}
+
+impl KvState {
+    pub fn with_members(members: BTreeMap<u64, String>) -> Self {
+        KvState {
+            members,
+            ..Default::default()
+        }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.data.get(key).map(|v| v.as_slice())
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub fn members(&self) -> &BTreeMap<u64, String> {
+        &self.members
+    }
+
+    pub fn was_removed(&self, id: u64) -> bool {
+        self.removed.contains(&id)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Marks `index` applied without a state change (empty entries, skipped entries).
+    pub fn advance(&mut self, index: u64) {
+        assert!(
+            index > self.applied_index,
+            "apply out of order: {index} after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+    }
+
+    pub fn apply_command(
+        &mut self,
+        index: u64,
+        request_id: Option<RequestId>,
+        cmd: &Command,
+    ) -> Applied {
+        self.advance(index);
+        if let Some(rid) = request_id {
+            if let Some(s) = self.sessions.get(&rid.client) {
+                if rid.seq == s.last_seq {
+                    return Applied::Duplicate(s.result.clone());
+                }
+                if rid.seq < s.last_seq {
+                    return Applied::Stale;
+                }
+            }
+        }
+        let result = match cmd {
+            Command::Put { key, value } => WriteResult::Put {
+                existed: self.data.insert(key.clone(), value.clone()).is_some(),
+            },
+            Command::Delete { key } => WriteResult::Delete {
+                existed: self.data.remove(key).is_some(),
+            },
+        };
+        if let Some(rid) = request_id {
+            self.sessions.insert(
+                rid.client,
+                Session {
+                    last_seq: rid.seq,
+                    result: result.clone(),
+                    last_index: index,
+                },
+            );
+            if self.sessions.len() > MAX_SESSIONS {
+                let oldest = self
+                    .sessions
+                    .iter()
+                    .min_by_key(|(c, s)| (s.last_index, **c))
+                    .map(|(c, _)| *c);
+                if let Some(c) = oldest {
+                    self.sessions.remove(&c);
+                }
+            }
+        }
+        Applied::Fresh(result)
+    }
+
+    pub fn apply_member_change(&mut self, index: u64, change: &MemberChange) {
+        self.advance(index);
+        match change {
+            MemberChange::Add { id, addr } => {
+                self.members.insert(*id, addr.clone());
+            }
+            MemberChange::Remove { id } => {
+                self.members.remove(id);
+                self.removed.insert(*id);
+            }
+        }
+    }
+
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_VERSION];
+        out.extend(postcard::to_allocvec(self).expect("postcard encoding of the state machine"));
+        out
+    }
+
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<Self, KvError> {
+        match bytes.split_first() {
+            Some((&SNAPSHOT_VERSION, rest)) => match postcard::take_from_bytes::<KvState>(rest) {
+                Ok((s, tail)) if tail.is_empty() => Ok(s),
+                _ => Err(KvError::BadSnapshot),
+            },
+            _ => Err(KvError::BadSnapshot),
+        }
+    }
+
+    /// Stable fingerprint of the whole state (data, members, sessions, applied index).
+    pub fn hash(&self) -> u64 {
+        crate::rng::fnv64(&self.encode_snapshot())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str, v: &str) -> Command {
+        Command::Put {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn retried_request_is_applied_once() {
+        let mut kv = KvState::default();
+        let rid = Some(RequestId { client: 9, seq: 1 });
+        assert_eq!(
+            kv.apply_command(1, rid, &put("a", "1")),
+            Applied::Fresh(WriteResult::Put { existed: false })
+        );
+        assert_eq!(
+            kv.apply_command(2, None, &Command::Delete { key: b"a".to_vec() }),
+            Applied::Fresh(WriteResult::Delete { existed: true })
+        );
+        // The retry of request 1 must not resurrect the deleted key.
+        assert_eq!(
+            kv.apply_command(3, rid, &put("a", "1")),
+            Applied::Duplicate(WriteResult::Put { existed: false })
+        );
+        assert_eq!(kv.get(b"a"), None);
+        assert_eq!(
+            kv.apply_command(4, Some(RequestId { client: 9, seq: 0 }), &put("a", "0")),
+            Applied::Stale
+        );
+        assert_eq!(kv.get(b"a"), None);
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_hash_tracks_contents() {
+        let mut kv = KvState::with_members([(1, "http://a".to_string())].into());
+        kv.apply_command(1, None, &put("k", "v"));
+        let bytes = kv.encode_snapshot();
+        let back = KvState::decode_snapshot(&bytes).unwrap();
+        assert_eq!(back, kv);
+        assert_eq!(back.hash(), kv.hash());
+        kv.apply_command(2, None, &put("k", "w"));
+        assert_ne!(back.hash(), kv.hash());
+        assert!(KvState::decode_snapshot(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,1386 @@
+//! The replicated node: raft-rs's `RawNode` driven purely by inputs, in raft-rs's Ready order.
+//!
+//! Inputs: [`Node::tick`], [`Node::receive`] (peer bytes), [`Node::client`] (requests),
+//! [`Node::disk_done`] (completion of a [`DiskJob`]), [`Node::report_unreachable`] and
+//! [`Node::report_snapshot`]. Outputs: [`Action`]s taken with [`Node::drain`].
+//!
+//! Persistence follows the Ready contract in async form. Each Ready's entries, HardState and
+//! snapshot become `FileOp`s in a staged job; at most one job is in flight; everything staged
+//! while it runs rides the next job and its one sync (group commit). Messages raft marks as
+//! "persisted" (votes, append responses) are held *inside* the node and released only when the
+//! job holding their Ready completes, so a shell cannot send them early. A leader's own messages
+//! go out at once (it replicates while it syncs). Committed entries are applied as soon as raft
+//! hands them out (raft only hands out persisted ones), writes are answered after apply.
+
+use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
+use crate::compaction::{self, CompactionConfig, SnapshotOnDisk};
+use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs, rec_to_entry, rec_to_hs};
+use crate::fileop::FileOp;
+use crate::kv::{Applied, KvState, WriteResult};
+use crate::msgcodec::{self, DecodeError};
+use crate::recovery::{Recovered, RecoveryReport};
+use crate::rng::Rng;
+use crate::snapfile::{self, SnapshotFile, SnapshotMeta};
+use crate::storage::NodeStorage;
+use crate::wal::{Record, SnapshotMarker, WalConfig, WalIdentity, WalWriter};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
+};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use std::collections::{BTreeMap, VecDeque};
+use thiserror::Error;
+
+/// Static configuration of one node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub cluster_id: u64,
+    /// Seeds every random choice the node makes (election timeouts).
+    pub seed: u64,
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+    pub max_size_per_msg_bytes: u64,
+    pub max_inflight_msgs: usize,
+    pub max_uncommitted_bytes: u64,
+    pub compaction: CompactionConfig,
+    pub wal: WalConfig,
+    pub max_pending_proposals: usize,
+    pub max_pending_reads: usize,
+    /// Draw election timeouts from `seed` (always on outside the test that proves it matters).
+    pub seeded_election_timeout: bool,
+}
+
+impl NodeConfig {
+    pub fn new(id: u64, cluster_id: u64, seed: u64) -> Self {
+        NodeConfig {
+            id,
+            cluster_id,
+            seed,
+            election_tick: 10,
+            heartbeat_tick: 1,
+            max_size_per_msg_bytes: 1 << 20,
+            max_inflight_msgs: 256,
+            max_uncommitted_bytes: 64 << 20,
+            compaction: CompactionConfig::default(),
+            wal: WalConfig::default(),
+            max_pending_proposals: 4096,
+            max_pending_reads: 4096,
+            seeded_election_timeout: true,
+        }
+    }
+}
+
+/// How a node with an empty data directory starts.
+#[derive(Clone, Debug)]
+pub enum Bootstrap {
+    /// One of the initial members of a new cluster (all of them start with the same members).
+    NewCluster { members: BTreeMap<u64, String> },
+    /// Added to a running cluster with `AddNode`; waits for the leader's snapshot. `members`
+    /// are the known peers until then.
+    Join { members: BTreeMap<u64, String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOp {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// Linearizable read through ReadIndex (leader only).
+    Get {
+        key: Vec<u8>,
+    },
+    /// Possibly stale read from this node's state machine (any node).
+    GetLocal {
+        key: Vec<u8>,
+    },
+    AddNode {
+        id: u64,
+        addr: String,
+    },
+    RemoveNode {
+        id: u64,
+    },
+}
+
+impl ClientOp {
+    pub fn is_write(&self) -> bool {
+        !matches!(self, ClientOp::Get { .. } | ClientOp::GetLocal { .. })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// The shell's handle for the reply; unique among the node's outstanding requests.
+    pub handle: u64,
+    /// De-duplication id for writes; a retry must reuse it.
+    pub request_id: Option<RequestId>,
+    pub timeout_ticks: u64,
+    pub op: ClientOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientReply {
+    Written(WriteResult),
+    Value(Option<Vec<u8>>),
+    Members(BTreeMap<u64, String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ClientError {
+    /// Not proposed: this node is not the leader.
+    #[error("not the leader; leader is {leader:?}")]
+    NotLeader { leader: Option<u64> },
+    /// Not proposed: a queue is full.
+    #[error("busy: too many pending requests")]
+    Busy,
+    /// Not applied, and never will be.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// Outcome unknown: the deadline passed (the write may still be applied).
+    #[error("timed out; the outcome is unknown")]
+    Timeout,
+    /// Outcome unknown: leadership changed while the request was pending.
+    #[error("leadership changed; the outcome is unknown; leader is {leader:?}")]
+    LeaderChanged { leader: Option<u64> },
+    /// The node stopped (removed from the cluster or failed).
+    #[error("node stopped")]
+    Stopped,
+}
+
+impl ClientError {
+    /// True if a write answered with this error may or may not have been applied.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Timeout | ClientError::LeaderChanged { .. }
+        )
+    }
+}
+
+/// A batch of file operations to execute in order; report completion with `disk_done(id)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskJob {
+    pub id: u64,
+    pub ops: Vec<FileOp>,
+}
+
+/// An encoded peer message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub to: u64,
+    /// Carries a snapshot: report the send's outcome with `report_snapshot`.
+    pub snapshot: bool,
+    pub bytes: Vec<u8>,
+}
+
+/// Things worth logging (and counting): the seed article's log lines among them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    LoadingSnapshot {
+        term: u64,
+        index: u64,
+    },
+    Recovered {
+        report: RecoveryReport,
+        entry_count: usize,
+        commit: u64,
+    },
+    CommitClamped {
+        from: u64,
+        to: u64,
+    },
+    StartSnapshot {
+        applied_index: u64,
+        last_snapshot_index: u64,
+    },
+    SnapshotSaved {
+        term: u64,
+        index: u64,
+    },
+    CompactedLog {
+        index: u64,
+    },
+    SnapshotInstalled {
+        term: u64,
+        index: u64,
+    },
+    Purged {
+        segments: usize,
+        snapshots: usize,
+    },
+    RoleChanged {
+        term: u64,
+        role: StateRole,
+        leader: u64,
+    },
+    MemberAdded {
+        id: u64,
+        addr: String,
+    },
+    MemberRemoved {
+        id: u64,
+    },
+    RemovedFromCluster,
+    EntrySkipped {
+        index: u64,
+        reason: String,
+    },
+    PeerMessageDropped {
+        reason: String,
+    },
+    Fatal {
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Disk(DiskJob),
+    Send(Outgoing),
+    Reply {
+        handle: u64,
+        result: Result<ClientReply, ClientError>,
+    },
+    Event(Event),
+}
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("state-machine snapshot does not decode")]
+    BadSnapshot,
+    #[error("data directory belongs to a node that was removed from the cluster")]
+    Removed,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PeerError {
+    #[error("undecodable frame: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("frame for cluster {0:#x}")]
+    WrongCluster(u64),
+    #[error("frame for node {0}")]
+    WrongRecipient(u64),
+    #[error("frame from unknown or removed node {0}")]
+    UnknownSender(u64),
+    #[error("raft refused the message: {0}")]
+    Refused(String),
+    #[error("node stopped")]
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingKind {
+    Write,
+    Member,
+}
+
+#[derive(Debug)]
+struct PendingProposal {
+    handle: u64,
+    term: u64,
+    kind: PendingKind,
+    deadline_tick: u64,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    handle: u64,
+    key: Vec<u8>,
+    deadline_tick: u64,
+    /// Set once raft answered the ReadIndex; served when applied reaches it.
+    read_index: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct StagedJob {
+    ops: Vec<FileOp>,
+    post_sync: Vec<FileOp>,
+    wal_written: bool,
+    ready_number: Option<u64>,
+    gated: Vec<Message>,
+}
+
+impl StagedJob {
+    fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+            && self.post_sync.is_empty()
+            && !self.wal_written
+            && self.ready_number.is_none()
+            && self.gated.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct InFlightJob {
+    id: u64,
+    ready_number: Option<u64>,
+    gated: Vec<Message>,
+}
+
+/// Read-only view for status endpoints and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub role: StateRole,
+    pub leader_id: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub log_entries_in_memory: usize,
+    pub members: BTreeMap<u64, String>,
+    pub pending_proposals: usize,
+    pub pending_reads: usize,
+    pub disk_job_in_flight: bool,
+}
+
+pub struct Node {
+    cfg: NodeConfig,
+    raw: RawNode<NodeStorage>,
+    kv: KvState,
+    wal: WalWriter,
+    rng: Rng,
+    now_tick: u64,
+    /// (term, role, leader) at the last election-timeout draw.
+    timeout_key: Option<(u64, StateRole, u64)>,
+    role: StateRole,
+    leader_id: u64,
+    actions: Vec<Action>,
+    next_job_id: u64,
+    in_flight: Option<InFlightJob>,
+    staged: StagedJob,
+    proposals: BTreeMap<u64, PendingProposal>,
+    reads: BTreeMap<u64, PendingRead>,
+    /// Reads waiting for the new leader to commit an entry of its term (raft-rs would drop them).
+    reads_waiting: VecDeque<u64>,
+    next_read_id: u64,
+    snapshot_index: u64,
+    snapshots_on_disk: Vec<SnapshotOnDisk>,
+    snapshot_wanted: bool,
+    stopped: Option<String>,
+}
+
+fn raft_config(cfg: &NodeConfig, applied: u64) -> raft::Config {
+    raft::Config {
+        id: cfg.id,
+        election_tick: cfg.election_tick,
+        heartbeat_tick: cfg.heartbeat_tick,
+        applied,
+        max_size_per_msg: cfg.max_size_per_msg_bytes,
+        max_inflight_msgs: cfg.max_inflight_msgs,
+        check_quorum: true,
+        pre_vote: true,
+        batch_append: true,
+        max_uncommitted_size: cfg.max_uncommitted_bytes,
+        max_committed_size_per_ready: 16 << 20,
+        ..Default::default()
+    }
+}
+
+fn make_snapshot(meta: &SnapshotMeta, data: Vec<u8>) -> Snapshot {
+    let mut s = Snapshot::default();
+    s.data = data.into();
+    let m = s.mut_metadata();
+    m.index = meta.index;
+    m.term = meta.term;
+    m.set_conf_state(rec_to_cs(&meta.conf_state));
+    s
+}
+
+impl Node {
+    /// Starts a node from what recovery found (or from nothing). The returned node has already
+    /// queued a disk job (WAL creation or repairs): drain it and execute it first.
+    pub fn start(
+        cfg: NodeConfig,
+        recovered: Option<Recovered>,
+        bootstrap: Bootstrap,
+    ) -> Result<Node, NodeError> {
+        let id = WalIdentity {
+            cluster_id: cfg.cluster_id,
+            node_id: cfg.id,
+        };
+        let mut ops = Vec::new();
+        let mut storage = NodeStorage::new();
+        let mut events = Vec::new();
+        let mut snapshots_on_disk = Vec::new();
+        let (kv, wal) = match recovered {
+            Some(rec) => {
+                ops.extend(rec.ops.iter().cloned());
+                let mut wal = WalWriter::resume(id, cfg.wal, &rec.wal, &mut ops);
+                let kv = match &rec.snapshot {
+                    Some(file) => {
+                        events.push(Event::LoadingSnapshot {
+                            term: file.meta.term,
+                            index: file.meta.index,
+                        });
+                        storage.apply_snapshot(make_snapshot(&file.meta, file.data.clone()));
+                        KvState::decode_snapshot(&file.data).map_err(|_| NodeError::BadSnapshot)?
+                    }
+                    None => match &bootstrap {
+                        Bootstrap::NewCluster { members } | Bootstrap::Join { members } => {
+                            KvState::with_members(members.clone())
+                        }
+                    },
+                };
+                if kv.was_removed(cfg.id) {
+                    return Err(NodeError::Removed);
+                }
+                let entries: Vec<Entry> = rec.entries.iter().map(rec_to_entry).collect();
+                storage.append(&entries);
+                let mut hs = rec_to_hs(&rec.hard_state);
+                let last = storage.last_index();
+                if hs.commit > last {
+                    // Commit is only a hint that raft re-learns from the leader; lowering it is
+                    // safe, claiming entries we do not have is not.
+                    events.push(Event::CommitClamped {
+                        from: hs.commit,
+                        to: last,
+                    });
+                    hs.commit = last;
+                }
+                let snap_hs = storage.hard_state().clone();
+                hs.commit = hs.commit.max(snap_hs.commit);
+                hs.term = hs.term.max(snap_hs.term);
+                storage.set_hard_state(hs);
+                events.push(Event::Recovered {
+                    report: rec.report.clone(),
+                    entry_count: rec.entries.len(),
+                    commit: storage.hard_state().commit,
+                });
+                snapshots_on_disk = rec
+                    .snapshots_on_disk
+                    .iter()
+                    .map(|(name, term, index)| SnapshotOnDisk {
+                        name: name.clone(),
+                        term: *term,
+                        index: *index,
+                    })
+                    .collect();
+                wal.flush(&mut ops);
+                (kv, wal)
+            }
+            None => match &bootstrap {
+                Bootstrap::NewCluster { members } => {
+                    assert!(
+                        members.contains_key(&cfg.id),
+                        "node {} is not among the initial members",
+                        cfg.id
+                    );
+                    // Every initial member writes the same first snapshot at (index 1, term 1):
+                    // the initial configuration and member addresses, as ordinary durable state.
+                    let mut wal = WalWriter::create(id, cfg.wal, 2, &mut ops);
+                    let mut kv = KvState::with_members(members.clone());
+                    kv.advance(1);
+                    let mut cs = raft::eraftpb::ConfState::default();
+                    cs.voters = members.keys().copied().collect();
+                    let meta = SnapshotMeta {
+                        index: 1,
+                        term: 1,
+                        conf_state: cs_to_rec(&cs),
+                    };
+                    let file = SnapshotFile {
+                        meta: meta.clone(),
+                        data: kv.encode_snapshot(),
+                    };
+                    let name = snapfile::write_ops(&file, &mut ops);
+                    wal.append(
+                        &Record::Snapshot(SnapshotMarker {
+                            index: 1,
+                            term: 1,
+                            conf_state: meta.conf_state.clone(),
+                            log_reset: true,
+                        }),
+                        &mut ops,
+                    );
+                    storage.apply_snapshot(make_snapshot(&meta, file.data));
+                    wal.append(
+                        &Record::HardState(hs_to_rec(storage.hard_state())),
+                        &mut ops,
+                    );
+                    wal.sync(&mut ops);
+                    snapshots_on_disk.push(SnapshotOnDisk {
+                        name,
+                        term: 1,
+                        index: 1,
+                    });
+                    (kv, wal)
+                }
+                Bootstrap::Join { members } => {
+                    let mut wal = WalWriter::create(id, cfg.wal, 1, &mut ops);
+                    wal.sync(&mut ops);
+                    (KvState::with_members(members.clone()), wal)
+                }
+            },
+        };
+        let applied = kv.applied_index();
+        let snapshot_index = storage
+            .latest_snapshot()
+            .map_or(0, |s| s.get_metadata().index);
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config(&cfg, applied), storage, &logger)?;
+        let mut node = Node {
+            rng: Rng::new(cfg.seed ^ cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            cfg,
+            raw,
+            kv,
+            wal,
+            now_tick: 0,
+            timeout_key: None,
+            role: StateRole::Follower,
+            leader_id: 0,
+            actions: events.into_iter().map(Action::Event).collect(),
+            next_job_id: 1,
+            in_flight: None,
+            staged: StagedJob::default(),
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            reads_waiting: VecDeque::new(),
+            next_read_id: 1,
+            snapshot_index,
+            snapshots_on_disk,
+            snapshot_wanted: false,
+            stopped: None,
+        };
+        node.staged.ops = ops;
+        node.issue_job();
+        Ok(node)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.cfg.id
+    }
+
+    /// Why the node stopped (removed, or a fatal condition), if it did.
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
+    }
+
+    pub fn kv(&self) -> &KvState {
+        &self.kv
+    }
+
+    pub fn members(&self) -> &BTreeMap<u64, String> {
+        self.kv.members()
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let store = self.raw.store();
+        NodeStatus {
+            id: self.cfg.id,
+            role: self.role,
+            leader_id: self.leader_id,
+            term: self.raw.raft.term,
+            commit_index: self.raw.raft.raft_log.committed,
+            applied_index: self.kv.applied_index(),
+            snapshot_index: self.snapshot_index,
+            first_index: store.first_index(),
+            last_index: self.raw.raft.raft_log.last_index(),
+            log_entries_in_memory: store.entry_count(),
+            members: self.kv.members().clone(),
+            pending_proposals: self.proposals.len(),
+            pending_reads: self.reads.len(),
+            disk_job_in_flight: self.in_flight.is_some(),
+        }
+    }
+
+    /// Processes everything raft has ready and returns the actions accumulated so far.
+    pub fn drain(&mut self) -> Vec<Action> {
+        if self.stopped.is_none() {
+            self.drive();
+        }
+        std::mem::take(&mut self.actions)
+    }
+
+    fn stop(&mut self, reason: String) {
+        if self.stopped.is_some() {
+            return;
+        }
+        self.stopped = Some(reason);
+        let handles: Vec<u64> = self
+            .proposals
+            .values()
+            .map(|p| p.handle)
+            .chain(self.reads.values().map(|r| r.handle))
+            .collect();
+        self.proposals.clear();
+        self.reads.clear();
+        self.reads_waiting.clear();
+        for handle in handles {
+            self.reply(handle, Err(ClientError::Stopped));
+        }
+    }
+
+    fn fatal(&mut self, reason: String) {
+        self.actions.push(Action::Event(Event::Fatal {
+            reason: reason.clone(),
+        }));
+        self.stop(reason);
+    }
+
+    // ---- inputs ----
+
+    /// One logical clock tick.
+    pub fn tick(&mut self) {
+        if self.stopped.is_some() {
+            return;
+        }
+        self.now_tick += 1;
+        if self.cfg.seeded_election_timeout {
+            self.fix_election_timeout();
+        }
+        self.raw.tick();
+        self.expire_requests();
+    }
+
+    /// raft-rs draws election timeouts from `thread_rng`, which no simulator can seed. Draw our
+    /// own from the node's seeded RNG whenever raft would have drawn a new one (its term, role or
+    /// leader changed), and install it before raft reads it (only `tick` reads it).
+    fn fix_election_timeout(&mut self) {
+        let r = &self.raw.raft;
+        let key = (r.term, r.state, r.leader_id);
+        if self.timeout_key != Some(key) {
+            self.timeout_key = Some(key);
+            // raft-rs's defaults: [election_tick, 2 * election_tick).
+            let (lo, hi) = (
+                self.cfg.election_tick as u64,
+                2 * self.cfg.election_tick as u64,
+            );
+            let t = self.rng.range(lo, hi) as usize;
+            self.raw.raft.set_randomized_election_timeout(t);
+        }
+    }
+
+    fn expire_requests(&mut self) {
+        let now = self.now_tick;
+        let expired: Vec<u64> = self
+            .proposals
+            .iter()
+            .filter(|(_, p)| p.deadline_tick <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        for index in expired {
+            let p = self.proposals.remove(&index).expect("listed");
+            self.reply(p.handle, Err(ClientError::Timeout));
+        }
+        let expired: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.deadline_tick <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        for id in expired {
+            let r = self.reads.remove(&id).expect("listed");
+            self.reply(r.handle, Err(ClientError::Timeout));
+        }
+        let reads = &self.reads;
+        self.reads_waiting.retain(|id| reads.contains_key(id));
+    }
+
+    /// A frame from a peer (transport length prefix removed). Bad frames are dropped with an
+    /// error for the shell to log; the node is unaffected.
+    pub fn receive(&mut self, bytes: &[u8]) -> Result<(), PeerError> {
+        if self.stopped.is_some() {
+            return Err(PeerError::Stopped);
+        }
+        let env = msgcodec::decode(bytes)?;
+        if env.cluster_id != self.cfg.cluster_id {
+            return Err(PeerError::WrongCluster(env.cluster_id));
+        }
+        if env.to != self.cfg.id {
+            return Err(PeerError::WrongRecipient(env.to));
+        }
+        if env.from == 0 || env.from == self.cfg.id {
+            return Err(PeerError::UnknownSender(env.from));
+        }
+        if self.kv.was_removed(env.from) {
+            // Tell it, or it campaigns forever: it never sees the entry that removed it.
+            let bytes = msgcodec::encode_removed(self.cfg.cluster_id, self.cfg.id, env.from);
+            self.actions.push(Action::Send(Outgoing {
+                to: env.from,
+                snapshot: false,
+                bytes,
+            }));
+            return Err(PeerError::UnknownSender(env.from));
+        }
+        let known = self.kv.members().contains_key(&env.from)
+            || crate::storage::conf_contains(self.raw.store().conf_state(), env.from);
+        if !known {
+            return Err(PeerError::UnknownSender(env.from));
+        }
+        match env.body {
+            msgcodec::Body::Raft(m) => self
+                .raw
+                .step(m)
+                .map_err(|e| PeerError::Refused(e.to_string())),
+            msgcodec::Body::Removed => {
+                self.actions.push(Action::Event(Event::RemovedFromCluster));
+                self.stop(format!(
+                    "node {} reports this node was removed from the cluster",
+                    env.from
+                ));
+                Ok(())
+            }
+        }
+    }
+
+    pub fn report_unreachable(&mut self, id: u64) {
+        if self.stopped.is_none() {
+            self.raw.report_unreachable(id);
+        }
+    }
+
+    pub fn report_snapshot(&mut self, id: u64, delivered: bool) {
+        if self.stopped.is_none() {
+            self.raw.report_snapshot(
+                id,
+                if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                },
+            );
+        }
+    }
+
+    /// A client request; the reply comes as `Action::Reply` with the same handle.
+    pub fn client(&mut self, req: ClientRequest) {
+        if self.stopped.is_some() {
+            self.reply(req.handle, Err(ClientError::Stopped));
+            return;
+        }
+        let deadline_tick = self.now_tick + req.timeout_ticks.max(1);
+        let not_leader = || ClientError::NotLeader { leader: None };
+        let leader = if self.leader_id == 0 {
+            None
+        } else {
+            Some(self.leader_id)
+        };
+        let is_leader = self.raw.raft.state == StateRole::Leader;
+        match req.op {
+            ClientOp::GetLocal { key } => {
+                let v = self.kv.get(&key).map(|v| v.to_vec());
+                self.reply(req.handle, Ok(ClientReply::Value(v)));
+            }
+            _ if !is_leader => self.reply(req.handle, Err(ClientError::NotLeader { leader })),
+            ClientOp::Get { key } => {
+                if self.reads.len() >= self.cfg.max_pending_reads {
+                    return self.reply(req.handle, Err(ClientError::Busy));
+                }
+                let id = self.next_read_id;
+                self.next_read_id += 1;
+                self.reads.insert(
+                    id,
+                    PendingRead {
+                        handle: req.handle,
+                        key,
+                        deadline_tick,
+                        read_index: None,
+                    },
+                );
+                if self.raw.raft.commit_to_current_term() {
+                    self.raw.read_index(id.to_le_bytes().to_vec());
+                } else {
+                    self.reads_waiting.push_back(id);
+                }
+            }
+            ClientOp::Put { key, value } => {
+                let p = Proposal {
+                    request_id: req.request_id,
+                    command: crate::command::Command::Put { key, value },
+                };
+                self.propose(req.handle, deadline_tick, PendingKind::Write, |raw| {
+                    raw.propose(vec![], p.encode())
+                });
+            }
+            ClientOp::Delete { key } => {
+                let p = Proposal {
+                    request_id: req.request_id,
+                    command: crate::command::Command::Delete { key },
+                };
+                self.propose(req.handle, deadline_tick, PendingKind::Write, |raw| {
+                    raw.propose(vec![], p.encode())
+                });
+            }
+            ClientOp::AddNode { id, addr } => {
+                if id == 0 || self.kv.members().contains_key(&id) || self.kv.was_removed(id) {
+                    let why = if self.kv.was_removed(id) {
+                        "id was removed before and cannot be reused"
+                    } else {
+                        "id is 0 or already a member"
+                    };
+                    return self.reply(
+                        req.handle,
+                        Err(ClientError::Rejected(format!(
+                            "cannot add node {id}: {why}"
+                        ))),
+                    );
+                }
+                let mp = MemberProposal {
+                    request_id: req.request_id,
+                    change: MemberChange::Add { id, addr },
+                };
+                let mut cc = ConfChange::default();
+                cc.set_change_type(ConfChangeType::AddNode);
+                cc.node_id = id;
+                self.propose(req.handle, deadline_tick, PendingKind::Member, |raw| {
+                    raw.propose_conf_change(mp.encode(), cc)
+                });
+            }
+            ClientOp::RemoveNode { id } => {
+                if !self.kv.members().contains_key(&id) {
+                    return self.reply(
+                        req.handle,
+                        Err(ClientError::Rejected(format!("node {id} is not a member"))),
+                    );
+                }
+                if self.kv.members().len() == 1 {
+                    return self.reply(
+                        req.handle,
+                        Err(ClientError::Rejected(
+                            "cannot remove the last member".into(),
+                        )),
+                    );
+                }
+                let mp = MemberProposal {
+                    request_id: req.request_id,
+                    change: MemberChange::Remove { id },
+                };
+                let mut cc = ConfChange::default();
+                cc.set_change_type(ConfChangeType::RemoveNode);
+                cc.node_id = id;
+                self.propose(req.handle, deadline_tick, PendingKind::Member, |raw| {
+                    raw.propose_conf_change(mp.encode(), cc)
+                });
+            }
+        }
+        let _ = not_leader;
+    }
+
+    fn propose(
+        &mut self,
+        handle: u64,
+        deadline_tick: u64,
+        kind: PendingKind,
+        f: impl FnOnce(&mut RawNode<NodeStorage>) -> raft::Result<()>,
+    ) {
+        if self.proposals.len() >= self.cfg.max_pending_proposals {
+            return self.reply(handle, Err(ClientError::Busy));
+        }
+        let before = self.raw.raft.raft_log.last_index();
+        match f(&mut self.raw) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                if index != before + 1 {
+                    // raft accepted but did not append (cannot happen on a leader); be honest.
+                    return self.reply(handle, Err(ClientError::LeaderChanged { leader: None }));
+                }
+                let term = self.raw.raft.term;
+                debug_assert!(
+                    !self.proposals.contains_key(&index),
+                    "two proposals at index {index}"
+                );
+                self.proposals.insert(
+                    index,
+                    PendingProposal {
+                        handle,
+                        term,
+                        kind,
+                        deadline_tick,
+                    },
+                );
+            }
+            Err(raft::Error::ProposalDropped) => self.reply(handle, Err(ClientError::Busy)),
+            Err(e) => self.reply(handle, Err(ClientError::Rejected(e.to_string()))),
+        }
+    }
+
+    /// The disk job `id` completed: everything in it is durable.
+    pub fn disk_done(&mut self, id: u64) {
+        let job = self
+            .in_flight
+            .take()
+            .expect("disk_done without a job in flight");
+        assert_eq!(job.id, id, "disk jobs complete in order");
+        if self.stopped.is_some() {
+            return;
+        }
+        if let Some(n) = job.ready_number {
+            self.raw.on_persist_ready(n);
+        }
+        for m in job.gated {
+            self.send(m);
+        }
+        self.advance_apply();
+        self.issue_job();
+    }
+
+    /// Tells raft how far we applied. raft-rs insists applied <= persisted; a snapshot installed
+    /// from the leader is applied to the state machine before its job is durable, so raft hears
+    /// about it only once the job completes.
+    fn advance_apply(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        let target = self
+            .kv
+            .applied_index()
+            .min(log.persisted)
+            .min(log.committed);
+        if target > log.applied {
+            self.raw.advance_apply_to(target);
+        }
+    }
+
+    // ---- the Ready loop ----
+
+    fn drive(&mut self) {
+        loop {
+            if self.raw.store().take_snapshot_wanted() {
+                self.snapshot_wanted = true;
+            }
+            self.flush_waiting_reads();
+            if !self.raw.has_ready() {
+                break;
+            }
+            let mut rd = self.raw.ready();
+            if let Some(ss) = rd.ss() {
+                self.on_soft_state(ss.raft_state, ss.leader_id);
+            }
+            for m in rd.take_messages() {
+                self.send(m);
+            }
+            if !rd.snapshot().is_empty() {
+                let snap = rd.snapshot().clone();
+                if let Err(reason) = self.install_snapshot(snap) {
+                    self.fatal(reason);
+                    return;
+                }
+            }
+            let committed = rd.take_committed_entries();
+            self.apply_entries(committed);
+            if self.stopped.is_some() {
+                return;
+            }
+            if !rd.entries().is_empty() {
+                self.raw.mut_store().append(rd.entries());
+                for e in rd.entries() {
+                    self.wal.append(
+                        &Record::Entry(crate::convert::entry_to_rec(e)),
+                        &mut self.staged.ops,
+                    );
+                }
+                self.staged.wal_written = true;
+            }
+            if let Some(hs) = rd.hs() {
+                self.raw.mut_store().set_hard_state(hs.clone());
+                self.wal
+                    .append(&Record::HardState(hs_to_rec(hs)), &mut self.staged.ops);
+                self.staged.wal_written = true;
+            }
+            for rs in rd.take_read_states() {
+                if let Ok(b) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
+                    if let Some(r) = self.reads.get_mut(&u64::from_le_bytes(b)) {
+                        r.read_index = Some(rs.index);
+                    }
+                }
+            }
+            let persisted = rd.take_persisted_messages();
+            let number = rd.number();
+            self.raw.advance_append_async(rd);
+            if self.staged.is_empty() && self.in_flight.is_none() {
+                // Nothing to persist and nothing in flight: the Ready is durable as it stands.
+                self.raw.on_persist_ready(number);
+                for m in persisted {
+                    self.send(m);
+                }
+            } else {
+                self.staged.ready_number = Some(number);
+                self.staged.gated.extend(persisted);
+            }
+            self.advance_apply();
+            self.serve_reads();
+            self.maybe_snapshot();
+        }
+        self.issue_job();
+    }
+
+    fn issue_job(&mut self) {
+        if self.in_flight.is_some() || self.staged.is_empty() {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let mut ops = staged.ops;
+        if staged.wal_written {
+            self.wal.sync(&mut ops);
+        } else {
+            self.wal.flush(&mut ops);
+        }
+        ops.extend(staged.post_sync);
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        self.in_flight = Some(InFlightJob {
+            id,
+            ready_number: staged.ready_number,
+            gated: staged.gated,
+        });
+        self.actions.push(Action::Disk(DiskJob { id, ops }));
+    }
+
+    fn send(&mut self, m: Message) {
+        let snapshot = m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
+        let to = m.to;
+        let bytes = msgcodec::encode(self.cfg.cluster_id, &m);
+        self.actions.push(Action::Send(Outgoing {
+            to,
+            snapshot,
+            bytes,
+        }));
+    }
+
+    fn reply(&mut self, handle: u64, result: Result<ClientReply, ClientError>) {
+        self.actions.push(Action::Reply { handle, result });
+    }
+
+    fn on_soft_state(&mut self, role: StateRole, leader_id: u64) {
+        let was_leader = self.role == StateRole::Leader;
+        if role != self.role || leader_id != self.leader_id {
+            self.actions.push(Action::Event(Event::RoleChanged {
+                term: self.raw.raft.term,
+                role,
+                leader: leader_id,
+            }));
+        }
+        self.role = role;
+        self.leader_id = leader_id;
+        if was_leader && role != StateRole::Leader {
+            let leader = if leader_id == 0 {
+                None
+            } else {
+                Some(leader_id)
+            };
+            let handles: Vec<u64> = self
+                .proposals
+                .values()
+                .map(|p| p.handle)
+                .chain(self.reads.values().map(|r| r.handle))
+                .collect();
+            self.proposals.clear();
+            self.reads.clear();
+            self.reads_waiting.clear();
+            for h in handles {
+                self.reply(h, Err(ClientError::LeaderChanged { leader }));
+            }
+        }
+    }
+
+    fn flush_waiting_reads(&mut self) {
+        if self.reads_waiting.is_empty()
+            || self.raw.raft.state != StateRole::Leader
+            || !self.raw.raft.commit_to_current_term()
+        {
+            return;
+        }
+        while let Some(id) = self.reads_waiting.pop_front() {
+            if self.reads.contains_key(&id) {
+                self.raw.read_index(id.to_le_bytes().to_vec());
+            }
+        }
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.kv.applied_index();
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.read_index.is_some_and(|i| i <= applied))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            let r = self.reads.remove(&id).expect("listed");
+            let v = self.kv.get(&r.key).map(|v| v.to_vec());
+            self.reply(r.handle, Ok(ClientReply::Value(v)));
+        }
+    }
+
+    // ---- apply ----
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) {
+        for e in entries {
+            if e.index <= self.kv.applied_index() {
+                continue;
+            }
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => {
+                    self.kv.advance(e.index);
+                    self.finish_proposal(
+                        e.index,
+                        e.term,
+                        Err(ClientError::Rejected(
+                            "another membership change is in progress".into(),
+                        )),
+                    );
+                }
+                EntryType::EntryNormal => match Proposal::decode(&e.data) {
+                    Some(p) => {
+                        let result = match self.kv.apply_command(e.index, p.request_id, &p.command)
+                        {
+                            Applied::Fresh(r) | Applied::Duplicate(r) => {
+                                Ok(ClientReply::Written(r))
+                            }
+                            Applied::Stale => Err(ClientError::Rejected(
+                                "request id older than this client's last write".into(),
+                            )),
+                        };
+                        self.finish_proposal(e.index, e.term, result);
+                    }
+                    None => self.skip_entry(&e, "undecodable command"),
+                },
+                EntryType::EntryConfChange => match MemberProposal::decode(&e.context) {
+                    Some(mp) => self.apply_member_change(&e, mp.change),
+                    None => self.skip_entry(&e, "undecodable membership change"),
+                },
+                EntryType::EntryConfChangeV2 => {
+                    // Only raft's automatic leave-joint entry (empty) can appear: we never
+                    // propose joint changes.
+                    if e.data.is_empty() {
+                        if let Ok(cs) = self.raw.apply_conf_change(&ConfChangeV2::default()) {
+                            self.raw.mut_store().set_conf_state(cs);
+                        }
+                        self.kv.advance(e.index);
+                    } else {
+                        self.skip_entry(&e, "joint conf change not supported");
+                    }
+                }
+            }
+        }
+    }
+
+    fn skip_entry(&mut self, e: &Entry, reason: &str) {
+        // Every replica skips the same entry, so state machines stay equal.
+        self.kv.advance(e.index);
+        self.actions.push(Action::Event(Event::EntrySkipped {
+            index: e.index,
+            reason: reason.to_string(),
+        }));
+        self.finish_proposal(
+            e.index,
+            e.term,
+            Err(ClientError::Rejected(reason.to_string())),
+        );
+    }
+
+    fn apply_member_change(&mut self, e: &Entry, change: MemberChange) {
+        let mut cc = ConfChange::default();
+        match &change {
+            MemberChange::Add { id, .. } => {
+                cc.set_change_type(ConfChangeType::AddNode);
+                cc.node_id = *id;
+            }
+            MemberChange::Remove { id } => {
+                cc.set_change_type(ConfChangeType::RemoveNode);
+                cc.node_id = *id;
+            }
+        }
+        match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => {
+                self.raw.mut_store().set_conf_state(cs);
+                self.kv.apply_member_change(e.index, &change);
+                let ev = match &change {
+                    MemberChange::Add { id, addr } => Event::MemberAdded {
+                        id: *id,
+                        addr: addr.clone(),
+                    },
+                    MemberChange::Remove { id } => Event::MemberRemoved { id: *id },
+                };
+                self.actions.push(Action::Event(ev));
+                let members = self.kv.members().clone();
+                self.finish_proposal(e.index, e.term, Ok(ClientReply::Members(members)));
+                if matches!(change, MemberChange::Remove { id } if id == self.cfg.id) {
+                    self.actions.push(Action::Event(Event::RemovedFromCluster));
+                    self.stop("removed from the cluster".into());
+                }
+            }
+            Err(err) => self.skip_entry(e, &format!("conf change refused: {err}")),
+        }
+    }
+
+    fn finish_proposal(&mut self, index: u64, term: u64, result: Result<ClientReply, ClientError>) {
+        // Proposals at lower indexes that were never applied were overwritten.
+        let Some(p) = self.proposals.remove(&index) else {
+            return;
+        };
+        if p.term != term {
+            return self.reply(
+                p.handle,
+                Err(ClientError::LeaderChanged {
+                    leader: Some(self.leader_id).filter(|&l| l != 0),
+                }),
+            );
+        }
+        let result = match (p.kind, result) {
+            (PendingKind::Write, Ok(ClientReply::Members(_)))
+            | (PendingKind::Member, Ok(ClientReply::Written(_))) => {
+                Err(ClientError::Rejected("entry kind mismatch".into()))
+            }
+            (_, r) => r,
+        };
+        self.reply(p.handle, result);
+    }
+
+    // ---- snapshots ----
+
+    fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), String> {
+        let meta = snap.get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let kv = KvState::decode_snapshot(&snap.data)
+            .map_err(|e| format!("snapshot {index} from the leader: {e}"))?;
+        if kv.applied_index() != index {
+            return Err(format!(
+                "snapshot {index} carries state at applied index {}",
+                kv.applied_index()
+            ));
+        }
+        self.actions
+            .push(Action::Event(Event::LoadingSnapshot { term, index }));
+        let conf_state = cs_to_rec(meta.get_conf_state());
+        let file = SnapshotFile {
+            meta: SnapshotMeta {
+                index,
+                term,
+                conf_state: conf_state.clone(),
+            },
+            data: snap.data.to_vec(),
+        };
+        let name = snapfile::write_ops(&file, &mut self.staged.ops);
+        self.wal.append(
+            &Record::Snapshot(SnapshotMarker {
+                index,
+                term,
+                conf_state,
+                log_reset: true,
+            }),
+            &mut self.staged.ops,
+        );
+        self.staged.wal_written = true;
+        self.raw.mut_store().apply_snapshot(snap);
+        self.kv = kv;
+        self.snapshot_index = index;
+        self.snapshots_on_disk
+            .push(SnapshotOnDisk { name, term, index });
+        self.actions
+            .push(Action::Event(Event::SnapshotInstalled { term, index }));
+        self.plan_purge();
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let applied = self.kv.applied_index();
+        let due = compaction::should_snapshot(&self.cfg.compaction, applied, self.snapshot_index);
+        let wanted = self.snapshot_wanted && {
+            let store = self.raw.store();
+            let current = store
+                .latest_snapshot()
+                .is_none_or(|s| s.get_metadata().get_conf_state() != store.conf_state());
+            applied > self.snapshot_index || current
+        };
+        self.snapshot_wanted = false;
+        if due || wanted {
+            self.create_snapshot();
+        }
+    }
+
+    /// raftexample's maybeTriggerSnapshot, run only after everything raft handed out is applied.
+    fn create_snapshot(&mut self) {
+        let applied = self.kv.applied_index();
+        self.actions.push(Action::Event(Event::StartSnapshot {
+            applied_index: applied,
+            last_snapshot_index: self.snapshot_index,
+        }));
+        let store = self.raw.store();
+        let term = store
+            .term_of(applied)
+            .expect("the applied entry is in memory or is the compaction point");
+        let conf_state = cs_to_rec(store.conf_state());
+        let mut hs = store.hard_state().clone();
+        hs.commit = hs.commit.max(applied);
+        let data = self.kv.encode_snapshot();
+        let meta = SnapshotMeta {
+            index: applied,
+            term,
+            conf_state: conf_state.clone(),
+        };
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            data,
+        };
+        // The file first, then its WAL marker: a crash in between leaves an orphan file that
+        // recovery removes, never a marker without its file.
+        let name = snapfile::write_ops(&file, &mut self.staged.ops);
+        self.wal.append(
+            &Record::Snapshot(SnapshotMarker {
+                index: applied,
+                term,
+                conf_state,
+                log_reset: false,
+            }),
+            &mut self.staged.ops,
+        );
+        // Persist a commit covering the snapshot with it, so recovery accepts the snapshot.
+        self.wal
+            .append(&Record::HardState(hs_to_rec(&hs)), &mut self.staged.ops);
+        self.staged.wal_written = true;
+        self.raw
+            .mut_store()
+            .set_latest_snapshot(make_snapshot(&meta, file.data));
+        let ci = compaction::compact_index(&self.cfg.compaction, applied);
+        self.raw.mut_store().compact(ci);
+        self.actions
+            .push(Action::Event(Event::CompactedLog { index: ci }));
+        self.snapshot_index = applied;
+        self.snapshots_on_disk.push(SnapshotOnDisk {
+            name,
+            term,
+            index: applied,
+        });
+        self.actions.push(Action::Event(Event::SnapshotSaved {
+            term,
+            index: applied,
+        }));
+        self.plan_purge();
+    }
+
+    /// Removals run after this job's sync, so the new snapshot and marker are durable first.
+    fn plan_purge(&mut self) {
+        let plan = compaction::plan_purge(
+            &self.cfg.compaction,
+            &self.snapshots_on_disk,
+            self.wal.segments(),
+            self.wal.marker_segments(),
+        );
+        let segments = self
+            .wal
+            .purge_before(plan.keep_wal_from_seq, &mut self.staged.post_sync);
+        for name in &plan.remove_snapshots {
+            self.staged
+                .post_sync
+                .push(FileOp::Remove { name: name.clone() });
+        }
+        if !plan.remove_snapshots.is_empty() {
+            self.staged.post_sync.push(FileOp::SyncDir);
+            self.snapshots_on_disk
+                .retain(|s| !plan.remove_snapshots.contains(&s.name));
+        }
+        if segments > 0 || !plan.remove_snapshots.is_empty() {
+            self.actions.push(Action::Event(Event::Purged {
+                segments,
+                snapshots: plan.remove_snapshots.len(),
+            }));
+        }
+    }
+}

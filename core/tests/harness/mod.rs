@@ -1,0 +1,446 @@
+//! A pure, single-threaded, deterministic cluster harness for `raftkv-core` nodes.
+//!
+//! Nodes talk through an in-memory message queue that the seeded RNG reorders (and, when asked,
+//! drops); disks are `MemDir`s whose jobs complete after a random number of delivery rounds.
+//! Every action the nodes emit is folded into a trace hash, so two runs with one seed can be
+//! compared bit for bit.
+
+#![allow(dead_code)]
+
+use raft::StateRole;
+use raftkv_core::command::RequestId;
+use raftkv_core::memdir::{CrashKind, MemDir};
+use raftkv_core::node::{
+    Action, Bootstrap, ClientError, ClientOp, ClientReply, ClientRequest, DiskJob, Event, Node,
+    NodeConfig,
+};
+use raftkv_core::recovery::recover;
+use raftkv_core::rng::{Fnv64, Rng};
+use raftkv_core::wal::{WalConfig, WalIdentity};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+pub const CLUSTER_ID: u64 = 0xC1;
+
+pub struct SimNode {
+    pub node: Option<Node>,
+    pub dir: MemDir,
+    pub cfg: NodeConfig,
+    pub bootstrap: Bootstrap,
+    jobs: VecDeque<DiskJob>,
+    pub incarnation: u64,
+}
+
+#[derive(Default, Debug, Clone)]
+pub struct Stats {
+    pub snapshots_saved: u64,
+    pub snapshots_installed: u64,
+    pub compactions: u64,
+    pub purges: u64,
+    pub elections: u64,
+    pub loaded_snapshots: u64,
+    pub torn_tails: u64,
+    pub messages_dropped: u64,
+}
+
+pub struct Cluster {
+    pub nodes: BTreeMap<u64, SimNode>,
+    net: Vec<(u64, u64, Vec<u8>, bool)>,
+    pub rng: Rng,
+    pub trace: Fnv64,
+    pub replies: BTreeMap<u64, Result<ClientReply, ClientError>>,
+    next_handle: u64,
+    /// Nodes cut off from everyone.
+    pub isolated: BTreeSet<u64>,
+    /// Probability that a message is dropped.
+    pub loss: f64,
+    pub stats: Stats,
+    next_client_seq: u64,
+}
+
+pub fn addr(id: u64) -> String {
+    format!("http://127.0.0.1:{}", 12379 + id * 10)
+}
+
+pub fn base_config(id: u64, seed: u64) -> NodeConfig {
+    let mut cfg = NodeConfig::new(id, CLUSTER_ID, seed);
+    cfg.wal = WalConfig {
+        segment_size_bytes: 16 * 1024,
+    };
+    cfg.compaction.snap_count = 200;
+    cfg.compaction.catch_up_entries = 50;
+    cfg.compaction.max_snapshots = 2;
+    cfg
+}
+
+impl Cluster {
+    pub fn new(n: u64, seed: u64) -> Self {
+        Self::with_config(n, seed, |_| {})
+    }
+
+    pub fn with_config(n: u64, seed: u64, tweak: impl Fn(&mut NodeConfig)) -> Self {
+        let members: BTreeMap<u64, String> = (1..=n).map(|i| (i, addr(i))).collect();
+        let mut c = Cluster {
+            nodes: BTreeMap::new(),
+            net: Vec::new(),
+            rng: Rng::new(seed),
+            trace: Fnv64::default(),
+            replies: BTreeMap::new(),
+            next_handle: 1,
+            isolated: BTreeSet::new(),
+            loss: 0.0,
+            stats: Stats::default(),
+            next_client_seq: 1,
+        };
+        for id in 1..=n {
+            let mut cfg = base_config(id, seed);
+            tweak(&mut cfg);
+            let bootstrap = Bootstrap::NewCluster {
+                members: members.clone(),
+            };
+            let node = Node::start(cfg.clone(), None, bootstrap.clone()).expect("start");
+            c.nodes.insert(
+                id,
+                SimNode {
+                    node: Some(node),
+                    dir: MemDir::new(),
+                    cfg,
+                    bootstrap,
+                    jobs: VecDeque::new(),
+                    incarnation: 0,
+                },
+            );
+        }
+        c.pump_actions();
+        c
+    }
+
+    /// Adds a node that joins with `--join` semantics (it must be added with AddNode too).
+    pub fn start_joiner(&mut self, id: u64, seed: u64, tweak: impl Fn(&mut NodeConfig)) {
+        let mut cfg = base_config(id, seed);
+        tweak(&mut cfg);
+        let members: BTreeMap<u64, String> = self
+            .nodes
+            .keys()
+            .map(|&i| (i, addr(i)))
+            .chain([(id, addr(id))])
+            .collect();
+        let bootstrap = Bootstrap::Join { members };
+        let node = Node::start(cfg.clone(), None, bootstrap.clone()).expect("start joiner");
+        self.nodes.insert(
+            id,
+            SimNode {
+                node: Some(node),
+                dir: MemDir::new(),
+                cfg,
+                bootstrap,
+                jobs: VecDeque::new(),
+                incarnation: 0,
+            },
+        );
+        self.pump_actions();
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        self.nodes[&id].node.as_ref().expect("node is up")
+    }
+
+    pub fn is_up(&self, id: u64) -> bool {
+        self.nodes
+            .get(&id)
+            .is_some_and(|n| n.node.as_ref().is_some_and(|n| n.stopped().is_none()))
+    }
+
+    pub fn up_ids(&self) -> Vec<u64> {
+        self.nodes
+            .keys()
+            .copied()
+            .filter(|&id| self.is_up(id))
+            .collect()
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        let leaders: Vec<(u64, u64)> = self
+            .up_ids()
+            .into_iter()
+            .filter(|&id| !self.isolated.contains(&id))
+            .map(|id| (self.node(id).status().term, id))
+            .filter(|&(_, id)| self.node(id).status().role == StateRole::Leader)
+            .collect();
+        leaders.into_iter().max().map(|(_, id)| id)
+    }
+
+    fn hash_action(&mut self, id: u64, a: &Action) {
+        self.trace.update_u64(id);
+        match a {
+            Action::Send(o) => {
+                self.trace.update_u64(o.to);
+                self.trace.update(&o.bytes);
+            }
+            other => self.trace.update(format!("{other:?}").as_bytes()),
+        }
+    }
+
+    /// Collects every node's actions until none produce more.
+    fn pump_actions(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let actions = match self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()) {
+                Some(node) => node.drain(),
+                None => continue,
+            };
+            for a in actions {
+                self.hash_action(id, &a);
+                match a {
+                    Action::Disk(job) => self.nodes.get_mut(&id).unwrap().jobs.push_back(job),
+                    Action::Send(o) => self.net.push((id, o.to, o.bytes, o.snapshot)),
+                    Action::Reply { handle, result } => {
+                        self.replies.insert(handle, result);
+                    }
+                    Action::Event(e) => match e {
+                        Event::SnapshotSaved { .. } => self.stats.snapshots_saved += 1,
+                        Event::SnapshotInstalled { .. } => self.stats.snapshots_installed += 1,
+                        Event::CompactedLog { .. } => self.stats.compactions += 1,
+                        Event::Purged { .. } => self.stats.purges += 1,
+                        Event::LoadingSnapshot { .. } => self.stats.loaded_snapshots += 1,
+                        Event::RoleChanged {
+                            role: StateRole::Leader,
+                            ..
+                        } => self.stats.elections += 1,
+                        Event::Recovered { report, .. } if report.torn_tail.is_some() => {
+                            self.stats.torn_tails += 1
+                        }
+                        Event::Fatal { reason } => panic!("node {id} fatal: {reason}"),
+                        _ => {}
+                    },
+                }
+            }
+        }
+    }
+
+    /// Completes some disk jobs (each with probability 1/2, in order per node).
+    fn run_disks(&mut self, all: bool) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            loop {
+                let n = self.nodes.get_mut(&id).unwrap();
+                if n.jobs.is_empty() || n.node.is_none() {
+                    break;
+                }
+                if !all && self.rng.below(2) == 0 {
+                    break;
+                }
+                let job = n.jobs.pop_front().unwrap();
+                for op in &job.ops {
+                    n.dir
+                        .apply(op)
+                        .unwrap_or_else(|e| panic!("node {id}: {op:?}: {e}"));
+                }
+                n.node.as_mut().unwrap().disk_done(job.id);
+                self.pump_actions();
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        let mut batch = std::mem::take(&mut self.net);
+        // Reorder: a seeded shuffle.
+        for i in (1..batch.len()).rev() {
+            let j = self.rng.below(i as u64 + 1) as usize;
+            batch.swap(i, j);
+        }
+        for (from, to, bytes, snapshot) in batch {
+            let cut = self.isolated.contains(&from) || self.isolated.contains(&to);
+            let lost = self.loss > 0.0 && self.rng.chance(self.loss);
+            let target_up = self.nodes.get(&to).is_some_and(|n| n.node.is_some());
+            let delivered = !cut && !lost && target_up && {
+                let r = self
+                    .nodes
+                    .get_mut(&to)
+                    .unwrap()
+                    .node
+                    .as_mut()
+                    .unwrap()
+                    .receive(&bytes);
+                r.is_ok() || !matches!(r, Err(raftkv_core::node::PeerError::Decode(_)))
+            };
+            if !delivered {
+                self.stats.messages_dropped += 1;
+            }
+            if let Some(sender) = self.nodes.get_mut(&from).and_then(|n| n.node.as_mut()) {
+                if snapshot {
+                    sender.report_snapshot(to, delivered);
+                }
+                if !delivered {
+                    sender.report_unreachable(to);
+                }
+            }
+        }
+        self.pump_actions();
+    }
+
+    /// One tick on every live node, then message delivery and disk progress.
+    pub fn step(&mut self) {
+        for id in self.up_ids() {
+            self.nodes
+                .get_mut(&id)
+                .unwrap()
+                .node
+                .as_mut()
+                .unwrap()
+                .tick();
+        }
+        self.pump_actions();
+        for _ in 0..4 {
+            self.run_disks(false);
+            self.deliver();
+        }
+        self.run_disks(true);
+        self.deliver();
+    }
+
+    pub fn run(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            self.step();
+        }
+    }
+
+    /// Runs until `cond` holds, panicking after `max_ticks`.
+    pub fn run_until(
+        &mut self,
+        max_ticks: u64,
+        what: &str,
+        mut cond: impl FnMut(&Cluster) -> bool,
+    ) {
+        for _ in 0..max_ticks {
+            if cond(self) {
+                return;
+            }
+            self.step();
+        }
+        assert!(cond(self), "not reached within {max_ticks} ticks: {what}");
+    }
+
+    pub fn wait_leader(&mut self) -> u64 {
+        self.run_until(500, "a leader", |c| c.leader().is_some());
+        self.leader().unwrap()
+    }
+
+    pub fn submit(&mut self, to: u64, op: ClientOp, request_id: Option<RequestId>) -> u64 {
+        let handle = self.next_handle;
+        self.next_handle += 1;
+        let req = ClientRequest {
+            handle,
+            request_id,
+            timeout_ticks: 50,
+            op,
+        };
+        self.nodes
+            .get_mut(&to)
+            .unwrap()
+            .node
+            .as_mut()
+            .unwrap()
+            .client(req);
+        self.pump_actions();
+        handle
+    }
+
+    pub fn wait_reply(&mut self, handle: u64) -> Result<ClientReply, ClientError> {
+        self.run_until(200, "a reply", |c| c.replies.contains_key(&handle));
+        self.replies.remove(&handle).unwrap()
+    }
+
+    /// Puts through the current leader, retrying (same request id) until acknowledged.
+    pub fn put(&mut self, key: &str, value: &str) {
+        let rid = RequestId {
+            client: 1,
+            seq: self.next_client_seq,
+        };
+        self.next_client_seq += 1;
+        for _ in 0..50 {
+            let leader = self.wait_leader();
+            let h = self.submit(
+                leader,
+                ClientOp::Put {
+                    key: key.into(),
+                    value: value.into(),
+                },
+                Some(rid),
+            );
+            match self.wait_reply(h) {
+                Ok(ClientReply::Written(_)) => return,
+                Ok(other) => panic!("unexpected reply {other:?}"),
+                Err(_) => self.run(5),
+            }
+        }
+        panic!("put {key} never acknowledged");
+    }
+
+    pub fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+        for _ in 0..50 {
+            let leader = self.wait_leader();
+            let h = self.submit(leader, ClientOp::Get { key: key.into() }, None);
+            match self.wait_reply(h) {
+                Ok(ClientReply::Value(v)) => return v,
+                Ok(other) => panic!("unexpected reply {other:?}"),
+                Err(_) => self.run(5),
+            }
+        }
+        panic!("get {key} never answered");
+    }
+
+    /// Power loss (or process crash) of one node: unsynced state is lost per the crash model.
+    pub fn crash(&mut self, id: u64, kind: CrashKind) {
+        let n = self.nodes.get_mut(&id).unwrap();
+        n.node = None;
+        n.jobs.clear();
+        let rng = &mut self.rng;
+        n.dir.crash(kind, &mut |k| rng.below(k));
+    }
+
+    /// Restarts a node from the bytes of its directory.
+    pub fn restart(&mut self, id: u64) {
+        let n = self.nodes.get_mut(&id).unwrap();
+        assert!(n.node.is_none());
+        n.incarnation += 1;
+        let names = n.dir.list();
+        let dir = &n.dir;
+        let wal_id = WalIdentity {
+            cluster_id: n.cfg.cluster_id,
+            node_id: id,
+        };
+        let recovered = recover(&names, wal_id, &mut |name| {
+            dir.read(name)
+                .map(|b| b.to_vec())
+                .ok_or_else(|| "missing".to_string())
+        })
+        .unwrap_or_else(|e| panic!("node {id} recovery: {e}"));
+        let mut cfg = n.cfg.clone();
+        cfg.seed = cfg.seed.wrapping_add(n.incarnation);
+        let node = Node::start(cfg, recovered, n.bootstrap.clone()).expect("restart");
+        n.node = Some(node);
+        self.pump_actions();
+    }
+
+    /// Runs until every live node has applied the same index and holds the same state.
+    pub fn wait_converged(&mut self, max_ticks: u64) {
+        self.run_until(max_ticks, "replicas converged", |c| {
+            let ids = c.up_ids();
+            let Some(l) = c.leader() else { return false };
+            let target = c.node(l).status().commit_index;
+            ids.iter().all(|&id| {
+                let s = c.node(id).status();
+                s.applied_index == target && c.node(id).kv().hash() == c.node(l).kv().hash()
+            })
+        });
+    }
+
+    pub fn file_count(&self, id: u64, suffix: &str) -> usize {
+        self.nodes[&id]
+            .dir
+            .list()
+            .iter()
+            .filter(|n| n.ends_with(suffix))
+            .count()
+    }
+}
