@@ -11,6 +11,8 @@
 //! ...) and `MsgPropose` (raft-rs would parse its protobuf payload; we never forward proposals)
 //! are rejected.
 
+use crate::client::{ClientError, ClientOp, ClientReply};
+use crate::command::RequestId;
 use crate::convert::{cs_to_rec, entry_to_rec, rec_to_cs, rec_to_entry};
 use crate::wal::{ConfStateRec, EntryRec};
 use raft::eraftpb::{Message, MessageType, Snapshot};
@@ -72,6 +74,20 @@ struct WireEnvelope {
 enum WireBody {
     Raft(WireMessage),
     Removed,
+    Forward(Forward),
+    ForwardReply {
+        forward_id: u64,
+        result: Result<ClientReply, ClientError>,
+    },
+}
+
+/// A client request a follower forwards to the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    pub forward_id: u64,
+    pub request_id: Option<RequestId>,
+    pub timeout_ticks: u64,
+    pub op: ClientOp,
 }
 
 /// What a frame carries.
@@ -81,6 +97,13 @@ pub enum Body {
     /// "You were removed from the cluster": raft has no message for this, and a removed node
     /// never learns of its removal through raft once the leader stops replicating to it.
     Removed,
+    /// A client request forwarded by a follower to the leader.
+    Forward(Forward),
+    /// The leader's answer to a forwarded request.
+    ForwardReply {
+        forward_id: u64,
+        result: Result<ClientReply, ClientError>,
+    },
 }
 
 /// A decoded peer frame with its routing header.
@@ -201,6 +224,32 @@ pub fn encode_removed(cluster_id: u64, from: u64, to: u64) -> Vec<u8> {
     })
 }
 
+/// Encodes a forwarded client request.
+pub fn encode_forward(cluster_id: u64, from: u64, to: u64, fwd: Forward) -> Vec<u8> {
+    seal(&WireEnvelope {
+        cluster_id,
+        from,
+        to,
+        body: WireBody::Forward(fwd),
+    })
+}
+
+/// Encodes the answer to a forwarded request.
+pub fn encode_forward_reply(
+    cluster_id: u64,
+    from: u64,
+    to: u64,
+    forward_id: u64,
+    result: Result<ClientReply, ClientError>,
+) -> Vec<u8> {
+    seal(&WireEnvelope {
+        cluster_id,
+        from,
+        to,
+        body: WireBody::ForwardReply { forward_id, result },
+    })
+}
+
 fn seal(env: &WireEnvelope) -> Vec<u8> {
     let body = postcard::to_allocvec(env).expect("postcard encoding of a message");
     let mut out = Vec::with_capacity(8 + body.len());
@@ -235,6 +284,8 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
             Body::Raft(from_wire(m)?)
         }
         WireBody::Removed => Body::Removed,
+        WireBody::Forward(f) => Body::Forward(f),
+        WireBody::ForwardReply { forward_id, result } => Body::ForwardReply { forward_id, result },
     };
     Ok(Envelope {
         cluster_id: env.cluster_id,

@@ -12,11 +12,13 @@
 //! go out at once (it replicates while it syncs). Committed entries are applied as soon as raft
 //! hands them out (raft only hands out persisted ones), writes are answered after apply.
 
+pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest};
 use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
 use crate::compaction::{self, CompactionConfig, SnapshotOnDisk};
 use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs, rec_to_entry, rec_to_hs};
 use crate::fileop::FileOp;
-use crate::kv::{Applied, KvState, WriteResult};
+use crate::kv::{Applied, KvState};
+use crate::msgcodec::Forward;
 use crate::msgcodec::{self, DecodeError};
 use crate::recovery::{Recovered, RecoveryReport};
 use crate::rng::Rng;
@@ -78,87 +80,6 @@ pub enum Bootstrap {
     /// Added to a running cluster with `AddNode`; waits for the leader's snapshot. `members`
     /// are the known peers until then.
     Join { members: BTreeMap<u64, String> },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClientOp {
-    Put {
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Delete {
-        key: Vec<u8>,
-    },
-    /// Linearizable read through ReadIndex (leader only).
-    Get {
-        key: Vec<u8>,
-    },
-    /// Possibly stale read from this node's state machine (any node).
-    GetLocal {
-        key: Vec<u8>,
-    },
-    AddNode {
-        id: u64,
-        addr: String,
-    },
-    RemoveNode {
-        id: u64,
-    },
-}
-
-impl ClientOp {
-    pub fn is_write(&self) -> bool {
-        !matches!(self, ClientOp::Get { .. } | ClientOp::GetLocal { .. })
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientRequest {
-    /// The shell's handle for the reply; unique among the node's outstanding requests.
-    pub handle: u64,
-    /// De-duplication id for writes; a retry must reuse it.
-    pub request_id: Option<RequestId>,
-    pub timeout_ticks: u64,
-    pub op: ClientOp,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClientReply {
-    Written(WriteResult),
-    Value(Option<Vec<u8>>),
-    Members(BTreeMap<u64, String>),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub enum ClientError {
-    /// Not proposed: this node is not the leader.
-    #[error("not the leader; leader is {leader:?}")]
-    NotLeader { leader: Option<u64> },
-    /// Not proposed: a queue is full.
-    #[error("busy: too many pending requests")]
-    Busy,
-    /// Not applied, and never will be.
-    #[error("rejected: {0}")]
-    Rejected(String),
-    /// Outcome unknown: the deadline passed (the write may still be applied).
-    #[error("timed out; the outcome is unknown")]
-    Timeout,
-    /// Outcome unknown: leadership changed while the request was pending.
-    #[error("leadership changed; the outcome is unknown; leader is {leader:?}")]
-    LeaderChanged { leader: Option<u64> },
-    /// The node stopped (removed from the cluster or failed).
-    #[error("node stopped")]
-    Stopped,
-}
-
-impl ClientError {
-    /// True if a write answered with this error may or may not have been applied.
-    pub fn outcome_unknown(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Timeout | ClientError::LeaderChanged { .. }
-        )
-    }
 }
 
 /// A batch of file operations to execute in order; report completion with `disk_done(id)`.
@@ -274,6 +195,19 @@ pub enum PeerError {
     Stopped,
 }
 
+/// Where a reply goes: the local shell, or back to the follower that forwarded the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyTo {
+    Local(u64),
+    Remote { peer: u64, forward_id: u64 },
+}
+
+#[derive(Debug)]
+struct ForwardedRequest {
+    handle: u64,
+    deadline_tick: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PendingKind {
     Write,
@@ -282,7 +216,7 @@ enum PendingKind {
 
 #[derive(Debug)]
 struct PendingProposal {
-    handle: u64,
+    handle: ReplyTo,
     term: u64,
     kind: PendingKind,
     deadline_tick: u64,
@@ -290,7 +224,7 @@ struct PendingProposal {
 
 #[derive(Debug)]
 struct PendingRead {
-    handle: u64,
+    handle: ReplyTo,
     key: Vec<u8>,
     deadline_tick: u64,
     /// Set once raft answered the ReadIndex; served when applied reaches it.
@@ -362,6 +296,9 @@ pub struct Node {
     /// Reads waiting for the new leader to commit an entry of its term (raft-rs would drop them).
     reads_waiting: VecDeque<u64>,
     next_read_id: u64,
+    /// Requests this follower forwarded to the leader, by forward id.
+    forwarded: BTreeMap<u64, ForwardedRequest>,
+    next_forward_id: u64,
     snapshot_index: u64,
     snapshots_on_disk: Vec<SnapshotOnDisk>,
     snapshot_wanted: bool,
@@ -544,6 +481,8 @@ impl Node {
             reads: BTreeMap::new(),
             reads_waiting: VecDeque::new(),
             next_read_id: 1,
+            forwarded: BTreeMap::new(),
+            next_forward_id: 1,
             snapshot_index,
             snapshots_on_disk,
             snapshot_wanted: false,
@@ -604,7 +543,7 @@ impl Node {
             return;
         }
         self.stopped = Some(reason);
-        let handles: Vec<u64> = self
+        let handles: Vec<ReplyTo> = self
             .proposals
             .values()
             .map(|p| p.handle)
@@ -613,7 +552,11 @@ impl Node {
         self.proposals.clear();
         self.reads.clear();
         self.reads_waiting.clear();
-        for handle in handles {
+        let forwarded = std::mem::take(&mut self.forwarded);
+        for handle in handles
+            .into_iter()
+            .chain(forwarded.values().map(|f| ReplyTo::Local(f.handle)))
+        {
             self.reply(handle, Err(ClientError::Stopped));
         }
     }
@@ -682,6 +625,16 @@ impl Node {
         }
         let reads = &self.reads;
         self.reads_waiting.retain(|id| reads.contains_key(id));
+        let expired: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, f)| f.deadline_tick <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        for id in expired {
+            let f = self.forwarded.remove(&id).expect("listed");
+            self.reply(ReplyTo::Local(f.handle), Err(ClientError::Timeout));
+        }
     }
 
     /// A frame from a peer (transport length prefix removed). Bad frames are dropped with an
@@ -720,6 +673,30 @@ impl Node {
                 .raw
                 .step(m)
                 .map_err(|e| PeerError::Refused(e.to_string())),
+            msgcodec::Body::Forward(f) => {
+                // Served only by a leader; never forwarded twice.
+                let to = ReplyTo::Remote {
+                    peer: env.from,
+                    forward_id: f.forward_id,
+                };
+                if matches!(f.op, ClientOp::GetLocal { .. }) {
+                    self.reply(
+                        to,
+                        Err(ClientError::Rejected(
+                            "local reads are not forwarded".into(),
+                        )),
+                    );
+                } else {
+                    self.handle_request(to, f.request_id, f.timeout_ticks, f.op);
+                }
+                Ok(())
+            }
+            msgcodec::Body::ForwardReply { forward_id, result } => {
+                if let Some(f) = self.forwarded.remove(&forward_id) {
+                    self.reply(ReplyTo::Local(f.handle), result);
+                }
+                Ok(())
+            }
             msgcodec::Body::Removed => {
                 self.actions.push(Action::Event(Event::RemovedFromCluster));
                 self.stop(format!(
@@ -750,36 +727,77 @@ impl Node {
         }
     }
 
-    /// A client request; the reply comes as `Action::Reply` with the same handle.
+    /// A client request; the reply comes as `Action::Reply` with the same handle. On a follower,
+    /// writes and linearizable reads are forwarded to the leader when one is known.
     pub fn client(&mut self, req: ClientRequest) {
+        let to = ReplyTo::Local(req.handle);
         if self.stopped.is_some() {
-            self.reply(req.handle, Err(ClientError::Stopped));
+            return self.reply(to, Err(ClientError::Stopped));
+        }
+        let is_leader = self.raw.raft.state == StateRole::Leader;
+        let forwardable = !matches!(req.op, ClientOp::GetLocal { .. });
+        if !is_leader && forwardable && self.leader_id != 0 {
+            if self.forwarded.len() >= self.cfg.max_pending_proposals {
+                return self.reply(to, Err(ClientError::Busy));
+            }
+            let forward_id = self.next_forward_id;
+            self.next_forward_id += 1;
+            let deadline_tick = self.now_tick + req.timeout_ticks.max(1);
+            self.forwarded.insert(
+                forward_id,
+                ForwardedRequest {
+                    handle: req.handle,
+                    deadline_tick,
+                },
+            );
+            let fwd = Forward {
+                forward_id,
+                request_id: req.request_id,
+                timeout_ticks: req.timeout_ticks,
+                op: req.op,
+            };
+            let bytes =
+                msgcodec::encode_forward(self.cfg.cluster_id, self.cfg.id, self.leader_id, fwd);
+            self.actions.push(Action::Send(Outgoing {
+                to: self.leader_id,
+                snapshot: false,
+                bytes,
+            }));
             return;
         }
-        let deadline_tick = self.now_tick + req.timeout_ticks.max(1);
-        let not_leader = || ClientError::NotLeader { leader: None };
+        self.handle_request(to, req.request_id, req.timeout_ticks, req.op);
+    }
+
+    fn handle_request(
+        &mut self,
+        to: ReplyTo,
+        request_id: Option<RequestId>,
+        timeout_ticks: u64,
+        op: ClientOp,
+    ) {
+        let deadline_tick = self.now_tick + timeout_ticks.max(1);
         let leader = if self.leader_id == 0 {
             None
         } else {
             Some(self.leader_id)
         };
         let is_leader = self.raw.raft.state == StateRole::Leader;
-        match req.op {
+        match op {
             ClientOp::GetLocal { key } => {
                 let v = self.kv.get(&key).map(|v| v.to_vec());
-                self.reply(req.handle, Ok(ClientReply::Value(v)));
+                self.reply(to, Ok(ClientReply::Value(v)));
             }
-            _ if !is_leader => self.reply(req.handle, Err(ClientError::NotLeader { leader })),
+            _ if !is_leader => self.reply(to, Err(ClientError::NotLeader { leader })),
             ClientOp::Get { key } => {
                 if self.reads.len() >= self.cfg.max_pending_reads {
-                    return self.reply(req.handle, Err(ClientError::Busy));
+                    return self.reply(to, Err(ClientError::Busy));
                 }
                 let id = self.next_read_id;
                 self.next_read_id += 1;
                 self.reads.insert(
                     id,
                     PendingRead {
-                        handle: req.handle,
+                        handle: to,
                         key,
                         deadline_tick,
                         read_index: None,
@@ -793,19 +811,19 @@ impl Node {
             }
             ClientOp::Put { key, value } => {
                 let p = Proposal {
-                    request_id: req.request_id,
+                    request_id,
                     command: crate::command::Command::Put { key, value },
                 };
-                self.propose(req.handle, deadline_tick, PendingKind::Write, |raw| {
+                self.propose(to, deadline_tick, PendingKind::Write, |raw| {
                     raw.propose(vec![], p.encode())
                 });
             }
             ClientOp::Delete { key } => {
                 let p = Proposal {
-                    request_id: req.request_id,
+                    request_id,
                     command: crate::command::Command::Delete { key },
                 };
-                self.propose(req.handle, deadline_tick, PendingKind::Write, |raw| {
+                self.propose(to, deadline_tick, PendingKind::Write, |raw| {
                     raw.propose(vec![], p.encode())
                 });
             }
@@ -817,56 +835,55 @@ impl Node {
                         "id is 0 or already a member"
                     };
                     return self.reply(
-                        req.handle,
+                        to,
                         Err(ClientError::Rejected(format!(
                             "cannot add node {id}: {why}"
                         ))),
                     );
                 }
                 let mp = MemberProposal {
-                    request_id: req.request_id,
+                    request_id,
                     change: MemberChange::Add { id, addr },
                 };
                 let mut cc = ConfChange::default();
                 cc.set_change_type(ConfChangeType::AddNode);
                 cc.node_id = id;
-                self.propose(req.handle, deadline_tick, PendingKind::Member, |raw| {
+                self.propose(to, deadline_tick, PendingKind::Member, |raw| {
                     raw.propose_conf_change(mp.encode(), cc)
                 });
             }
             ClientOp::RemoveNode { id } => {
                 if !self.kv.members().contains_key(&id) {
                     return self.reply(
-                        req.handle,
+                        to,
                         Err(ClientError::Rejected(format!("node {id} is not a member"))),
                     );
                 }
                 if self.kv.members().len() == 1 {
                     return self.reply(
-                        req.handle,
+                        to,
                         Err(ClientError::Rejected(
                             "cannot remove the last member".into(),
                         )),
                     );
                 }
                 let mp = MemberProposal {
-                    request_id: req.request_id,
+                    request_id,
                     change: MemberChange::Remove { id },
                 };
                 let mut cc = ConfChange::default();
                 cc.set_change_type(ConfChangeType::RemoveNode);
                 cc.node_id = id;
-                self.propose(req.handle, deadline_tick, PendingKind::Member, |raw| {
+                self.propose(to, deadline_tick, PendingKind::Member, |raw| {
                     raw.propose_conf_change(mp.encode(), cc)
                 });
             }
         }
-        let _ = not_leader;
     }
 
     fn propose(
         &mut self,
-        handle: u64,
+        handle: ReplyTo,
         deadline_tick: u64,
         kind: PendingKind,
         f: impl FnOnce(&mut RawNode<NodeStorage>) -> raft::Result<()>,
@@ -1043,8 +1060,24 @@ impl Node {
         }));
     }
 
-    fn reply(&mut self, handle: u64, result: Result<ClientReply, ClientError>) {
-        self.actions.push(Action::Reply { handle, result });
+    fn reply(&mut self, to: ReplyTo, result: Result<ClientReply, ClientError>) {
+        match to {
+            ReplyTo::Local(handle) => self.actions.push(Action::Reply { handle, result }),
+            ReplyTo::Remote { peer, forward_id } => {
+                let bytes = msgcodec::encode_forward_reply(
+                    self.cfg.cluster_id,
+                    self.cfg.id,
+                    peer,
+                    forward_id,
+                    result,
+                );
+                self.actions.push(Action::Send(Outgoing {
+                    to: peer,
+                    snapshot: false,
+                    bytes,
+                }));
+            }
+        }
     }
 
     fn on_soft_state(&mut self, role: StateRole, leader_id: u64) {
@@ -1064,7 +1097,7 @@ impl Node {
             } else {
                 Some(leader_id)
             };
-            let handles: Vec<u64> = self
+            let handles: Vec<ReplyTo> = self
                 .proposals
                 .values()
                 .map(|p| p.handle)

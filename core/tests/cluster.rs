@@ -45,7 +45,7 @@ fn three_and_five_nodes_elect_one_leader_and_replicate() {
 }
 
 #[test]
-fn followers_redirect_and_serve_local_reads() {
+fn followers_forward_to_the_leader_and_serve_local_reads() {
     let mut c = Cluster::new(3, 11);
     let leader = c.wait_leader();
     c.put("a", "1");
@@ -54,19 +54,20 @@ fn followers_redirect_and_serve_local_reads() {
     let h = c.submit(follower, put_op("b", "2"), None);
     assert_eq!(
         c.wait_reply(h),
-        Err(ClientError::NotLeader {
-            leader: Some(leader)
-        })
+        Ok(ClientReply::Written(WriteResult::Put { existed: false }))
     );
-    let h = c.submit(follower, ClientOp::Get { key: b"a".to_vec() }, None);
+    let h = c.submit(follower, ClientOp::Get { key: b"b".to_vec() }, None);
     assert_eq!(
         c.wait_reply(h),
-        Err(ClientError::NotLeader {
-            leader: Some(leader)
-        })
+        Ok(ClientReply::Value(Some(b"2".to_vec()))),
+        "linearizable read via a follower"
     );
     let h = c.submit(follower, ClientOp::GetLocal { key: b"a".to_vec() }, None);
     assert_eq!(c.wait_reply(h), Ok(ClientReply::Value(Some(b"1".to_vec()))));
+    // With the leader cut off, the follower's forwarded request times out (outcome unknown).
+    c.isolated.insert(leader);
+    let h = c.submit(follower, put_op("c", "3"), None);
+    assert!(c.wait_reply(h).unwrap_err().outcome_unknown());
 }
 
 #[test]

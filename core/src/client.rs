@@ -1,0 +1,91 @@
+//! Client requests and replies: what a shell hands the node and gets back.
+//!
+//! These types also cross the peer network when a follower forwards a request to the leader, so
+//! they are serde types encoded with our own codec (see `msgcodec`).
+
+use crate::command::RequestId;
+use crate::kv::WriteResult;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientOp {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// Linearizable read through ReadIndex (leader only).
+    Get {
+        key: Vec<u8>,
+    },
+    /// Possibly stale read from this node's state machine (any node).
+    GetLocal {
+        key: Vec<u8>,
+    },
+    AddNode {
+        id: u64,
+        addr: String,
+    },
+    RemoveNode {
+        id: u64,
+    },
+}
+
+impl ClientOp {
+    pub fn is_write(&self) -> bool {
+        !matches!(self, ClientOp::Get { .. } | ClientOp::GetLocal { .. })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// The shell's handle for the reply; unique among the node's outstanding requests.
+    pub handle: u64,
+    /// De-duplication id for writes; a retry must reuse it.
+    pub request_id: Option<RequestId>,
+    pub timeout_ticks: u64,
+    pub op: ClientOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientReply {
+    Written(WriteResult),
+    Value(Option<Vec<u8>>),
+    Members(BTreeMap<u64, String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum ClientError {
+    /// Not proposed: this node is not the leader.
+    #[error("not the leader; leader is {leader:?}")]
+    NotLeader { leader: Option<u64> },
+    /// Not proposed: a queue is full.
+    #[error("busy: too many pending requests")]
+    Busy,
+    /// Not applied, and never will be.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// Outcome unknown: the deadline passed (the write may still be applied).
+    #[error("timed out; the outcome is unknown")]
+    Timeout,
+    /// Outcome unknown: leadership changed while the request was pending.
+    #[error("leadership changed; the outcome is unknown; leader is {leader:?}")]
+    LeaderChanged { leader: Option<u64> },
+    /// The node stopped (removed from the cluster or failed).
+    #[error("node stopped")]
+    Stopped,
+}
+
+impl ClientError {
+    /// True if a write answered with this error may or may not have been applied.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Timeout | ClientError::LeaderChanged { .. }
+        )
+    }
+}
