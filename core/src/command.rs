@@ -52,7 +52,7 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
         return None;
     }
     match postcard::take_from_bytes::<T>(rest) {
-        Ok((t, tail)) if tail.is_empty() => Some(t),
+        Ok((t, [])) => Some(t),
         _ => None,
     }
 }

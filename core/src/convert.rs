@@ -20,16 +20,12 @@ pub fn entry_to_rec(e: &Entry) -> EntryRec {
 }
 
 pub fn rec_to_entry(r: &EntryRec) -> Entry {
-    let mut e = Entry::default();
-    e.index = r.index;
-    e.term = r.term;
+    let mut e = Entry { index: r.index, term: r.term, data: r.data.clone().into(), context: r.context.clone().into(), ..Default::default() };
     e.set_entry_type(match r.kind {
         EntryKind::Normal => EntryType::EntryNormal,
         EntryKind::ConfChange => EntryType::EntryConfChange,
         EntryKind::ConfChangeV2 => EntryType::EntryConfChangeV2,
     });
-    e.data = r.data.clone().into();
-    e.context = r.context.clone().into();
     e
 }
 
@@ -42,11 +38,7 @@ pub fn hs_to_rec(h: &HardState) -> HardStateRec {
 }
 
 pub fn rec_to_hs(r: &HardStateRec) -> HardState {
-    let mut h = HardState::default();
-    h.term = r.term;
-    h.vote = r.vote;
-    h.commit = r.commit;
-    h
+    HardState { term: r.term, vote: r.vote, commit: r.commit, ..Default::default() }
 }
 
 pub fn cs_to_rec(c: &ConfState) -> ConfStateRec {
@@ -60,11 +52,12 @@ pub fn cs_to_rec(c: &ConfState) -> ConfStateRec {
 }
 
 pub fn rec_to_cs(r: &ConfStateRec) -> ConfState {
-    let mut c = ConfState::default();
-    c.voters = r.voters.clone();
-    c.learners = r.learners.clone();
-    c.voters_outgoing = r.voters_outgoing.clone();
-    c.learners_next = r.learners_next.clone();
-    c.auto_leave = r.auto_leave;
-    c
+    ConfState {
+        voters: r.voters.clone(),
+        learners: r.learners.clone(),
+        voters_outgoing: r.voters_outgoing.clone(),
+        learners_next: r.learners_next.clone(),
+        auto_leave: r.auto_leave,
+        ..Default::default()
+    }
 }

@@ -168,7 +168,7 @@ impl KvState {
     pub fn decode_snapshot(bytes: &[u8]) -> Result<Self, KvError> {
         match bytes.split_first() {
             Some((&SNAPSHOT_VERSION, rest)) => match postcard::take_from_bytes::<KvState>(rest) {
-                Ok((s, tail)) if tail.is_empty() => Ok(s),
+                Ok((s, [])) => Ok(s),
                 _ => Err(KvError::BadSnapshot),
             },
             _ => Err(KvError::BadSnapshot),

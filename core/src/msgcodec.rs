@@ -188,8 +188,7 @@ fn from_wire(w: WireMessage) -> Result<Message, DecodeError> {
     m.commit = w.commit;
     m.commit_term = w.commit_term;
     if let Some(s) = w.snapshot {
-        let mut snap = Snapshot::default();
-        snap.data = s.data.into();
+        let mut snap = Snapshot { data: s.data.into(), ..Default::default() };
         let meta = snap.mut_metadata();
         meta.index = s.index;
         meta.term = s.term;
@@ -273,7 +272,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         return Err(DecodeError::BadChecksum);
     }
     let env = match postcard::take_from_bytes::<WireEnvelope>(body) {
-        Ok((e, rest)) if rest.is_empty() => e,
+        Ok((e, [])) => e,
         _ => return Err(DecodeError::BadBody),
     };
     let body = match env.body {
@@ -302,16 +301,9 @@ mod tests {
 
     #[test]
     fn round_trip_and_rejections() {
-        let mut m = Message::default();
+        let e = Entry { index: 7, term: 5, data: b"x".to_vec().into(), ..Default::default() };
+        let mut m = Message { from: 1, to: 2, term: 5, entries: vec![e].into(), ..Default::default() };
         m.set_msg_type(MessageType::MsgAppend);
-        m.from = 1;
-        m.to = 2;
-        m.term = 5;
-        let mut e = Entry::default();
-        e.index = 7;
-        e.term = 5;
-        e.data = b"x".to_vec().into();
-        m.entries = vec![e].into();
         let bytes = encode(42, &m);
         let env = decode(&bytes).unwrap();
         assert_eq!((env.cluster_id, env.from, env.to), (42, 1, 2));

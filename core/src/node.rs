@@ -28,7 +28,8 @@ use crate::wal::{Record, SnapshotMarker, WalConfig, WalIdentity, WalWriter};
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
 };
-use raft::{RawNode, SnapshotStatus, StateRole};
+pub use raft::StateRole;
+use raft::{RawNode, SnapshotStatus};
 use std::collections::{BTreeMap, VecDeque};
 use thiserror::Error;
 
@@ -296,6 +297,8 @@ pub struct Node {
     /// Reads waiting for the new leader to commit an entry of its term (raft-rs would drop them).
     reads_waiting: VecDeque<u64>,
     next_read_id: u64,
+    /// Requests that arrived while no leader was known: (deadline tick, request).
+    awaiting_leader: VecDeque<(u64, ClientRequest)>,
     /// Requests this follower forwarded to the leader, by forward id.
     forwarded: BTreeMap<u64, ForwardedRequest>,
     next_forward_id: u64,
@@ -323,8 +326,7 @@ fn raft_config(cfg: &NodeConfig, applied: u64) -> raft::Config {
 }
 
 fn make_snapshot(meta: &SnapshotMeta, data: Vec<u8>) -> Snapshot {
-    let mut s = Snapshot::default();
-    s.data = data.into();
+    let mut s = Snapshot { data: data.into(), ..Default::default() };
     let m = s.mut_metadata();
     m.index = meta.index;
     m.term = meta.term;
@@ -416,8 +418,7 @@ impl Node {
                     let mut wal = WalWriter::create(id, cfg.wal, 2, &mut ops);
                     let mut kv = KvState::with_members(members.clone());
                     kv.advance(1);
-                    let mut cs = raft::eraftpb::ConfState::default();
-                    cs.voters = members.keys().copied().collect();
+                    let cs = raft::eraftpb::ConfState { voters: members.keys().copied().collect(), ..Default::default() };
                     let meta = SnapshotMeta {
                         index: 1,
                         term: 1,
@@ -481,6 +482,7 @@ impl Node {
             reads: BTreeMap::new(),
             reads_waiting: VecDeque::new(),
             next_read_id: 1,
+            awaiting_leader: VecDeque::new(),
             forwarded: BTreeMap::new(),
             next_forward_id: 1,
             snapshot_index,
@@ -490,6 +492,11 @@ impl Node {
         };
         node.staged.ops = ops;
         node.issue_job();
+        // A lone voter need not wait out an election timeout to lead.
+        let voters = &node.raw.raft.prs().conf().voters().ids();
+        if voters.len() == 1 && voters.contains(node.cfg.id) {
+            node.raw.campaign()?;
+        }
         Ok(node)
     }
 
@@ -736,7 +743,16 @@ impl Node {
         }
         let is_leader = self.raw.raft.state == StateRole::Leader;
         let forwardable = !matches!(req.op, ClientOp::GetLocal { .. });
-        if !is_leader && forwardable && self.leader_id != 0 {
+        if !is_leader && forwardable && self.leader_id == 0 {
+            // Hold it until an election settles (or its deadline passes) rather than fail fast.
+            if self.awaiting_leader.len() >= self.cfg.max_pending_proposals {
+                return self.reply(to, Err(ClientError::Busy));
+            }
+            let deadline_tick = self.now_tick + req.timeout_ticks.max(1);
+            self.awaiting_leader.push_back((deadline_tick, req));
+            return;
+        }
+        if !is_leader && forwardable {
             if self.forwarded.len() >= self.cfg.max_pending_proposals {
                 return self.reply(to, Err(ClientError::Busy));
             }
@@ -962,6 +978,7 @@ impl Node {
                 self.snapshot_wanted = true;
             }
             self.flush_waiting_reads();
+            self.flush_awaiting_leader();
             if !self.raw.has_ready() {
                 break;
             }
@@ -1109,6 +1126,19 @@ impl Node {
             for h in handles {
                 self.reply(h, Err(ClientError::LeaderChanged { leader }));
             }
+        }
+    }
+
+    /// Requests held while no leader was known go (or are forwarded) once one is. Runs outside
+    /// Ready handling: raft-rs forbids proposing between `ready` and `advance`.
+    fn flush_awaiting_leader(&mut self) {
+        if self.leader_id == 0 || self.awaiting_leader.is_empty() {
+            return;
+        }
+        let now = self.now_tick;
+        for (deadline, mut req) in std::mem::take(&mut self.awaiting_leader) {
+            req.timeout_ticks = deadline.saturating_sub(now).max(1);
+            self.client(req);
         }
     }
 

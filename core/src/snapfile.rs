@@ -132,8 +132,10 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, SnapFileError> {
     if crc32fast::hash(&bytes[..end]) != crc {
         return Err(SnapFileError::BadChecksum);
     }
+    // Exactly the canonical encoding: postcard accepts over-long varints, which would give one
+    // snapshot several valid files (see `wal::record::Record::decode_payload`).
     let meta = match postcard::take_from_bytes::<SnapshotMeta>(meta_bytes) {
-        Ok((m, rest)) if rest.is_empty() => m,
+        Ok((m, [])) if postcard::to_allocvec(&m).is_ok_and(|b| b == meta_bytes) => m,
         _ => return Err(SnapFileError::BadMeta),
     };
     Ok(SnapshotFile {

@@ -205,7 +205,7 @@ enum Step {
 fn arb_step(allow_jumps: bool) -> impl Strategy<Value = Step> {
     let max_ahead = if allow_jumps { 4u8 } else { 0 };
     prop_oneof![
-        8 => (prop_oneof![5 => Just(0u8), 1 => 1u8..6], bytes(160))
+        8 => (prop_oneof![4 => Just(0u8), 1 => 1u8..4, 1 => 4u8..12], bytes(160))
             .prop_map(|(rewind, data)| Step::Entry { rewind, data }),
         3 => (0u8..6, 0u64..5).prop_map(|(bump, vote)| Step::Hard { bump, vote }),
         1 => (
@@ -442,7 +442,12 @@ fn strip_copies(contents: &WalContents) -> Vec<Record> {
                         }
                         if let Some(m) = &last_marker {
                             let c = it.next().expect("marker copy after a cut");
-                            assert_eq!(&c.record, &Record::Snapshot(m.clone()), "marker copy");
+                            // A copy restates the marker; it never resets the log again.
+                            let copy = SnapshotMarker {
+                                log_reset: false,
+                                ..m.clone()
+                            };
+                            assert_eq!(&c.record, &Record::Snapshot(copy), "marker copy");
                         }
                     }
                 }
@@ -473,9 +478,14 @@ fn check_contents(contents: &WalContents, model: &Model) {
     assert_eq!(contents.header.node_id, ID.node_id);
     assert_eq!(contents.header.format_version, FORMAT_VERSION);
     assert_eq!(strip_copies(contents), model.records, "records read back");
-    let markers: Vec<SnapshotMarker> = contents.markers().map(|(_, m)| m.clone()).collect();
-    let mut dedup = markers.clone();
-    dedup.dedup();
+    // Cut copies follow their marker (same index and term, never log_reset); the model never
+    // writes the same snapshot twice in a row, so dropping such repeats leaves the originals.
+    let mut markers: Vec<SnapshotMarker> = contents.markers().map(|(_, m)| m.clone()).collect();
+    markers.dedup_by(|later, earlier| {
+        !later.log_reset
+            && (later.index, later.term, &later.conf_state)
+                == (earlier.index, earlier.term, &earlier.conf_state)
+    });
     let expected_markers: Vec<SnapshotMarker> = model
         .records
         .iter()
@@ -484,11 +494,7 @@ fn check_contents(contents: &WalContents, model: &Model) {
             _ => None,
         })
         .collect();
-    // Cut copies repeat the latest marker; consecutive duplicates are those copies (markers the
-    // model writes are never repeated back to back).
-    let mut expected_dedup = expected_markers.clone();
-    expected_dedup.dedup();
-    assert_eq!(dedup, expected_dedup, "markers");
+    assert_eq!(markers, expected_markers, "markers");
     assert_eq!(contents.hard_state(), model.last_hs, "last hard state");
     if model.jumped {
         assert!(
@@ -659,6 +665,92 @@ proptest! {
     }
 }
 
+/// LEB128 varint as postcard writes it, padded with `extra` redundant continuation bytes.
+fn varint(mut v: u64, extra: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    for _ in 0..extra {
+        *out.last_mut().unwrap() |= 0x80;
+        out.push(0);
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(config(cases(256)))]
+
+    /// Each record has exactly one accepted encoding: an over-long varint (which postcard alone
+    /// would accept) is rejected even though the frame's crc covers it.
+    #[test]
+    fn non_canonical_payloads_are_rejected(
+        hs in arb_hard_state(),
+        field in 0usize..3,
+        extra in 1usize..3,
+        prev in any::<u32>(),
+    ) {
+        let fields = [hs.term, hs.vote, hs.commit];
+        // A u64 varint is at most 10 bytes; stay within what postcard can read.
+        prop_assume!(varint(fields[field], 0).len() + extra <= 10);
+        let canonical: Vec<u8> = fields.iter().flat_map(|&v| varint(v, 0)).collect();
+        prop_assert_eq!(&canonical, &Record::HardState(hs).encode_payload());
+        let long: Vec<u8> = fields
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &v)| varint(v, if i == field { extra } else { 0 }))
+            .collect();
+        prop_assert_eq!(Record::decode_payload(RecordType::HardState, &long), None);
+        let mut frame = Vec::new();
+        encode_raw_frame(RecordType::HardState as u8, &long, prev, &mut frame);
+        let bad_payload = matches!(decode_frame(&frame, 0, prev), Decoded::Bad(BadFrame::BadPayload));
+        prop_assert!(bad_payload);
+    }
+
+    #[test]
+    fn non_canonical_snapshot_meta_is_rejected(file in arb_snapshot_file(), extra in 1usize..3) {
+        prop_assume!(varint(file.meta.index, 0).len() + extra <= 10);
+        let good = snapfile::encode(&file);
+        let meta_len = u32::from_le_bytes(good[12..16].try_into().unwrap()) as usize;
+        let index_len = varint(file.meta.index, 0).len();
+        // Same file with the meta's first field (index) over-long, and every length and the
+        // crc made consistent: only the canonical-encoding rule can reject it.
+        let mut meta = varint(file.meta.index, extra);
+        meta.extend_from_slice(&good[16 + index_len..16 + meta_len]);
+        let mut bad = good[..12].to_vec();
+        bad.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        bad.extend_from_slice(&meta);
+        bad.extend_from_slice(&good[16 + meta_len..good.len() - 8]);
+        let crc = crc32fast::hash(&bad);
+        bad.extend_from_slice(&crc.to_le_bytes());
+        bad.extend_from_slice(&snapfile::SNAP_END_MAGIC);
+        prop_assert_eq!(snapfile::decode(&bad), Err(SnapFileError::BadMeta));
+    }
+}
+
+/// The case the `wal_frame_fixup` fuzzer found: vote 0x7a written as `[0xfa, 0x00]`.
+#[test]
+fn fuzz_found_overlong_vote_is_rejected() {
+    assert_eq!(
+        Record::decode_payload(RecordType::HardState, &[0x12, 0xfa, 0x00, 0x72]),
+        None
+    );
+    assert_eq!(
+        Record::decode_payload(RecordType::HardState, &[0x12, 0x7a, 0x72]),
+        Some(Record::HardState(HardStateRec {
+            term: 0x12,
+            vote: 0x7a,
+            commit: 0x72
+        }))
+    );
+}
+
 /// FORMAT.md quotes this frame byte for byte; keep them in step.
 #[test]
 fn format_md_example_frame() {
@@ -675,11 +767,35 @@ fn format_md_example_frame() {
     let expect: [u8; 24] = [
         0x04, 0x00, 0x00, 0x00, 0x03, 0x04, 0x00, 0x00, // len 4, type 3, pad 4, reserved
         0x02, 0x01, 0xac, 0x02, 0x00, 0x00, 0x00, 0x00, // term 2, vote 1, commit 300, pad
-        0xc5, 0x31, 0x0e, 0x6d, 0x52, 0x4b, 0x56, 0x46, // crc, magic "RKVF"
+        0x4d, 0x46, 0x07, 0x14, 0x52, 0x4b, 0x56, 0x46, // crc, magic "RKVF"
     ];
     assert_eq!(buf, expect, "{buf:02x?}");
-    assert_eq!(crc, 0x6d0e_31c5);
-    assert_eq!(segment_seed(0), 0x5d9e_e4e6, "{:#x}", segment_seed(0));
+    assert_eq!(crc, 0x1407_464d);
+    assert_eq!(segment_seed(0), 0x1542_2774, "{:#x}", segment_seed(0));
+    assert_eq!(segment_seed(1), 0xd9e8_27ea, "{:#x}", segment_seed(1));
+
+    // The header frame of segment 0 of cluster 0x2a, node 1, first index 1.
+    let mut buf = Vec::new();
+    let crc = encode_frame(
+        &Record::SegmentHeader(SegmentHeader {
+            format_version: FORMAT_VERSION,
+            cluster_id: 0x2a,
+            node_id: 1,
+            seq: 0,
+            first_index: 1,
+            prev_crc: 0,
+        }),
+        segment_seed(0),
+        &mut buf,
+    );
+    let expect: [u8; 24] = [
+        0x06, 0x00, 0x00, 0x00, 0x01, 0x02, 0x00, 0x00, // len 6, type 1, pad 2, reserved
+        0x01, 0x2a, 0x01, 0x00, 0x01, 0x00, 0x00,
+        0x00, // version, cluster, node, seq, first, prev
+        0xf8, 0xf3, 0xf0, 0x37, 0x52, 0x4b, 0x56, 0x46, // crc, magic "RKVF"
+    ];
+    assert_eq!(buf, expect, "{buf:02x?} {crc:#x}");
+    assert_eq!(crc, 0x37f0_f3f8);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -687,7 +803,7 @@ fn format_md_example_frame() {
 // ---------------------------------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(config(cases(48)))]
+    #![proptest_config(config(cases(128)))]
 
     /// A single bit flip inside any frame of any segment is reported: as corruption at exactly
     /// the flipped frame, or, in the last segment only, as a torn tail at exactly that frame with
@@ -872,7 +988,7 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(config(cases(64)))]
+    #![proptest_config(config(cases(256)))]
 
     #[test]
     fn written_records_read_back_exactly(
@@ -910,7 +1026,7 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(config(cases(96)))]
+    #![proptest_config(config(cases(256)))]
 
     /// Rounds of: synced batches, a final batch of which only a prefix of the ops ran, a crash
     /// (power loss, or now and then a process crash), recovery, resume. Recovery must always
@@ -1273,7 +1389,7 @@ impl Purger {
 }
 
 proptest! {
-    #![proptest_config(config(cases(64)))]
+    #![proptest_config(config(cases(192)))]
 
     #[test]
     fn purge_keeps_what_retained_snapshots_need(
@@ -1301,4 +1417,73 @@ fn record_type_bytes_are_the_documented_ones() {
     assert_eq!(RecordType::HardState as u8, 3);
     assert_eq!(RecordType::Snapshot as u8, 4);
     assert_eq!(FRAME_MAGIC.to_le_bytes(), *b"RKVF");
+}
+
+/// A follower's conflicting suffix is overwritten from below a later snapshot's index; replay
+/// from that snapshot must not resurrect the overwritten entries.
+#[test]
+fn replay_after_snapshot_ignores_entries_overwritten_below_it() {
+    let mut dir = MemDir::new();
+    let mut ops = Vec::new();
+    let mut w = WalWriter::create(ID, WalConfig::default(), 1, &mut ops);
+    let e = |index: u64, term: u64| {
+        Record::Entry(EntryRec {
+            index,
+            term,
+            kind: EntryKind::Normal,
+            data: vec![index as u8, term as u8],
+            context: Vec::new(),
+        })
+    };
+    let mut model = Model::default();
+    let mut put = |r: Record, w: &mut WalWriter, ops: &mut Vec<FileOp>| {
+        w.append(&r, ops);
+        model.apply(&r);
+    };
+    for i in 1..=10 {
+        put(e(i, 1), &mut w, &mut ops);
+    }
+    put(
+        Record::HardState(HardStateRec {
+            term: 1,
+            vote: 1,
+            commit: 4,
+        }),
+        &mut w,
+        &mut ops,
+    );
+    // A new leader's entries conflict at 5: the log becomes 1..=4 (term 1), 5..=7 (term 2).
+    for i in 5..=7 {
+        put(e(i, 2), &mut w, &mut ops);
+    }
+    put(
+        Record::HardState(HardStateRec {
+            term: 2,
+            vote: 1,
+            commit: 7,
+        }),
+        &mut w,
+        &mut ops,
+    );
+    put(
+        Record::Snapshot(SnapshotMarker {
+            index: 7,
+            term: 2,
+            conf_state: ConfStateRec::default(),
+            log_reset: false,
+        }),
+        &mut w,
+        &mut ops,
+    );
+    w.sync(&mut ops);
+    apply_ops(&mut dir, &ops);
+    let c = read_segments(&segment_files(&dir)).unwrap();
+    assert_eq!(model.last_index(), 7);
+    assert_eq!(c.entries_after(0).unwrap(), model.log);
+    assert_eq!(
+        c.entries_after(7).unwrap(),
+        Vec::<EntryRec>::new(),
+        "entries 8..=10 of term 1 were discarded by the conflict at 5"
+    );
+    check_contents(&c, &model);
 }

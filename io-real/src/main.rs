@@ -1,1 +1,256 @@
-fn main() {}
+//! `raftkv`: run a node (default), or start a local cluster of nodes as child processes.
+
+mod cli;
+mod disk;
+mod http;
+mod peer;
+mod server;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use cli::{Cli, ClusterArgs, Command, RunArgs};
+use raftkv_core::compaction::CompactionConfig;
+use raftkv_core::node::{Bootstrap, Node, NodeConfig};
+use raftkv_core::recovery::recover;
+use raftkv_core::wal::{WalConfig, WalIdentity};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Inputs queued for the event loop before HTTP gets 503 and peer readers wait.
+const INPUT_QUEUE_LEN: usize = 16 * 1024;
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Cluster(args)) => run_cluster(args),
+        Some(Command::Run(args)) => run_node(args),
+        None => run_node(cli.run),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("raftkv: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn node_config(args: &RunArgs, cluster_id: u64) -> NodeConfig {
+    // The seed only drives election timeouts here; any value that differs per process will do.
+    let seed = {
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one((std::process::id(), args.id))
+    };
+    let mut cfg = NodeConfig::new(args.id, cluster_id, seed);
+    cfg.election_tick = args.election_ticks as usize;
+    cfg.heartbeat_tick = args.heartbeat_ticks as usize;
+    cfg.compaction = CompactionConfig {
+        snap_count: args.snap_count,
+        catch_up_entries: args.catch_up_entries,
+        max_snapshots: args.max_snapshots as usize,
+    };
+    cfg.wal = WalConfig {
+        segment_size_bytes: args.segment_size_bytes,
+    };
+    cfg
+}
+
+fn run_node(args: RunArgs) -> anyhow::Result<()> {
+    let urls: Vec<String> = args
+        .cluster
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if urls.is_empty() {
+        bail!("--cluster needs at least one peer URL");
+    }
+    for u in &urls {
+        cli::peer_socket_addr(u).map_err(anyhow::Error::msg)?;
+    }
+    if args.id == 0 || args.id as usize > urls.len() {
+        bail!(
+            "--id {} is not a position in --cluster (1..={})",
+            args.id,
+            urls.len()
+        );
+    }
+    if args.heartbeat_ticks >= args.election_ticks {
+        bail!("--heartbeat-ticks must be smaller than --election-ticks");
+    }
+    let members: BTreeMap<u64, String> = urls
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (i as u64 + 1, u.clone()))
+        .collect();
+    let peer_addr = cli::peer_socket_addr(&urls[args.id as usize - 1]).expect("validated");
+    let cluster_id = raftkv_core::rng::fnv64(args.cluster_token.as_bytes());
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("raftkv-{}", args.id)));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let _lock = disk::lock_dir(&data_dir)?;
+
+    let names = disk::list(&data_dir).with_context(|| format!("listing {}", data_dir.display()))?;
+    let id = WalIdentity {
+        cluster_id,
+        node_id: args.id,
+    };
+    let recovered = recover(&names, id, &mut |name| {
+        std::fs::read(data_dir.join(name)).map_err(|e| e.to_string())
+    })
+    .with_context(|| format!("recovering from {}", data_dir.display()))?;
+    if recovered.is_none() {
+        tracing::info!(dir = %data_dir.display(), join = args.join, "starting with an empty data directory");
+    }
+    let bootstrap = if args.join {
+        Bootstrap::Join { members }
+    } else {
+        Bootstrap::NewCluster { members }
+    };
+    let node = Node::start(node_config(&args, cluster_id), recovered, bootstrap)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(args, node, data_dir, peer_addr))
+}
+
+async fn serve(
+    args: RunArgs,
+    node: Node,
+    data_dir: PathBuf,
+    peer_addr: String,
+) -> anyhow::Result<()> {
+    let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE_LEN);
+    let peer_listener = tokio::net::TcpListener::bind(&peer_addr)
+        .await
+        .with_context(|| format!("binding peer address {peer_addr}"))?;
+    let api_addr = format!("{}:{}", args.host, args.port);
+    let api_listener = tokio::net::TcpListener::bind(&api_addr)
+        .await
+        .with_context(|| format!("binding HTTP address {api_addr}"))?;
+
+    let peers = peer::Peers::new(args.max_frame_bytes, args.peer_queue_len, input_tx.clone());
+    peers.spawn_listener(peer_listener);
+
+    let (disk_tx, disk_rx) = std::sync::mpsc::channel();
+    let disk_inputs = input_tx.clone();
+    let disk_thread = std::thread::Builder::new()
+        .name("raftkv-disk".into())
+        .spawn(move || {
+            disk::Disk::new(data_dir).run(disk_rx, |r| {
+                let _ = disk_inputs.blocking_send(server::Input::Disk(r));
+            })
+        })?;
+
+    let timeout_ticks = (args.request_timeout_ms / args.tick_ms).max(1);
+    let api = http::Api {
+        inputs: input_tx.clone(),
+        wait: Duration::from_millis(args.request_timeout_ms + 1000),
+    };
+    let app = http::router(api, args.max_body_bytes);
+    let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
+    let http_task = tokio::spawn(async move {
+        axum::serve(api_listener, app)
+            .with_graceful_shutdown(async {
+                let _ = http_stop_rx.await;
+            })
+            .await
+    });
+    tracing::info!(id = args.id, %peer_addr, %api_addr, "raftkv node serving");
+
+    let (stop_tx, stop_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(());
+    });
+    let mut srv = server::Server::new(node, peers, disk_tx, timeout_ticks);
+    let exit = srv
+        .run(input_rx, Duration::from_millis(args.tick_ms), stop_rx)
+        .await;
+    let _ = http_stop_tx.send(());
+    // Let the disk thread finish the job in hand: dropping the sender ends its loop.
+    srv.disk = None;
+    drop(srv);
+    let _ = tokio::task::spawn_blocking(move || disk_thread.join()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+    match exit {
+        server::Exit::Shutdown => Ok(()),
+        server::Exit::Stopped(reason) => {
+            tracing::warn!(%reason, "node stopped");
+            Ok(())
+        }
+        server::Exit::DiskFailed(e) => {
+            bail!("{e}; stopping (an fsync or write error is never retried)")
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// `raftkv cluster`: raftexample's Procfile as a subcommand.
+fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    if args.nodes > 6 {
+        bail!("--nodes must be at most 6 (ports follow raftexample: {{i}}2379 and {{i}}2380)");
+    }
+    let exe = std::env::current_exe()?;
+    let urls: Vec<String> = (1..=args.nodes)
+        .map(|i| format!("http://127.0.0.1:{}", i * 10000 + 2379))
+        .collect();
+    let mut children = Vec::new();
+    for i in 1..=args.nodes {
+        let child = std::process::Command::new(&exe)
+            .arg("run")
+            .args(["--id", &i.to_string()])
+            .args(["--cluster", &urls.join(",")])
+            .args(["--port", &(i * 10000 + 2380).to_string()])
+            .arg("--data-dir")
+            .arg(args.data_root.join(format!("raftkv-{i}")))
+            .args(&args.node_args)
+            .spawn()
+            .with_context(|| format!("starting node {i}"))?;
+        println!(
+            "node {i}: peer {} api http://127.0.0.1:{} (pid {})",
+            urls[i as usize - 1],
+            i * 10000 + 2380,
+            child.id()
+        );
+        children.push(child);
+    }
+    // Children share our process group: Ctrl-C reaches them directly. Wait for all.
+    let mut failed = false;
+    for mut c in children {
+        failed |= !c.wait()?.success();
+    }
+    if failed {
+        bail!("a node exited with an error");
+    }
+    Ok(())
+}

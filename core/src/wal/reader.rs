@@ -245,9 +245,10 @@ impl WalContents {
 
     /// The log after a snapshot at `snap_index`: entries with larger indexes, where a later entry
     /// at an index already seen replaces that entry and everything after it (raft's conflict
-    /// truncation). A received snapshot's marker drops what raft discarded (entries after it), and
-    /// a marker past the end of the rebuilt log means the log was replaced by a newer snapshot,
-    /// which makes replay from `snap_index` impossible.
+    /// truncation; an entry at or below `snap_index` therefore discards every entry after
+    /// `snap_index` written before it). A received snapshot's marker drops what raft discarded
+    /// (entries after it), and a marker past the end of the rebuilt log means the log was
+    /// replaced by a newer snapshot, which makes replay from `snap_index` impossible.
     pub fn entries_after(&self, snap_index: u64) -> Result<Vec<EntryRec>, WalError> {
         let mut out: Vec<EntryRec> = Vec::new();
         let gap = |reason: String| WalError::Gap {
@@ -264,6 +265,9 @@ impl WalContents {
                     out.truncate((e.index - snap_index - 1) as usize);
                     out.push(e.clone());
                 }
+                // An entry at or below the snapshot index truncated the log below it, so
+                // everything after the snapshot index seen so far was discarded too.
+                Record::Entry(_) => out.clear(),
                 Record::Snapshot(m) if m.index > snap_index + out.len() as u64 => {
                     return Err(gap(format!("log replaced by snapshot {}", m.index)));
                 }

@@ -126,19 +126,23 @@ impl Record {
         out.expect("postcard encoding of a WAL record")
     }
 
-    /// Decodes a payload; the whole payload must be consumed (no trailing bytes).
+    /// Decodes a payload; the whole payload must be consumed (no trailing bytes) and must be the
+    /// canonical encoding of the record. postcard's decoder accepts over-long varints (`[0x81,
+    /// 0x00]` for 1); rejecting them gives every record exactly one encoding, so the bytes a crc
+    /// covers have one meaning and a decoded record re-encodes byte for byte.
     pub fn decode_payload(kind: RecordType, payload: &[u8]) -> Option<Record> {
         fn exact<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Option<T> {
             match postcard::take_from_bytes::<T>(b) {
-                Ok((v, rest)) if rest.is_empty() => Some(v),
+                Ok((v, [])) => Some(v),
                 _ => None,
             }
         }
-        Some(match kind {
+        let record = match kind {
             RecordType::SegmentHeader => Record::SegmentHeader(exact(payload)?),
             RecordType::Entry => Record::Entry(exact(payload)?),
             RecordType::HardState => Record::HardState(exact(payload)?),
             RecordType::Snapshot => Record::Snapshot(exact(payload)?),
-        })
+        };
+        (record.encode_payload() == payload).then_some(record)
     }
 }

@@ -184,7 +184,15 @@ impl WalWriter {
             crc = encode_frame(&Record::HardState(hs), crc, &mut buf);
         }
         if let Some(m) = &self.last_marker {
-            crc = encode_frame(&Record::Snapshot(m.clone()), crc, &mut buf);
+            // The copy restates the latest snapshot; it is not a new event. A received
+            // snapshot's reset already happened where its marker was first written, and replaying
+            // it again here would discard the entries appended since (and move `last_index` back
+            // on resume). So a copy never carries `log_reset`.
+            let copy = SnapshotMarker {
+                log_reset: false,
+                ..m.clone()
+            };
+            crc = encode_frame(&Record::Snapshot(copy), crc, &mut buf);
             self.marker_segments.push((m.index, seq));
         }
         let size = self.cfg.segment_size_bytes.max(buf.len() as u64);

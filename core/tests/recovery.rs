@@ -1,0 +1,434 @@
+//! `recovery::recover` on directories built by the real writers and executed on a `MemDir`.
+
+use raftkv_core::fileop::FileOp;
+use raftkv_core::memdir::MemDir;
+use raftkv_core::recovery::{recover, Recovered, RecoveryError};
+use raftkv_core::snapfile::{self, SnapshotFile, SnapshotMeta};
+use raftkv_core::wal::{
+    read_segments, ConfStateRec, EntryKind, EntryRec, HardStateRec, Record, SnapshotMarker,
+    WalConfig, WalError, WalIdentity, WalWriter,
+};
+
+const ID: WalIdentity = WalIdentity {
+    cluster_id: 0xfeed,
+    node_id: 2,
+};
+
+/// Small segments keep the preallocated zeros (which the reader scans) cheap in debug builds.
+const SMALL: WalConfig = WalConfig {
+    segment_size_bytes: 16 << 10,
+};
+
+fn apply(dir: &mut MemDir, ops: &[FileOp]) {
+    for op in ops {
+        dir.apply(op).unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    }
+}
+
+fn run_recover(dir: &MemDir, id: WalIdentity) -> Result<Option<Recovered>, RecoveryError> {
+    recover(&dir.list(), id, &mut |n: &str| {
+        dir.read(n)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| format!("{n} missing"))
+    })
+}
+
+fn entry(index: u64, term: u64) -> EntryRec {
+    EntryRec {
+        index,
+        term,
+        kind: EntryKind::Normal,
+        data: format!("e{index}").into_bytes(),
+        context: Vec::new(),
+    }
+}
+
+fn indexes(entries: &[EntryRec]) -> Vec<u64> {
+    entries.iter().map(|e| e.index).collect()
+}
+
+fn conf() -> ConfStateRec {
+    ConfStateRec {
+        voters: vec![1, 2, 3],
+        ..ConfStateRec::default()
+    }
+}
+
+/// A node's storage, driven the way the node drives it.
+struct Disk {
+    dir: MemDir,
+    wal: WalWriter,
+}
+
+impl Disk {
+    fn new(cfg: WalConfig) -> Disk {
+        let mut dir = MemDir::new();
+        let mut ops = Vec::new();
+        let wal = WalWriter::create(ID, cfg, 1, &mut ops);
+        apply(&mut dir, &ops);
+        Disk { dir, wal }
+    }
+
+    /// Entries `from..=to` (term 1) and a HardState committing `commit`, synced.
+    fn entries(&mut self, from: u64, to: u64, commit: u64) {
+        let mut ops = Vec::new();
+        for i in from..=to {
+            self.wal.append(&Record::Entry(entry(i, 1)), &mut ops);
+        }
+        self.wal.append(
+            &Record::HardState(HardStateRec {
+                term: 1,
+                vote: 1,
+                commit,
+            }),
+            &mut ops,
+        );
+        self.wal.sync(&mut ops);
+        apply(&mut self.dir, &ops);
+    }
+
+    /// Snapshot file first, then (if `mark`) its WAL marker, as the node orders them.
+    fn snapshot(&mut self, index: u64, term: u64, log_reset: bool, mark: bool) -> String {
+        let mut ops = Vec::new();
+        let file = SnapshotFile {
+            meta: SnapshotMeta {
+                index,
+                term,
+                conf_state: conf(),
+            },
+            data: format!("state@{index}").into_bytes(),
+        };
+        let name = snapfile::write_ops(&file, &mut ops);
+        if mark {
+            self.wal.append(
+                &Record::Snapshot(SnapshotMarker {
+                    index,
+                    term,
+                    conf_state: conf(),
+                    log_reset,
+                }),
+                &mut ops,
+            );
+            self.wal.sync(&mut ops);
+        }
+        apply(&mut self.dir, &ops);
+        name
+    }
+}
+
+#[test]
+fn fresh_directory_recovers_to_none() {
+    let dir = MemDir::new();
+    assert!(run_recover(&dir, ID).unwrap().is_none());
+
+    // Files that are neither segments nor snapshots do not make a node.
+    let mut dir = MemDir::new();
+    apply(
+        &mut dir,
+        &[FileOp::Create {
+            name: "LOCK".into(),
+            size_bytes: 0,
+        }],
+    );
+    assert!(run_recover(&dir, ID).unwrap().is_none());
+}
+
+#[test]
+fn snapshot_files_without_a_wal_are_an_error() {
+    let mut disk = Disk::new(SMALL);
+    disk.entries(1, 3, 3);
+    disk.snapshot(3, 1, false, true);
+    let mut dir = disk.dir.clone();
+    for name in dir.list() {
+        if name.ends_with(".wal") {
+            apply(&mut dir, &[FileOp::Remove { name }]);
+        }
+    }
+    assert!(matches!(
+        run_recover(&dir, ID),
+        Err(RecoveryError::SnapshotsWithoutWal)
+    ));
+}
+
+#[test]
+fn torn_tail_is_reported_and_repaired() {
+    let cfg = WalConfig {
+        segment_size_bytes: 8192,
+    };
+    let mut disk = Disk::new(cfg);
+    disk.entries(1, 5, 3);
+    // Entries 6 and 7 are written but the power fails before the sync: the last 8 bytes of
+    // the write (entry 7's crc and magic) never reach the disk.
+    let mut ops = Vec::new();
+    disk.wal.append(&Record::Entry(entry(6, 1)), &mut ops);
+    disk.wal.append(&Record::Entry(entry(7, 1)), &mut ops);
+    disk.wal.flush(&mut ops);
+    let [FileOp::WriteAt {
+        name,
+        offset,
+        bytes,
+    }] = &ops[..]
+    else {
+        panic!("one coalesced write expected: {ops:?}");
+    };
+    let entry7_len =
+        raftkv_core::wal::frame::frame_len(Record::Entry(entry(7, 1)).encode_payload().len());
+    let torn_at = offset + (bytes.len() - entry7_len) as u64;
+    apply(
+        &mut disk.dir,
+        &[FileOp::WriteAt {
+            name: name.clone(),
+            offset: *offset,
+            bytes: bytes[..bytes.len() - 8].to_vec(),
+        }],
+    );
+
+    let rec = run_recover(&disk.dir, ID).unwrap().expect("not fresh");
+    let torn = rec.report.torn_tail.clone().expect("torn tail reported");
+    assert_eq!(torn.segment, *name);
+    assert_eq!(torn.offset, torn_at);
+    assert_eq!(indexes(&rec.entries), (1..=6).collect::<Vec<_>>());
+    assert_eq!(rec.hard_state.commit, 3);
+
+    // The repair a restart performs: recovery's ops, then the writer's resume ops, which cut the
+    // file at the torn frame and restore the zeroed preallocation.
+    let mut repair = rec.ops.clone();
+    let mut wal = WalWriter::resume(ID, cfg, &rec.wal, &mut repair);
+    assert!(repair.contains(&FileOp::SetLen {
+        name: name.clone(),
+        len: torn_at
+    }));
+    assert!(repair.contains(&FileOp::SetLen {
+        name: name.clone(),
+        len: 8192
+    }));
+    assert!(repair.contains(&FileOp::SyncFile { name: name.clone() }));
+    apply(&mut disk.dir, &repair);
+    assert!(disk.dir.read(name).unwrap()[torn_at as usize..]
+        .iter()
+        .all(|&b| b == 0));
+    let rec = run_recover(&disk.dir, ID).unwrap().unwrap();
+    assert!(rec.report.torn_tail.is_none());
+    assert_eq!(indexes(&rec.entries), (1..=6).collect::<Vec<_>>());
+
+    // The writer continues exactly where the good data ends.
+    let mut ops = Vec::new();
+    wal.append(&Record::Entry(entry(7, 1)), &mut ops);
+    wal.sync(&mut ops);
+    apply(&mut disk.dir, &ops);
+    let rec = run_recover(&disk.dir, ID).unwrap().unwrap();
+    assert!(rec.report.torn_tail.is_none());
+    assert_eq!(indexes(&rec.entries), (1..=7).collect::<Vec<_>>());
+}
+
+#[test]
+fn corrupt_newest_snapshot_is_set_aside_and_an_older_one_used() {
+    let mut disk = Disk::new(SMALL);
+    disk.entries(1, 6, 6);
+    let older = disk.snapshot(4, 1, false, true);
+    disk.entries(7, 10, 10);
+    let newest = disk.snapshot(8, 1, false, true);
+
+    let rec = run_recover(&disk.dir, ID).unwrap().unwrap();
+    assert_eq!(rec.report.snapshot, Some((1, 8)));
+    assert_eq!(indexes(&rec.entries), vec![9, 10]);
+
+    // Bit rot in the newest snapshot file.
+    let mut bytes = disk.dir.read(&newest).unwrap().to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    disk.dir.overwrite(&newest, bytes).unwrap();
+
+    let rec = run_recover(&disk.dir, ID).unwrap().unwrap();
+    let broken = format!("{newest}.broken");
+    assert!(rec.ops.contains(&FileOp::Rename {
+        from: newest.clone(),
+        to: broken.clone()
+    }));
+    assert_eq!(rec.ops.last(), Some(&FileOp::SyncDir));
+    assert_eq!(rec.report.set_aside.len(), 1);
+    assert_eq!(rec.report.set_aside[0].0, newest);
+    assert_eq!(rec.report.snapshot, Some((1, 4)));
+    let snap = rec.snapshot.as_ref().unwrap();
+    assert_eq!(snap.data, b"state@4");
+    assert_eq!(rec.conf_state, conf());
+    assert_eq!(indexes(&rec.entries), (5..=10).collect::<Vec<_>>());
+    assert_eq!(rec.hard_state.commit, 10);
+    assert!(rec
+        .snapshots_on_disk
+        .iter()
+        .any(|(n, _, i)| *n == older && *i == 4));
+
+    // After the repair the broken file is kept for inspection and ignored.
+    apply(&mut disk.dir, &rec.ops);
+    let names = disk.dir.list();
+    assert!(names.contains(&broken) && !names.contains(&newest));
+    let rec = run_recover(&disk.dir, ID).unwrap().unwrap();
+    assert!(rec.report.set_aside.is_empty());
+    assert_eq!(rec.report.snapshot, Some((1, 4)));
+}
+
+#[test]
+fn snapshot_without_a_marker_is_removed() {
+    let mut disk = Disk::new(SMALL);
+    disk.entries(1, 6, 6);
+    disk.snapshot(4, 1, false, true);
+    disk.entries(7, 12, 12);
+    // The crash came after the snapshot file was durable but before its WAL marker.
+    let orphan = disk.snapshot(10, 1, false, false);
+
+    let rec = run_recover(&disk.dir, ID).unwrap().unwrap();
+    assert_eq!(rec.report.removed_orphan_snapshots, vec![orphan.clone()]);
+    assert!(rec.ops.contains(&FileOp::Remove {
+        name: orphan.clone()
+    }));
+    assert_eq!(rec.report.snapshot, Some((1, 4)));
+    assert_eq!(indexes(&rec.entries), (5..=12).collect::<Vec<_>>());
+    apply(&mut disk.dir, &rec.ops);
+    assert!(!disk.dir.list().contains(&orphan));
+}
+
+#[test]
+fn temp_files_are_removed() {
+    let mut disk = Disk::new(SMALL);
+    disk.entries(1, 2, 2);
+    apply(
+        &mut disk.dir,
+        &[
+            FileOp::Create {
+                name: "0000000000000001-0000000000000003.wal.tmp".into(),
+                size_bytes: 64,
+            },
+            FileOp::Create {
+                name: format!("{}.tmp", snapfile::file_name(1, 2)),
+                size_bytes: 10,
+            },
+        ],
+    );
+    let rec = run_recover(&disk.dir, ID).unwrap().unwrap();
+    assert_eq!(rec.report.removed_temp_files.len(), 2);
+    assert_eq!(rec.ops.last(), Some(&FileOp::SyncDir));
+    apply(&mut disk.dir, &rec.ops);
+    assert!(disk.dir.list().iter().all(|n| !n.ends_with(".tmp")));
+    assert_eq!(indexes(&rec.entries), vec![1, 2]);
+}
+
+#[test]
+fn wal_of_another_member_is_refused() {
+    let mut disk = Disk::new(SMALL);
+    disk.entries(1, 3, 3);
+    for other in [
+        WalIdentity {
+            cluster_id: ID.cluster_id,
+            node_id: ID.node_id + 1,
+        },
+        WalIdentity {
+            cluster_id: ID.cluster_id + 1,
+            node_id: ID.node_id,
+        },
+    ] {
+        match run_recover(&disk.dir, other) {
+            Err(RecoveryError::Wal(WalError::WrongMember {
+                cluster,
+                node,
+                found_cluster,
+                found_node,
+            })) => {
+                assert_eq!((cluster, node), (other.cluster_id, other.node_id));
+                assert_eq!((found_cluster, found_node), (ID.cluster_id, ID.node_id));
+            }
+            other => panic!("expected WrongMember, got {other:?}"),
+        }
+    }
+}
+
+/// Regression: a follower receives a snapshot (log_reset marker), appends past a segment cut and
+/// restarts. The cut copies the marker into the new segment; replaying that copy must not reset
+/// the log a second time (it used to discard the entries before the cut, leaving a gap, so no
+/// snapshot could be recovered from).
+#[test]
+fn received_snapshot_then_cut_recovers() {
+    let cfg = WalConfig {
+        segment_size_bytes: 1024,
+    };
+    let mut disk = Disk::new(cfg);
+    disk.entries(1, 3, 3);
+    let mut ops = Vec::new();
+    disk.wal.append(
+        &Record::HardState(HardStateRec {
+            term: 2,
+            vote: 1,
+            commit: 100,
+        }),
+        &mut ops,
+    );
+    apply(&mut disk.dir, &ops);
+    disk.snapshot(100, 2, true, true);
+    let seq_before = disk.wal.current_seq();
+    let mut next = 101;
+    while disk.wal.current_seq() == seq_before || next < 130 {
+        disk.entries(next, next, next);
+        next += 1;
+    }
+    let rec = run_recover(&disk.dir, ID).unwrap().unwrap();
+    assert_eq!(rec.report.snapshot, Some((2, 100)));
+    assert_eq!(indexes(&rec.entries), (101..next).collect::<Vec<_>>());
+
+    // The writer resumes at the true last index, so the next cut names the right first index.
+    let mut ops = Vec::new();
+    let wal = WalWriter::resume(ID, cfg, &rec.wal, &mut ops);
+    assert_eq!(wal.last_index(), next - 1);
+
+    let all = read_segments(
+        &disk
+            .dir
+            .list()
+            .into_iter()
+            .filter(|n| n.ends_with(".wal"))
+            .map(|n| {
+                let b = disk.dir.read(&n).unwrap().to_vec();
+                (n, b)
+            })
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    // Only the original marker resets the log; its copies at cuts do not.
+    let resets: Vec<bool> = all.markers().map(|(_, m)| m.log_reset).collect();
+    assert!(resets.len() >= 2, "{resets:?}");
+    assert_eq!(resets.iter().filter(|&&r| r).count(), 1, "{resets:?}");
+}
+
+/// Regression: entries overwritten from below a later snapshot's index are not resurrected.
+#[test]
+fn conflict_below_snapshot_index_does_not_resurrect_entries() {
+    let mut disk = Disk::new(SMALL);
+    disk.entries(1, 10, 4);
+    let mut ops = Vec::new();
+    for i in 5..=7 {
+        disk.wal.append(
+            &Record::Entry(EntryRec {
+                term: 2,
+                ..entry(i, 2)
+            }),
+            &mut ops,
+        );
+    }
+    disk.wal.append(
+        &Record::HardState(HardStateRec {
+            term: 2,
+            vote: 1,
+            commit: 7,
+        }),
+        &mut ops,
+    );
+    disk.wal.sync(&mut ops);
+    apply(&mut disk.dir, &ops);
+    disk.snapshot(7, 2, false, true);
+    let rec = run_recover(&disk.dir, ID).unwrap().unwrap();
+    assert_eq!(rec.report.snapshot, Some((2, 7)));
+    assert!(
+        rec.entries.is_empty(),
+        "entries 8..=10 of term 1 were overwritten: {:?}",
+        indexes(&rec.entries)
+    );
+}

@@ -1,0 +1,549 @@
+//! The HTTP API: raftexample's routes, the namespaced `/v1` routes, health and metrics.
+//!
+//! Handlers only translate HTTP to `ClientOp`s and results back; every decision is the node's.
+//! Writes answer after commit and apply; GET is linearizable unless `?consistency=local`.
+//! A follower forwards writes and linearizable reads to the leader over the peer connection,
+//! so any node can be asked.
+
+// Handlers return early with a ready `Response` as the error; it is large, and boxing it would
+// only add noise to every handler.
+#![allow(clippy::result_large_err)]
+
+use crate::server::{ClientResult, Input, StatusView};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get};
+use axum::{Json, Router};
+use raftkv_core::command::RequestId;
+use raftkv_core::kv::WriteResult;
+use raftkv_core::node::{ClientError, ClientOp, ClientReply};
+use serde::Deserialize;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Longest key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 8 * 1024;
+
+#[derive(Clone)]
+pub struct Api {
+    pub inputs: mpsc::Sender<Input>,
+    /// How long a handler waits for the node (a little over the node's own deadline).
+    pub wait: Duration,
+}
+
+pub fn router(api: Api, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/members", get(list_members).post(add_member_json))
+        .route("/v1/members/{id}", delete(remove_member))
+        .route("/v1/kv", any(empty_key))
+        .route("/v1/kv/", any(empty_key))
+        .route(
+            "/v1/kv/{*key}",
+            get(get_key).put(put_key).delete(delete_key),
+        )
+        .route("/", any(empty_key))
+        .route(
+            "/{key}",
+            get(get_key)
+                .put(put_key)
+                .post(add_member_legacy)
+                .delete(remove_member),
+        )
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(api)
+}
+
+fn text(code: StatusCode, msg: impl Into<String>) -> Response {
+    let mut body = msg.into();
+    body.push('\n');
+    (code, body).into_response()
+}
+
+async fn empty_key() -> Response {
+    text(
+        StatusCode::BAD_REQUEST,
+        "empty key: use /{key} or /v1/kv/{key}",
+    )
+}
+
+impl Api {
+    async fn call(
+        &self,
+        op: ClientOp,
+        request_id: Option<RequestId>,
+    ) -> Result<ClientResult, Response> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inputs
+            .try_send(Input::Client {
+                op,
+                request_id,
+                reply: tx,
+            })
+            .is_err()
+        {
+            return Err(busy("server queue full"));
+        }
+        match tokio::time::timeout(self.wait, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node is shutting down",
+            )),
+            Err(_) => Err(text(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timed out; the outcome is unknown",
+            )),
+        }
+    }
+
+    async fn status(&self) -> Result<StatusView, Response> {
+        let (tx, rx) = oneshot::channel();
+        if self.inputs.try_send(Input::Status(tx)).is_err() {
+            return Err(busy("server queue full"));
+        }
+        rx.await
+            .map_err(|_| text(StatusCode::SERVICE_UNAVAILABLE, "node is shutting down"))
+    }
+}
+
+fn busy(msg: &str) -> Response {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, msg);
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    r
+}
+
+fn error_response(e: ClientError) -> Response {
+    match e {
+        ClientError::NotLeader { leader: None } => busy("no leader elected yet; retry"),
+        ClientError::NotLeader { leader: Some(l) } => busy(&format!("not the leader; node {l} is")),
+        ClientError::Busy => busy("busy: too many pending requests"),
+        ClientError::Rejected(why) => text(StatusCode::CONFLICT, format!("rejected: {why}")),
+        ClientError::Timeout | ClientError::LeaderChanged { .. } => text(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{e}; retry with the same request id to be safe"),
+        ),
+        ClientError::Stopped => text(StatusCode::SERVICE_UNAVAILABLE, "node stopped"),
+    }
+}
+
+fn check_key(key: &str) -> Result<Vec<u8>, Response> {
+    if key.is_empty() {
+        return Err(text(StatusCode::BAD_REQUEST, "empty key"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("key longer than {MAX_KEY_BYTES} bytes"),
+        ));
+    }
+    Ok(key.as_bytes().to_vec())
+}
+
+/// Optional idempotency headers: `x-raftkv-client-id` and `x-raftkv-request-seq` (both u64).
+fn request_id(h: &HeaderMap) -> Result<Option<RequestId>, Response> {
+    let get = |name: &str| -> Result<Option<u64>, Response> {
+        match h.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    text(
+                        StatusCode::BAD_REQUEST,
+                        format!("header {name} must be an unsigned integer"),
+                    )
+                }),
+        }
+    };
+    match (get("x-raftkv-client-id")?, get("x-raftkv-request-seq")?) {
+        (Some(client), Some(seq)) => Ok(Some(RequestId { client, seq })),
+        (None, None) => Ok(None),
+        _ => Err(text(
+            StatusCode::BAD_REQUEST,
+            "x-raftkv-client-id and x-raftkv-request-seq go together",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    consistency: Option<String>,
+}
+
+async fn get_key(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> Response {
+    let key = match check_key(&key) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let op = match q.consistency.as_deref() {
+        None | Some("linearizable") => ClientOp::Get { key },
+        Some("local") => ClientOp::GetLocal { key },
+        Some(other) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("consistency must be 'linearizable' or 'local', not {other:?}"),
+            )
+        }
+    };
+    match api.call(op, None).await {
+        Ok(Ok(ClientReply::Value(Some(v)))) => (StatusCode::OK, v).into_response(),
+        Ok(Ok(ClientReply::Value(None))) => text(StatusCode::NOT_FOUND, "key not found"),
+        Ok(Ok(other)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected reply {other:?}"),
+        ),
+        Ok(Err(e)) => error_response(e),
+        Err(r) => r,
+    }
+}
+
+async fn write(api: &Api, op: ClientOp, headers: &HeaderMap) -> Response {
+    let rid = match request_id(headers) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match api.call(op, rid).await {
+        Ok(Ok(ClientReply::Written(WriteResult::Delete { existed: false }))) => {
+            text(StatusCode::NOT_FOUND, "key not found")
+        }
+        Ok(Ok(ClientReply::Written(_))) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Ok(other)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected reply {other:?}"),
+        ),
+        Ok(Err(e)) => error_response(e),
+        Err(r) => r,
+    }
+}
+
+async fn put_key(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match check_key(&key) {
+        Ok(key) => {
+            write(
+                &api,
+                ClientOp::Put {
+                    key,
+                    value: body.to_vec(),
+                },
+                &headers,
+            )
+            .await
+        }
+        Err(r) => r,
+    }
+}
+
+async fn delete_key(
+    State(api): State<Api>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match check_key(&key) {
+        Ok(key) => write(&api, ClientOp::Delete { key }, &headers).await,
+        Err(r) => r,
+    }
+}
+
+fn parse_id(s: &str) -> Result<u64, Response> {
+    match s.parse::<u64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("bad node id {s:?}: must be a positive integer"),
+        )),
+    }
+}
+
+fn check_peer_url(url: &str) -> Result<String, Response> {
+    let url = url.trim();
+    crate::cli::peer_socket_addr(url).map_err(|e| text(StatusCode::BAD_REQUEST, e))?;
+    Ok(url.to_string())
+}
+
+async fn member_op(api: &Api, op: ClientOp, ok: StatusCode) -> Response {
+    match api.call(op, None).await {
+        Ok(Ok(ClientReply::Members(m))) => (ok, Json(members_json(&m))).into_response(),
+        Ok(Ok(other)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected reply {other:?}"),
+        ),
+        Ok(Err(e)) => error_response(e),
+        Err(r) => r,
+    }
+}
+
+fn members_json(m: &std::collections::BTreeMap<u64, String>) -> serde_json::Value {
+    serde_json::Value::Array(
+        m.iter()
+            .map(|(id, addr)| serde_json::json!({"id": id, "peer_url": addr}))
+            .collect(),
+    )
+}
+
+/// raftexample: `POST /{id}` with the new node's peer URL as the body.
+async fn add_member_legacy(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let Ok(url) = std::str::from_utf8(&body) else {
+        return text(StatusCode::BAD_REQUEST, "peer URL must be UTF-8");
+    };
+    match check_peer_url(url) {
+        Ok(addr) => member_op(&api, ClientOp::AddNode { id, addr }, StatusCode::CREATED).await,
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct AddMember {
+    id: u64,
+    peer_url: String,
+}
+
+async fn add_member_json(State(api): State<Api>, body: Bytes) -> Response {
+    let m: AddMember = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"id\": N, \"peer_url\": \"http://host:port\"}}: {e}"),
+            )
+        }
+    };
+    if m.id == 0 {
+        return text(StatusCode::BAD_REQUEST, "node id must be positive");
+    }
+    match check_peer_url(&m.peer_url) {
+        Ok(addr) => {
+            member_op(
+                &api,
+                ClientOp::AddNode { id: m.id, addr },
+                StatusCode::CREATED,
+            )
+            .await
+        }
+        Err(r) => r,
+    }
+}
+
+async fn remove_member(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match parse_id(&id) {
+        Ok(id) => member_op(&api, ClientOp::RemoveNode { id }, StatusCode::OK).await,
+        Err(r) => r,
+    }
+}
+
+async fn list_members(State(api): State<Api>) -> Response {
+    match api.status().await {
+        Ok(v) => Json(members_json(&v.status.members)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn status(State(api): State<Api>) -> Response {
+    match api.status().await {
+        Ok(v) => {
+            let s = &v.status;
+            Json(serde_json::json!({
+                "id": s.id,
+                "role": format!("{:?}", s.role),
+                "leader": s.leader_id,
+                "term": s.term,
+                "commit_index": s.commit_index,
+                "applied_index": s.applied_index,
+                "snapshot_index": s.snapshot_index,
+                "first_index": s.first_index,
+                "last_index": s.last_index,
+                "log_entries_in_memory": s.log_entries_in_memory,
+                "members": members_json(&s.members),
+            }))
+            .into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn health(State(api): State<Api>) -> Response {
+    match api.status().await {
+        Ok(v) if v.status.leader_id != 0 => text(StatusCode::OK, "ok"),
+        Ok(_) => text(StatusCode::SERVICE_UNAVAILABLE, "no leader"),
+        Err(r) => r,
+    }
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    let v = match api.status().await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let s = &v.status;
+    let c = &v.counters;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        out.push_str(&format!(
+            "# HELP raftkv_{name} {help}\n# TYPE raftkv_{name} {kind}\nraftkv_{name} {value}\n"
+        ));
+    };
+    metric(
+        "is_leader",
+        "gauge",
+        "1 if this node is the leader.",
+        (s.role == raftkv_core::node::StateRole::Leader) as u64,
+    );
+    metric("term", "gauge", "Current raft term.", s.term);
+    metric(
+        "commit_index",
+        "gauge",
+        "Highest committed index.",
+        s.commit_index,
+    );
+    metric(
+        "applied_index",
+        "gauge",
+        "Highest applied index.",
+        s.applied_index,
+    );
+    metric(
+        "snapshot_index",
+        "gauge",
+        "Index of the latest snapshot.",
+        s.snapshot_index,
+    );
+    metric(
+        "log_entries_in_memory",
+        "gauge",
+        "Raft log entries held in memory.",
+        s.log_entries_in_memory as u64,
+    );
+    metric(
+        "members",
+        "gauge",
+        "Cluster members.",
+        s.members.len() as u64,
+    );
+    metric(
+        "pending_proposals",
+        "gauge",
+        "Proposals waiting for commit and apply.",
+        s.pending_proposals as u64,
+    );
+    metric(
+        "pending_reads",
+        "gauge",
+        "Linearizable reads waiting.",
+        s.pending_reads as u64,
+    );
+    metric(
+        "client_requests_total",
+        "counter",
+        "Client requests received.",
+        c.client_requests,
+    );
+    metric(
+        "client_errors_total",
+        "counter",
+        "Client requests answered with an error.",
+        c.client_errors,
+    );
+    metric(
+        "peer_frames_in_total",
+        "counter",
+        "Peer frames received.",
+        c.peer_frames_in,
+    );
+    metric(
+        "peer_frames_rejected_total",
+        "counter",
+        "Peer frames rejected.",
+        c.peer_frames_rejected,
+    );
+    metric(
+        "peer_frames_out_total",
+        "counter",
+        "Peer frames queued for sending.",
+        c.peer_frames_out,
+    );
+    metric(
+        "peer_frames_dropped_total",
+        "counter",
+        "Peer frames dropped (unreachable, queue full).",
+        c.peer_frames_dropped,
+    );
+    metric(
+        "disk_jobs_total",
+        "counter",
+        "Disk jobs executed.",
+        c.disk_jobs,
+    );
+    metric(
+        "disk_syncs_total",
+        "counter",
+        "fsync/fdatasync calls.",
+        c.disk_syncs,
+    );
+    metric(
+        "disk_job_microseconds_total",
+        "counter",
+        "Time spent executing disk jobs.",
+        c.disk_job_us_total,
+    );
+    metric(
+        "snapshots_saved_total",
+        "counter",
+        "Snapshots taken.",
+        c.snapshots_saved,
+    );
+    metric(
+        "snapshots_installed_total",
+        "counter",
+        "Snapshots received from the leader.",
+        c.snapshots_installed,
+    );
+    metric(
+        "compactions_total",
+        "counter",
+        "In-memory log compactions.",
+        c.compactions,
+    );
+    metric(
+        "purges_total",
+        "counter",
+        "Purges of old WAL segments and snapshot files.",
+        c.purges,
+    );
+    metric(
+        "elections_won_total",
+        "counter",
+        "Times this node became leader.",
+        c.elections_won,
+    );
+    let mut r = (StatusCode::OK, out).into_response();
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}

@@ -1,0 +1,228 @@
+//! Peer transport: length-prefixed frames over TCP, one outbound connection per peer.
+//!
+//! Frames are `u32 LE length` + a body that `core::msgcodec` encodes and decodes; this module only
+//! moves bytes. Each peer has a bounded queue and a writer task that reconnects with exponential
+//! backoff; whatever cannot be sent is reported back so the node can tell raft
+//! (`report_unreachable`, `report_snapshot`). Inbound connections are read by one task each;
+//! the event loop closes a connection whose frame the node rejected.
+
+use crate::server::Input;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What became of an outbound message.
+#[derive(Debug)]
+pub struct SendReport {
+    pub to: u64,
+    pub snapshot: bool,
+    pub delivered: bool,
+}
+
+struct PeerSender {
+    addr: String,
+    tx: mpsc::Sender<(Vec<u8>, bool)>,
+}
+
+pub struct Peers {
+    max_frame_bytes: usize,
+    queue_len: usize,
+    senders: HashMap<u64, PeerSender>,
+    inputs: mpsc::Sender<Input>,
+    conns: Arc<Mutex<HashMap<u64, Arc<Notify>>>>,
+}
+
+impl Peers {
+    pub fn new(max_frame_bytes: usize, queue_len: usize, inputs: mpsc::Sender<Input>) -> Self {
+        Peers {
+            max_frame_bytes,
+            queue_len,
+            senders: HashMap::new(),
+            inputs,
+            conns: Arc::default(),
+        }
+    }
+
+    /// Queues a frame for `to` at `addr`; false if it was dropped (queue full or too large).
+    pub fn send(&mut self, to: u64, addr: &str, bytes: Vec<u8>, snapshot: bool) -> bool {
+        if bytes.len() > self.max_frame_bytes {
+            tracing::error!(
+                to,
+                size_bytes = bytes.len(),
+                max_frame_bytes = self.max_frame_bytes,
+                "message exceeds --max-frame-bytes; dropped"
+            );
+            return false;
+        }
+        let stale = self
+            .senders
+            .get(&to)
+            .is_some_and(|s| s.addr != addr || s.tx.is_closed());
+        if stale {
+            self.senders.remove(&to);
+        }
+        let sender = self.senders.entry(to).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(self.queue_len);
+            tokio::spawn(writer(to, addr.to_string(), rx, self.inputs.clone()));
+            PeerSender {
+                addr: addr.to_string(),
+                tx,
+            }
+        });
+        sender.tx.try_send((bytes, snapshot)).is_ok()
+    }
+
+    /// Closes an inbound connection (after the node rejected one of its frames).
+    pub fn close_conn(&self, conn_id: u64) {
+        if let Some(n) = self.conns.lock().expect("conns lock").remove(&conn_id) {
+            n.notify_one();
+        }
+    }
+
+    /// Accepts peer connections on `listener` forever.
+    pub fn spawn_listener(&self, listener: TcpListener) {
+        let inputs = self.inputs.clone();
+        let conns = self.conns.clone();
+        let max = self.max_frame_bytes;
+        tokio::spawn(async move {
+            let next_id = AtomicU64::new(1);
+            loop {
+                match listener.accept().await {
+                    Ok((stream, from)) => {
+                        let conn_id = next_id.fetch_add(1, Ordering::Relaxed);
+                        let close = Arc::new(Notify::new());
+                        conns
+                            .lock()
+                            .expect("conns lock")
+                            .insert(conn_id, close.clone());
+                        let (inputs, conns) = (inputs.clone(), conns.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = reader(conn_id, stream, inputs, close, max).await {
+                                tracing::debug!(%from, error = %e, "peer connection closed");
+                            }
+                            conns.lock().expect("conns lock").remove(&conn_id);
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(BACKOFF_MIN).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn reader(
+    conn_id: u64,
+    mut stream: TcpStream,
+    inputs: mpsc::Sender<Input>,
+    close: Arc<Notify>,
+    max: usize,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    loop {
+        let mut len = [0u8; 4];
+        tokio::select! {
+            r = stream.read_exact(&mut len) => { r?; }
+            _ = close.notified() => return Ok(()),
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > max {
+            tracing::warn!(
+                conn_id,
+                size_bytes = len,
+                max_frame_bytes = max,
+                "peer frame too large; closing connection"
+            );
+            return Ok(());
+        }
+        let mut body = vec![0u8; len];
+        tokio::select! {
+            r = stream.read_exact(&mut body) => { r?; }
+            _ = close.notified() => return Ok(()),
+        }
+        if inputs
+            .send(Input::Peer {
+                conn_id,
+                bytes: body,
+            })
+            .await
+            .is_err()
+        {
+            return Ok(()); // shutting down
+        }
+    }
+}
+
+async fn writer(
+    to: u64,
+    addr: String,
+    mut rx: mpsc::Receiver<(Vec<u8>, bool)>,
+    inputs: mpsc::Sender<Input>,
+) {
+    let mut conn: Option<BufWriter<TcpStream>> = None;
+    let mut backoff = BACKOFF_MIN;
+    let mut retry_at = Instant::now();
+    let report = |snapshot: bool, delivered: bool| {
+        let inputs = inputs.clone();
+        async move {
+            let _ = inputs
+                .send(Input::SendReport(SendReport {
+                    to,
+                    snapshot,
+                    delivered,
+                }))
+                .await;
+        }
+    };
+    while let Some((bytes, snapshot)) = rx.recv().await {
+        if conn.is_none() {
+            if Instant::now() < retry_at {
+                report(snapshot, false).await;
+                continue;
+            }
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    conn = Some(BufWriter::new(s));
+                    backoff = BACKOFF_MIN;
+                }
+                _ => {
+                    retry_at = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    report(snapshot, false).await;
+                    continue;
+                }
+            }
+        }
+        let w = conn.as_mut().expect("connected above");
+        let mut ok = w
+            .write_all(&(bytes.len() as u32).to_le_bytes())
+            .await
+            .is_ok()
+            && w.write_all(&bytes).await.is_ok();
+        // Flush when the queue is momentarily empty (batches frames under load), and always
+        // after a snapshot, whose delivery is reported to raft.
+        if ok && (rx.is_empty() || snapshot) {
+            ok = w.flush().await.is_ok();
+        }
+        if !ok {
+            conn = None;
+            retry_at = Instant::now() + backoff;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+        if snapshot || !ok {
+            report(snapshot, ok).await;
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The event loop: one task owns the `Node` and feeds it ticks, peer frames, client requests
+//! and disk completions; after each batch of inputs it executes the node's actions.
+
+use crate::disk::DiskResult;
+use crate::peer::{Peers, SendReport};
+use raftkv_core::command::RequestId;
+use raftkv_core::node::{
+    Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskJob, Event, Node, NodeStatus,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most inputs handled before the node's actions are executed.
+const MAX_INPUTS_PER_BATCH: usize = 1024;
+
+pub type ClientResult = Result<ClientReply, ClientError>;
+
+pub enum Input {
+    Peer {
+        conn_id: u64,
+        bytes: Vec<u8>,
+    },
+    SendReport(SendReport),
+    Client {
+        op: ClientOp,
+        request_id: Option<RequestId>,
+        reply: oneshot::Sender<ClientResult>,
+    },
+    Status(oneshot::Sender<StatusView>),
+    Disk(DiskResult),
+}
+
+/// Counters for /metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    pub client_requests: u64,
+    pub client_errors: u64,
+    pub peer_frames_in: u64,
+    pub peer_frames_rejected: u64,
+    pub peer_frames_out: u64,
+    pub peer_frames_dropped: u64,
+    pub disk_jobs: u64,
+    pub disk_syncs: u64,
+    pub disk_job_us_total: u64,
+    pub snapshots_saved: u64,
+    pub snapshots_installed: u64,
+    pub compactions: u64,
+    pub purges: u64,
+    pub elections_won: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct StatusView {
+    pub status: NodeStatus,
+    pub counters: Counters,
+}
+
+/// How the loop ended.
+pub enum Exit {
+    Shutdown,
+    Stopped(String),
+    DiskFailed(String),
+}
+
+pub struct Server {
+    pub node: Node,
+    pub peers: Peers,
+    pub disk: Option<std::sync::mpsc::Sender<DiskJob>>,
+    pub timeout_ticks: u64,
+    pending: HashMap<u64, oneshot::Sender<ClientResult>>,
+    /// Last known peer address of every node ever a member: a removed node must still be
+    /// reachable to be told it was removed.
+    addresses: HashMap<u64, String>,
+    next_handle: u64,
+    counters: Counters,
+}
+
+impl Server {
+    pub fn new(
+        node: Node,
+        peers: Peers,
+        disk: std::sync::mpsc::Sender<DiskJob>,
+        timeout_ticks: u64,
+    ) -> Self {
+        let addresses = node
+            .members()
+            .iter()
+            .map(|(id, url)| (*id, url.clone()))
+            .collect();
+        Server {
+            node,
+            peers,
+            disk: Some(disk),
+            timeout_ticks,
+            pending: HashMap::new(),
+            addresses,
+            next_handle: 1,
+            counters: Counters::default(),
+        }
+    }
+
+    pub async fn run(
+        &mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        tick: Duration,
+        mut shutdown: oneshot::Receiver<()>,
+    ) -> Exit {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.node.tick(),
+                input = inputs.recv() => {
+                    let Some(input) = input else { return Exit::Shutdown };
+                    if let Some(exit) = self.handle(input) {
+                        return exit;
+                    }
+                    for _ in 1..MAX_INPUTS_PER_BATCH {
+                        match inputs.try_recv() {
+                            Ok(input) => {
+                                if let Some(exit) = self.handle(input) {
+                                    return exit;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = &mut shutdown => return Exit::Shutdown,
+            }
+            self.execute();
+            if let Some(reason) = self.node.stopped() {
+                return Exit::Stopped(reason.to_string());
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) -> Option<Exit> {
+        match input {
+            Input::Peer { conn_id, bytes } => {
+                self.counters.peer_frames_in += 1;
+                if let Err(e) = self.node.receive(&bytes) {
+                    self.counters.peer_frames_rejected += 1;
+                    // Raft refusing a well-formed message (e.g. from a peer it no longer tracks)
+                    // is routine; anything else means the connection speaks nonsense.
+                    if !matches!(e, raftkv_core::node::PeerError::Refused(_)) {
+                        tracing::warn!(conn_id, error = %e, "dropping peer frame and closing its connection");
+                        self.peers.close_conn(conn_id);
+                    }
+                }
+            }
+            Input::SendReport(r) => {
+                if r.snapshot {
+                    self.node.report_snapshot(r.to, r.delivered);
+                }
+                if !r.delivered {
+                    self.counters.peer_frames_dropped += 1;
+                    self.node.report_unreachable(r.to);
+                }
+            }
+            Input::Client {
+                op,
+                request_id,
+                reply,
+            } => {
+                self.counters.client_requests += 1;
+                let handle = self.next_handle;
+                self.next_handle += 1;
+                self.pending.insert(handle, reply);
+                self.node.client(ClientRequest {
+                    handle,
+                    request_id,
+                    timeout_ticks: self.timeout_ticks,
+                    op,
+                });
+            }
+            Input::Status(tx) => {
+                let _ = tx.send(StatusView {
+                    status: self.node.status(),
+                    counters: self.counters.clone(),
+                });
+            }
+            Input::Disk(DiskResult::Done {
+                id,
+                sync_count,
+                elapsed_us,
+            }) => {
+                self.counters.disk_jobs += 1;
+                self.counters.disk_syncs += sync_count as u64;
+                self.counters.disk_job_us_total += elapsed_us;
+                self.node.disk_done(id);
+            }
+            Input::Disk(DiskResult::Failed { id, error }) => {
+                return Some(Exit::DiskFailed(format!("disk job {id} failed: {error}")));
+            }
+        }
+        None
+    }
+
+    fn execute(&mut self) {
+        for action in self.node.drain() {
+            match action {
+                Action::Disk(job) => {
+                    if let Some(d) = &self.disk {
+                        // The disk thread only goes away after a failure, which ends the loop.
+                        let _ = d.send(job);
+                    }
+                }
+                Action::Send(o) => {
+                    if let Some(url) = self.node.members().get(&o.to) {
+                        if self.addresses.get(&o.to) != Some(url) {
+                            self.addresses.insert(o.to, url.clone());
+                        }
+                    }
+                    let addr = self
+                        .addresses
+                        .get(&o.to)
+                        .and_then(|u| crate::cli::peer_socket_addr(u).ok());
+                    let sent = match addr {
+                        Some(addr) => self.peers.send(o.to, &addr, o.bytes, o.snapshot),
+                        None => false,
+                    };
+                    if sent {
+                        self.counters.peer_frames_out += 1;
+                    } else {
+                        self.counters.peer_frames_dropped += 1;
+                        if o.snapshot {
+                            self.node.report_snapshot(o.to, false);
+                        }
+                        self.node.report_unreachable(o.to);
+                    }
+                }
+                Action::Reply { handle, result } => {
+                    if result.is_err() {
+                        self.counters.client_errors += 1;
+                    }
+                    if let Some(tx) = self.pending.remove(&handle) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Action::Event(e) => self.log_event(e),
+            }
+        }
+    }
+
+    fn log_event(&mut self, e: Event) {
+        match e {
+            Event::LoadingSnapshot { term, index } => {
+                tracing::info!("loading snapshot at term {term} and index {index}")
+            }
+            Event::Recovered {
+                report,
+                entry_count,
+                commit,
+            } => {
+                if let Some(t) = &report.torn_tail {
+                    tracing::warn!(segment = %t.segment, offset = t.offset, reason = %t.reason, "repairing torn WAL tail");
+                }
+                for (file, reason) in &report.set_aside {
+                    tracing::warn!(%file, %reason, "snapshot file is corrupt; set aside as .broken, using an older one");
+                }
+                tracing::info!(entry_count, commit, "replayed WAL");
+            }
+            Event::CommitClamped { from, to } => {
+                tracing::warn!(from, to, "persisted commit beyond the log; clamped")
+            }
+            Event::StartSnapshot {
+                applied_index,
+                last_snapshot_index,
+            } => {
+                tracing::info!("start snapshot [applied index: {applied_index} | last snapshot index: {last_snapshot_index}]")
+            }
+            Event::SnapshotSaved { term, index } => {
+                self.counters.snapshots_saved += 1;
+                tracing::info!(term, index, "saved snapshot")
+            }
+            Event::CompactedLog { index } => {
+                self.counters.compactions += 1;
+                tracing::info!("compacted log at index {index}")
+            }
+            Event::SnapshotInstalled { term, index } => {
+                self.counters.snapshots_installed += 1;
+                tracing::info!(term, index, "installed snapshot from the leader")
+            }
+            Event::Purged {
+                segments,
+                snapshots,
+            } => {
+                self.counters.purges += 1;
+                tracing::info!(
+                    segments,
+                    snapshots,
+                    "purged old WAL segments and snapshot files"
+                )
+            }
+            Event::RoleChanged { term, role, leader } => {
+                if role == raftkv_core::node::StateRole::Leader {
+                    self.counters.elections_won += 1;
+                }
+                tracing::info!(term, ?role, leader, "raft role changed")
+            }
+            Event::MemberAdded { id, addr } => tracing::info!(id, %addr, "member added"),
+            Event::MemberRemoved { id } => tracing::info!(id, "member removed"),
+            Event::RemovedFromCluster => {
+                tracing::warn!("this node was removed from the cluster; stopping")
+            }
+            Event::EntrySkipped { index, reason } => {
+                tracing::warn!(index, %reason, "skipped entry")
+            }
+            Event::PeerMessageDropped { reason } => {
+                tracing::debug!(%reason, "peer message dropped")
+            }
+            Event::Fatal { reason } => tracing::error!(%reason, "fatal"),
+        }
+    }
+}
