@@ -75,7 +75,8 @@ pub enum ClientError {
     /// Outcome unknown: leadership changed while the request was pending.
     #[error("leadership changed; the outcome is unknown; leader is {leader:?}")]
     LeaderChanged { leader: Option<u64> },
-    /// The node stopped (removed from the cluster or failed).
+    /// Outcome unknown: the node stopped (removed from the cluster or failed) while the request
+    /// was pending.
     #[error("node stopped")]
     Stopped,
 }
@@ -85,7 +86,7 @@ impl ClientError {
     pub fn outcome_unknown(&self) -> bool {
         matches!(
             self,
-            ClientError::Timeout | ClientError::LeaderChanged { .. }
+            ClientError::Timeout | ClientError::LeaderChanged { .. } | ClientError::Stopped
         )
     }
 }

@@ -20,7 +20,13 @@ pub fn entry_to_rec(e: &Entry) -> EntryRec {
 }
 
 pub fn rec_to_entry(r: &EntryRec) -> Entry {
-    let mut e = Entry { index: r.index, term: r.term, data: r.data.clone().into(), context: r.context.clone().into(), ..Default::default() };
+    let mut e = Entry {
+        index: r.index,
+        term: r.term,
+        data: r.data.clone().into(),
+        context: r.context.clone().into(),
+        ..Default::default()
+    };
     e.set_entry_type(match r.kind {
         EntryKind::Normal => EntryType::EntryNormal,
         EntryKind::ConfChange => EntryType::EntryConfChange,
@@ -38,7 +44,12 @@ pub fn hs_to_rec(h: &HardState) -> HardStateRec {
 }
 
 pub fn rec_to_hs(r: &HardStateRec) -> HardState {
-    HardState { term: r.term, vote: r.vote, commit: r.commit, ..Default::default() }
+    HardState {
+        term: r.term,
+        vote: r.vote,
+        commit: r.commit,
+        ..Default::default()
+    }
 }
 
 pub fn cs_to_rec(c: &ConfState) -> ConfStateRec {

@@ -188,7 +188,10 @@ fn from_wire(w: WireMessage) -> Result<Message, DecodeError> {
     m.commit = w.commit;
     m.commit_term = w.commit_term;
     if let Some(s) = w.snapshot {
-        let mut snap = Snapshot { data: s.data.into(), ..Default::default() };
+        let mut snap = Snapshot {
+            data: s.data.into(),
+            ..Default::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = s.index;
         meta.term = s.term;
@@ -301,8 +304,19 @@ mod tests {
 
     #[test]
     fn round_trip_and_rejections() {
-        let e = Entry { index: 7, term: 5, data: b"x".to_vec().into(), ..Default::default() };
-        let mut m = Message { from: 1, to: 2, term: 5, entries: vec![e].into(), ..Default::default() };
+        let e = Entry {
+            index: 7,
+            term: 5,
+            data: b"x".to_vec().into(),
+            ..Default::default()
+        };
+        let mut m = Message {
+            from: 1,
+            to: 2,
+            term: 5,
+            entries: vec![e].into(),
+            ..Default::default()
+        };
         m.set_msg_type(MessageType::MsgAppend);
         let bytes = encode(42, &m);
         let env = decode(&bytes).unwrap();

@@ -157,6 +157,13 @@ pub enum Event {
     Fatal {
         reason: String,
     },
+    /// An entry was applied (one per entry; shells may ignore it, checkers compare replicas).
+    Applied {
+        index: u64,
+        term: u64,
+        entry_hash: u64,
+        request_id: Option<RequestId>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -326,7 +333,10 @@ fn raft_config(cfg: &NodeConfig, applied: u64) -> raft::Config {
 }
 
 fn make_snapshot(meta: &SnapshotMeta, data: Vec<u8>) -> Snapshot {
-    let mut s = Snapshot { data: data.into(), ..Default::default() };
+    let mut s = Snapshot {
+        data: data.into(),
+        ..Default::default()
+    };
     let m = s.mut_metadata();
     m.index = meta.index;
     m.term = meta.term;
@@ -418,7 +428,10 @@ impl Node {
                     let mut wal = WalWriter::create(id, cfg.wal, 2, &mut ops);
                     let mut kv = KvState::with_members(members.clone());
                     kv.advance(1);
-                    let cs = raft::eraftpb::ConfState { voters: members.keys().copied().collect(), ..Default::default() };
+                    let cs = raft::eraftpb::ConfState {
+                        voters: members.keys().copied().collect(),
+                        ..Default::default()
+                    };
                     let meta = SnapshotMeta {
                         index: 1,
                         term: 1,
@@ -1178,6 +1191,21 @@ impl Node {
             if e.index <= self.kv.applied_index() {
                 continue;
             }
+            let mut h = crate::rng::Fnv64::default();
+            h.update_u64(e.get_entry_type() as u64);
+            h.update(&e.data);
+            h.update(&e.context);
+            let request_id = if e.get_entry_type() == EntryType::EntryNormal {
+                Proposal::decode(&e.data).and_then(|p| p.request_id)
+            } else {
+                None
+            };
+            self.actions.push(Action::Event(Event::Applied {
+                index: e.index,
+                term: e.term,
+                entry_hash: h.finish(),
+                request_id,
+            }));
             match e.get_entry_type() {
                 EntryType::EntryNormal if e.data.is_empty() => {
                     self.kv.advance(e.index);

@@ -9,7 +9,11 @@ use raftkv_core::snapfile;
 
 fn check(bytes: &[u8]) {
     if let Ok(file) = snapfile::decode(bytes) {
-        assert_eq!(snapfile::encode(&file), bytes, "decoded snapshot re-encodes identically");
+        assert_eq!(
+            snapfile::encode(&file),
+            bytes,
+            "decoded snapshot re-encodes identically"
+        );
         let name = snapfile::file_name(file.meta.term, file.meta.index);
         assert_eq!(snapfile::decode_named(&name, bytes), Ok(file));
     }
@@ -25,7 +29,9 @@ fn with_fixed_crc(data: &[u8]) -> Option<Vec<u8>> {
         .checked_add(usize::try_from(data_len).ok()?)?;
     let mut fixed = data.to_vec();
     let crc = crc32fast::hash(data.get(..end)?);
-    fixed.get_mut(end..end.checked_add(4)?)?.copy_from_slice(&crc.to_le_bytes());
+    fixed
+        .get_mut(end..end.checked_add(4)?)?
+        .copy_from_slice(&crc.to_le_bytes());
     Some(fixed)
 }
 

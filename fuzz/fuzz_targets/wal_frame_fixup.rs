@@ -30,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(f.record.record_type(), kind);
             assert_eq!(f.crc, crc);
             assert_eq!(f.end, frame_end);
-            assert_eq!(f.record.encode_payload(), payload, "payload re-encodes identically");
+            assert_eq!(
+                f.record.encode_payload(),
+                payload,
+                "payload re-encodes identically"
+            );
             let mut again = Vec::new();
             assert_eq!(encode_frame(&f.record, prev, &mut again), crc);
             assert_eq!(&again[..], &frame[..frame_end as usize]);

@@ -38,13 +38,21 @@ fuzz_target!(|data: &[u8]| {
             let mut crc = segment_seed(0);
             for l in &c.records {
                 assert_eq!(l.seq, 0);
-                assert_eq!(l.offset, again.len() as u64, "record offsets are contiguous");
+                assert_eq!(
+                    l.offset,
+                    again.len() as u64,
+                    "record offsets are contiguous"
+                );
                 crc = encode_frame(&l.record, crc, &mut again);
             }
             let end = c.tail.end_offset as usize;
             assert_eq!(again.len(), end);
             assert_eq!(crc, c.tail.crc);
-            assert_eq!(&data[..end], &again[..], "decoded frames re-encode to the input");
+            assert_eq!(
+                &data[..end],
+                &again[..],
+                "decoded frames re-encode to the input"
+            );
             assert_eq!(c.tail.file_len, data.len() as u64);
             match &c.torn {
                 None => assert!(data[end..].iter().all(|&b| b == 0), "clean end is zeros"),
@@ -67,7 +75,12 @@ fuzz_target!(|data: &[u8]| {
                     }
                     assert_eq!(c2.tail.name, SEG1);
                 }
-                (Err(WalError::Corrupt { segment, offset, .. }), Some(t)) => {
+                (
+                    Err(WalError::Corrupt {
+                        segment, offset, ..
+                    }),
+                    Some(t),
+                ) => {
                     assert_eq!(segment, SEG0, "a torn sealed segment is corruption");
                     assert_eq!(offset, t.offset);
                 }

@@ -312,6 +312,7 @@ impl Server {
                 tracing::debug!(%reason, "peer message dropped")
             }
             Event::Fatal { reason } => tracing::error!(%reason, "fatal"),
+            Event::Applied { index, .. } => tracing::trace!(index, "applied"),
         }
     }
 }

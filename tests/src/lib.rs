@@ -18,11 +18,21 @@ pub fn raftkv_bin() -> PathBuf {
         let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "raftkv-io-real", "--bin", "raftkv"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "raftkv-io-real",
+            "--bin",
+            "raftkv",
+        ]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
-        let status = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("run cargo build");
+        let status = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
         assert!(status.success(), "building the raftkv binary failed");
         let bin = profile_dir.join("raftkv");
         assert!(bin.exists(), "{} missing after build", bin.display());

@@ -1,0 +1,154 @@
+//! What the simulator sees: the event trace (hashed, optionally kept as JSON lines), coverage
+//! counters, and the streaming checkers that need every node's view: replicas agree on every
+//! applied entry and on the state at equal applied index, and at most one leader per term.
+
+use raftkv_core::command::RequestId;
+use raftkv_core::rng::Fnv64;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub checker: &'static str,
+    pub detail: String,
+}
+
+#[derive(Default)]
+pub struct Observer {
+    trace: Fnv64,
+    pub trace_lines: Option<Vec<String>>,
+    pub trace_len: u64,
+    pub coverage: BTreeMap<&'static str, u64>,
+    pub violations: Vec<Violation>,
+    /// index -> (term, entry hash) as first applied by any node.
+    applied: BTreeMap<u64, (u64, u64)>,
+    /// Request ids of every applied write.
+    pub applied_requests: BTreeSet<RequestId>,
+    /// index -> state-machine hash, as first observed.
+    states: BTreeMap<u64, (u64, u64)>,
+    leaders: BTreeMap<u64, u64>,
+    pub faults_injected: u64,
+}
+
+impl Observer {
+    pub fn new(keep_trace: bool) -> Self {
+        Observer {
+            trace_lines: keep_trace.then(Vec::new),
+            ..Default::default()
+        }
+    }
+
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.finish()
+    }
+
+    /// Appends one event to the trace (sim time in ns, node id or 0, a JSON object body).
+    pub fn record(&mut self, now_ns: u64, node: u64, what: &str, detail: serde_json::Value) {
+        let line =
+            serde_json::json!({"t_ns": now_ns, "node": node, "event": what, "detail": detail})
+                .to_string();
+        self.trace.update(line.as_bytes());
+        self.trace.update(b"\n");
+        self.trace_len += 1;
+        if let Some(lines) = &mut self.trace_lines {
+            lines.push(line);
+        }
+    }
+
+    /// Folds bytes into the trace hash without a line (message payloads).
+    pub fn record_bytes(&mut self, bytes: &[u8]) {
+        self.trace.update(bytes);
+    }
+
+    pub fn count(&mut self, what: &'static str) {
+        *self.coverage.entry(what).or_default() += 1;
+    }
+
+    pub fn violation(&mut self, checker: &'static str, detail: String) {
+        if self.violations.len() < 20 {
+            self.violations.push(Violation { checker, detail });
+        }
+    }
+
+    /// Checker 3a: the applied entries of every node are one history.
+    pub fn applied(
+        &mut self,
+        node: u64,
+        index: u64,
+        term: u64,
+        entry_hash: u64,
+        rid: Option<RequestId>,
+    ) {
+        match self.applied.get(&index) {
+            Some(&(t, h)) if (t, h) != (term, entry_hash) => self.violation(
+                "replicas-agree",
+                format!("node {node} applied (term {term}, hash {entry_hash:x}) at index {index}; another node applied (term {t}, hash {h:x})"),
+            ),
+            Some(_) => {}
+            None => {
+                self.applied.insert(index, (term, entry_hash));
+            }
+        }
+        if let Some(r) = rid {
+            self.applied_requests.insert(r);
+        }
+    }
+
+    /// Checker 3b: state machines hash equal at equal applied index.
+    pub fn state(&mut self, node: u64, applied_index: u64, kv_hash: u64) {
+        match self.states.get(&applied_index) {
+            Some(&(n, h)) if h != kv_hash => self.violation(
+                "replicas-agree",
+                format!("at applied index {applied_index} node {node} has state {kv_hash:x}, node {n} had {h:x}"),
+            ),
+            Some(_) => {}
+            None => {
+                self.states.insert(applied_index, (node, kv_hash));
+            }
+        }
+    }
+
+    /// Checker 4: at most one leader per term.
+    pub fn leader(&mut self, node: u64, term: u64) {
+        match self.leaders.get(&term) {
+            Some(&other) if other != node => self.violation(
+                "raft-safety",
+                format!("nodes {other} and {node} both led term {term}"),
+            ),
+            Some(_) => {}
+            None => {
+                self.leaders.insert(term, node);
+            }
+        }
+    }
+
+    pub fn highest_applied(&self) -> u64 {
+        self.applied.keys().next_back().copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn divergent_replicas_and_two_leaders_are_caught() {
+        let mut o = Observer::new(false);
+        o.applied(1, 5, 2, 0xaa, None);
+        o.applied(2, 5, 2, 0xaa, None);
+        assert!(o.violations.is_empty());
+        o.applied(3, 5, 3, 0xbb, None);
+        assert_eq!(o.violations.last().unwrap().checker, "replicas-agree");
+
+        let mut o = Observer::new(false);
+        o.state(1, 9, 1);
+        o.state(2, 9, 2);
+        assert_eq!(o.violations.last().unwrap().checker, "replicas-agree");
+
+        let mut o = Observer::new(false);
+        o.leader(1, 4);
+        o.leader(1, 4);
+        assert!(o.violations.is_empty());
+        o.leader(2, 4);
+        assert_eq!(o.violations.last().unwrap().checker, "raft-safety");
+    }
+}
