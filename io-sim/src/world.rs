@@ -64,6 +64,8 @@ pub struct World {
     start: Instant,
     pub disks: Mutex<BTreeMap<u64, MemDir>>,
     busy: Mutex<BTreeSet<u64>>,
+    /// Nodes whose disk job is durable but not yet reported (persisted messages still held).
+    synced: Mutex<BTreeSet<u64>>,
     inboxes: Mutex<BTreeMap<u64, mpsc::UnboundedSender<Inbound>>>,
     net: Mutex<NetState>,
     net_tx: Mutex<Option<mpsc::UnboundedSender<Packet>>>,
@@ -85,6 +87,7 @@ impl World {
             start: Instant::now(),
             disks: Mutex::new((1..=cfg.nodes).map(|i| (i, MemDir::new())).collect()),
             busy: Mutex::default(),
+            synced: Mutex::default(),
             inboxes: Mutex::default(),
             net: Mutex::default(),
             net_tx: Mutex::new(None),
@@ -282,10 +285,13 @@ async fn disk_job(
             return;
         }
     }
-    world.busy.lock().unwrap().remove(&id);
-    // The window between a completed sync and the sends that wait for it.
-    let gap_us = 1 + exp_sample(&mut world.rng.lock().unwrap(), 50);
+    // The window between a completed sync and the sends that wait for it: the node still counts
+    // as busy, so the supervisor's crashes land here too.
+    world.synced.lock().unwrap().insert(id);
+    let gap_us = 1 + exp_sample(&mut world.rng.lock().unwrap(), 500);
     sleep(Duration::from_micros(gap_us)).await;
+    world.synced.lock().unwrap().remove(&id);
+    world.busy.lock().unwrap().remove(&id);
     let _ = done.send(job.id);
 }
 
@@ -674,6 +680,9 @@ pub async fn supervise(world: Arc<World>) {
                     CrashKind::Process
                 };
                 let was_busy = world.busy.lock().unwrap().remove(&victim);
+                if world.synced.lock().unwrap().remove(&victim) {
+                    world.count("crashes_between_sync_and_send");
+                }
                 handle.kill(nodes[&victim].id());
                 world.inboxes.lock().unwrap().remove(&victim);
                 world.views.lock().unwrap().remove(&victim);
