@@ -13,6 +13,7 @@ pub mod kv;
 pub mod memdir;
 pub mod msgcodec;
 pub mod node;
+pub mod planted;
 pub mod recovery;
 pub mod rng;
 pub mod snapfile;

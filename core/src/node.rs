@@ -20,11 +20,12 @@ use crate::fileop::FileOp;
 use crate::kv::{Applied, KvState};
 use crate::msgcodec::Forward;
 use crate::msgcodec::{self, DecodeError};
+use crate::planted::{active as planted, PlantedBug};
 use crate::recovery::{Recovered, RecoveryReport};
 use crate::rng::Rng;
 use crate::snapfile::{self, SnapshotFile, SnapshotMeta};
 use crate::storage::NodeStorage;
-use crate::wal::{Record, SnapshotMarker, WalConfig, WalIdentity, WalWriter};
+use crate::wal::{HardStateRec, Record, SnapshotMarker, WalConfig, WalIdentity, WalWriter};
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
 };
@@ -110,6 +111,12 @@ pub enum Event {
         report: RecoveryReport,
         entry_count: usize,
         commit: u64,
+        /// The HardState recovered from the WAL (before any clamping).
+        hard_state: HardStateRec,
+    },
+    /// A job holding this HardState completed: it is durable.
+    Durable {
+        hard_state: HardStateRec,
     },
     CommitClamped {
         from: u64,
@@ -246,6 +253,8 @@ struct StagedJob {
     wal_written: bool,
     ready_number: Option<u64>,
     gated: Vec<Message>,
+    /// The last HardState written in this job: durable once it completes.
+    hard_state: Option<HardStateRec>,
 }
 
 impl StagedJob {
@@ -263,6 +272,7 @@ struct InFlightJob {
     id: u64,
     ready_number: Option<u64>,
     gated: Vec<Message>,
+    hard_state: Option<HardStateRec>,
 }
 
 /// Read-only view for status endpoints and tests.
@@ -403,6 +413,7 @@ impl Node {
                     report: rec.report.clone(),
                     entry_count: rec.entries.len(),
                     commit: storage.hard_state().commit,
+                    hard_state: rec.hard_state,
                 });
                 snapshots_on_disk = rec
                     .snapshots_on_disk
@@ -817,6 +828,10 @@ impl Node {
                 self.reply(to, Ok(ClientReply::Value(v)));
             }
             _ if !is_leader => self.reply(to, Err(ClientError::NotLeader { leader })),
+            ClientOp::Get { key } if planted(PlantedBug::LocalLinearizableReads) => {
+                let v = self.kv.get(&key).map(|v| v.to_vec());
+                self.reply(to, Ok(ClientReply::Value(v)));
+            }
             ClientOp::Get { key } => {
                 if self.reads.len() >= self.cfg.max_pending_reads {
                     return self.reply(to, Err(ClientError::Busy));
@@ -839,6 +854,7 @@ impl Node {
                 }
             }
             ClientOp::Put { key, value } => {
+                let existed = self.kv.get(&key).is_some();
                 let p = Proposal {
                     request_id,
                     command: crate::command::Command::Put { key, value },
@@ -846,6 +862,9 @@ impl Node {
                 self.propose(to, deadline_tick, PendingKind::Write, |raw| {
                     raw.propose(vec![], p.encode())
                 });
+                if planted(PlantedBug::AckBeforeSync) {
+                    self.ack_early(to, crate::kv::WriteResult::Put { existed });
+                }
             }
             ClientOp::Delete { key } => {
                 let p = Proposal {
@@ -910,6 +929,20 @@ impl Node {
         }
     }
 
+    /// Planted bug only: answer the write just proposed as if it were applied.
+    fn ack_early(&mut self, to: ReplyTo, result: crate::kv::WriteResult) {
+        let ours = self
+            .proposals
+            .iter()
+            .rev()
+            .find(|(_, p)| p.handle == to)
+            .map(|(i, _)| *i);
+        if let Some(index) = ours {
+            self.proposals.remove(&index);
+            self.reply(to, Ok(ClientReply::Written(result)));
+        }
+    }
+
     fn propose(
         &mut self,
         handle: ReplyTo,
@@ -957,6 +990,10 @@ impl Node {
         assert_eq!(job.id, id, "disk jobs complete in order");
         if self.stopped.is_some() {
             return;
+        }
+        if let Some(hard_state) = job.hard_state {
+            self.actions
+                .push(Action::Event(Event::Durable { hard_state }));
         }
         if let Some(n) = job.ready_number {
             self.raw.on_persist_ready(n);
@@ -1026,9 +1063,7 @@ impl Node {
             }
             if let Some(hs) = rd.hs() {
                 self.raw.mut_store().set_hard_state(hs.clone());
-                self.wal
-                    .append(&Record::HardState(hs_to_rec(hs)), &mut self.staged.ops);
-                self.staged.wal_written = true;
+                self.stage_hard_state(hs_to_rec(hs));
             }
             for rs in rd.take_read_states() {
                 if let Ok(b) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
@@ -1046,6 +1081,11 @@ impl Node {
                 for m in persisted {
                     self.send(m);
                 }
+            } else if planted(PlantedBug::PersistedMessagesBeforeSync) {
+                self.staged.ready_number = Some(number);
+                for m in persisted {
+                    self.send(m);
+                }
             } else {
                 self.staged.ready_number = Some(number);
                 self.staged.gated.extend(persisted);
@@ -1055,6 +1095,13 @@ impl Node {
             self.maybe_snapshot();
         }
         self.issue_job();
+    }
+
+    fn stage_hard_state(&mut self, hs: HardStateRec) {
+        self.wal
+            .append(&Record::HardState(hs), &mut self.staged.ops);
+        self.staged.wal_written = true;
+        self.staged.hard_state = Some(hs);
     }
 
     fn issue_job(&mut self) {
@@ -1075,6 +1122,7 @@ impl Node {
             id,
             ready_number: staged.ready_number,
             gated: staged.gated,
+            hard_state: staged.hard_state,
         });
         self.actions.push(Action::Disk(DiskJob { id, ops }));
     }
@@ -1397,7 +1445,11 @@ impl Node {
         let term = store
             .term_of(applied)
             .expect("the applied entry is in memory or is the compaction point");
-        let conf_state = cs_to_rec(store.conf_state());
+        let conf_state = if planted(PlantedBug::SnapshotWithoutConfState) {
+            Default::default()
+        } else {
+            cs_to_rec(store.conf_state())
+        };
         let mut hs = store.hard_state().clone();
         hs.commit = hs.commit.max(applied);
         let data = self.kv.encode_snapshot();
@@ -1423,9 +1475,7 @@ impl Node {
             &mut self.staged.ops,
         );
         // Persist a commit covering the snapshot with it, so recovery accepts the snapshot.
-        self.wal
-            .append(&Record::HardState(hs_to_rec(&hs)), &mut self.staged.ops);
-        self.staged.wal_written = true;
+        self.stage_hard_state(hs_to_rec(&hs));
         self.raw
             .mut_store()
             .set_latest_snapshot(make_snapshot(&meta, file.data));
@@ -1454,9 +1504,12 @@ impl Node {
             self.wal.segments(),
             self.wal.marker_segments(),
         );
-        let segments = self
-            .wal
-            .purge_before(plan.keep_wal_from_seq, &mut self.staged.post_sync);
+        let keep_from = if planted(PlantedBug::CompactPastSnapshot) {
+            self.wal.current_seq()
+        } else {
+            plan.keep_wal_from_seq
+        };
+        let segments = self.wal.purge_before(keep_from, &mut self.staged.post_sync);
         for name in &plan.remove_snapshots {
             self.staged
                 .post_sync

@@ -200,9 +200,10 @@ impl raft::Storage for NodeStorage {
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         if let Some(s) = &self.latest_snapshot {
             let meta = s.get_metadata();
+            let planted =
+                crate::planted::active(crate::planted::PlantedBug::SnapshotWithoutConfState);
             if meta.index >= request_index
-                && meta.get_conf_state() == &self.cs
-                && conf_contains(&self.cs, to)
+                && (planted || (meta.get_conf_state() == &self.cs && conf_contains(&self.cs, to)))
             {
                 return Ok(s.clone());
             }

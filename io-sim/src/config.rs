@@ -41,6 +41,42 @@ pub struct ProcessFaults {
     pub down_max_s: f64,
 }
 
+/// Which fault classes are on in this seed (swarm testing: each seed draws its own mix, so some
+/// seeds are calm and some brutal; a failure prints the mix).
+#[derive(Clone, Debug, Serialize)]
+pub struct Swarm {
+    pub net_loss: bool,
+    pub net_duplicate: bool,
+    pub net_corrupt: bool,
+    pub net_long_delay: bool,
+    pub partitions: bool,
+    pub crashes: bool,
+    pub pauses: bool,
+    pub tick_drift: bool,
+    pub slow_disk: bool,
+    pub fsync_errors: bool,
+    pub enospc: bool,
+    pub read_corruption: bool,
+    pub latent_sector_errors: bool,
+    pub misdirected_writes: bool,
+    pub disk_loss: bool,
+    pub membership: bool,
+    pub stale_messages: bool,
+}
+
+/// Rare disk faults, per operation (or per restart for read faults).
+#[derive(Clone, Debug, Serialize)]
+pub struct RareDisk {
+    pub fsync_error: f64,
+    pub enospc: f64,
+    pub misdirected: f64,
+    /// Per restart of a node with a bad disk.
+    pub read_corruption: f64,
+    pub latent_error: f64,
+    /// Per crash.
+    pub disk_loss: f64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct SimConfig {
     pub seed: u64,
@@ -58,19 +94,68 @@ pub struct SimConfig {
     pub net: NetFaults,
     pub disk: DiskFaults,
     pub process: ProcessFaults,
+    pub swarm: Swarm,
+    pub rare: RareDisk,
+    /// Per-node tick-rate multipliers (1.0 without drift) and disk slowness multipliers.
+    pub drift: Vec<f64>,
+    pub slowness: Vec<u64>,
+    /// Mean seconds between membership changes (add, remove) when on.
+    pub membership_every_s: f64,
+    pub pause_every_s: f64,
 }
 
 impl SimConfig {
-    /// The world of `seed`. Rates vary per seed (some calm, some brutal) but every fault class of
-    /// the world issue is on in every seed.
+    /// The world of `seed`: which fault classes are on (swarm) and at what rates.
     pub fn from_seed(seed: u64) -> SimConfig {
         let mut r = Rng::new(seed ^ 0x5EED_C0F1_6000_0001);
         let pick = |r: &mut Rng, lo: f64, hi: f64| {
             lo + (hi - lo) * (r.below(1_000_000) as f64 / 1_000_000.0)
         };
+        // One seed in twenty is calm (no fault class at all); otherwise each class is a coin
+        // weighted towards on.
+        let calm = r.below(20) == 0;
+        let on = |r: &mut Rng, p: f64| !calm && r.chance(p);
+        let swarm = Swarm {
+            net_loss: on(&mut r, 0.8),
+            net_duplicate: on(&mut r, 0.7),
+            net_corrupt: on(&mut r, 0.7),
+            net_long_delay: on(&mut r, 0.6),
+            partitions: on(&mut r, 0.8),
+            crashes: on(&mut r, 0.85),
+            pauses: on(&mut r, 0.5),
+            tick_drift: on(&mut r, 0.5),
+            slow_disk: on(&mut r, 0.4),
+            fsync_errors: on(&mut r, 0.4),
+            enospc: on(&mut r, 0.4),
+            read_corruption: on(&mut r, 0.5),
+            latent_sector_errors: on(&mut r, 0.4),
+            misdirected_writes: on(&mut r, 0.4),
+            disk_loss: on(&mut r, 0.4),
+            membership: on(&mut r, 0.5),
+            stale_messages: on(&mut r, 0.5),
+        };
+        let nodes = if r.below(4) == 0 { 5 } else { 3 };
+        let drift = (0..nodes)
+            .map(|_| {
+                if swarm.tick_drift {
+                    pick(&mut r, 0.8, 1.25)
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let slowness = (0..nodes)
+            .map(|_| {
+                if swarm.slow_disk && r.below(3) == 0 {
+                    r.range(5, 40)
+                } else {
+                    1
+                }
+            })
+            .collect();
         SimConfig {
             seed,
-            nodes: if r.below(4) == 0 { 5 } else { 3 },
+            nodes,
             clients: r.range(3, 7),
             keys: r.range(2, 6),
             fault_s: 20,
@@ -81,13 +166,33 @@ impl SimConfig {
             segment_size_bytes: 4096 * r.range(1, 5),
             client_timeout_ms: 1500,
             net: NetFaults {
-                loss: pick(&mut r, 0.0, 0.08),
-                duplicate: pick(&mut r, 0.0, 0.05),
-                corrupt: pick(&mut r, 0.0, 0.03),
+                loss: if swarm.net_loss {
+                    pick(&mut r, 0.001, 0.08)
+                } else {
+                    0.0
+                },
+                duplicate: if swarm.net_duplicate {
+                    pick(&mut r, 0.001, 0.05)
+                } else {
+                    0.0
+                },
+                corrupt: if swarm.net_corrupt {
+                    pick(&mut r, 0.001, 0.03)
+                } else {
+                    0.0
+                },
                 delay_base_us: r.range(100, 2_000),
                 delay_tail_us: r.range(100, 5_000),
-                long_tail: pick(&mut r, 0.0, 0.02),
-                partition_every_s: pick(&mut r, 1.0, 6.0),
+                long_tail: if swarm.net_long_delay {
+                    pick(&mut r, 0.001, 0.02)
+                } else {
+                    0.0
+                },
+                partition_every_s: if swarm.partitions {
+                    pick(&mut r, 1.0, 6.0)
+                } else {
+                    0.0
+                },
             },
             disk: DiskFaults {
                 op_us: r.range(10, 200),
@@ -95,11 +200,28 @@ impl SimConfig {
                 tail_us: r.range(10, 2_000),
             },
             process: ProcessFaults {
-                crash_every_s: pick(&mut r, 1.0, 5.0),
+                crash_every_s: if swarm.crashes {
+                    pick(&mut r, 1.0, 5.0)
+                } else {
+                    0.0
+                },
                 power_loss: pick(&mut r, 0.3, 0.9),
                 prefer_busy: pick(&mut r, 0.3, 0.9),
                 down_max_s: pick(&mut r, 0.2, 3.0),
             },
+            rare: RareDisk {
+                fsync_error: pick(&mut r, 0.0005, 0.003),
+                enospc: pick(&mut r, 0.0005, 0.003),
+                misdirected: pick(&mut r, 0.0005, 0.003),
+                read_corruption: pick(&mut r, 0.2, 0.6),
+                latent_error: pick(&mut r, 0.05, 0.2),
+                disk_loss: pick(&mut r, 0.05, 0.2),
+            },
+            swarm,
+            drift,
+            slowness,
+            membership_every_s: pick(&mut r, 3.0, 8.0),
+            pause_every_s: pick(&mut r, 2.0, 6.0),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use raftkv_core::command::RequestId;
 use raftkv_core::rng::Fnv64;
+use raftkv_core::wal::HardStateRec;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct Observer {
     /// index -> state-machine hash, as first observed.
     states: BTreeMap<u64, (u64, u64)>,
     leaders: BTreeMap<u64, u64>,
+    /// Last HardState each node reported durable.
+    durable: BTreeMap<u64, HardStateRec>,
     pub faults_injected: u64,
 }
 
@@ -121,6 +124,28 @@ impl Observer {
         }
     }
 
+    /// A node made this HardState durable.
+    pub fn durable(&mut self, node: u64, hs: HardStateRec) {
+        self.durable.insert(node, hs);
+    }
+
+    /// Checker "durable-state": what a node recovers never lags what it made durable: term
+    /// and commit never go back, and a vote cast in the current term is never forgotten.
+    pub fn recovered(&mut self, node: u64, hs: HardStateRec) {
+        let Some(before) = self.durable.get(&node).copied() else {
+            return;
+        };
+        let regressed = hs.term < before.term
+            || (hs.term == before.term && before.vote != 0 && hs.vote != before.vote)
+            || hs.commit < before.commit;
+        if regressed {
+            self.violation(
+                "durable-state",
+                format!("node {node} recovered {hs:?} after making {before:?} durable"),
+            );
+        }
+    }
+
     pub fn highest_applied(&self) -> u64 {
         self.applied.keys().next_back().copied().unwrap_or(0)
     }
@@ -143,6 +168,34 @@ mod tests {
         o.state(1, 9, 1);
         o.state(2, 9, 2);
         assert_eq!(o.violations.last().unwrap().checker, "replicas-agree");
+
+        let mut o = Observer::new(false);
+        o.durable(
+            1,
+            HardStateRec {
+                term: 3,
+                vote: 2,
+                commit: 10,
+            },
+        );
+        o.recovered(
+            1,
+            HardStateRec {
+                term: 3,
+                vote: 2,
+                commit: 12,
+            },
+        );
+        assert!(o.violations.is_empty());
+        o.recovered(
+            1,
+            HardStateRec {
+                term: 3,
+                vote: 0,
+                commit: 12,
+            },
+        );
+        assert_eq!(o.violations.last().unwrap().checker, "durable-state");
 
         let mut o = Observer::new(false);
         o.leader(1, 4);

@@ -14,6 +14,7 @@ use crate::observer::Observer;
 use madsim::runtime::{Handle, NodeHandle};
 use madsim::time::{sleep, sleep_until, Instant};
 use raftkv_core::command::RequestId;
+use raftkv_core::fileop::FileOp;
 use raftkv_core::memdir::{CrashKind, MemDir};
 use raftkv_core::node::{
     Action, Bootstrap, ClientError, ClientOp, ClientReply, ClientRequest, Event, Node, NodeConfig,
@@ -75,15 +76,47 @@ pub struct World {
     incarnations: Mutex<BTreeMap<u64, u64>>,
     rng: Mutex<Rng>,
     stop_clients: AtomicBool,
-    members: BTreeMap<u64, String>,
+    /// Current members (id -> address) as the supervisor drives membership.
+    pub members: Mutex<BTreeMap<u64, String>>,
+    /// How each node id starts when its data directory is empty.
+    bootstraps: Mutex<BTreeMap<u64, Bootstrap>>,
+    /// Nodes whose disks may rot (read corruption, latent errors, misdirected writes): a
+    /// minority of the initial members.
+    bad_disks: BTreeSet<u64>,
+    /// Nodes that stopped themselves (fsync error, ENOSPC) and wait for a restart.
+    exited: Mutex<BTreeSet<u64>>,
+    /// Nodes that cannot come back with their data (corruption, unreadable disk, lost disk):
+    /// to be replaced by a new member with a new id.
+    unrecoverable: Mutex<BTreeSet<u64>>,
+    /// Recent packets each node sent: replayed as stale messages after it restarts.
+    sent_log: Mutex<BTreeMap<u64, std::collections::VecDeque<(u64, Vec<u8>)>>>,
     /// Latest (applied index, state hash, commit, role) per live node, for convergence.
     pub views: Mutex<BTreeMap<u64, (u64, u64, u64, StateRole)>>,
 }
 
 impl World {
     pub fn new(cfg: SimConfig, keep_trace: bool) -> Self {
-        let members = (1..=cfg.nodes).map(|i| (i, format!("sim://{i}"))).collect();
+        let members: BTreeMap<u64, String> =
+            (1..=cfg.nodes).map(|i| (i, format!("sim://{i}"))).collect();
+        let bootstraps = (1..=cfg.nodes)
+            .map(|i| {
+                (
+                    i,
+                    Bootstrap::NewCluster {
+                        members: members.clone(),
+                    },
+                )
+            })
+            .collect();
+        let bad_disks = (1..=(cfg.nodes - 1) / 2)
+            .map(|i| 1 + (cfg.seed + i) % cfg.nodes)
+            .collect();
         World {
+            bootstraps: Mutex::new(bootstraps),
+            bad_disks,
+            exited: Mutex::default(),
+            unrecoverable: Mutex::default(),
+            sent_log: Mutex::default(),
             start: Instant::now(),
             disks: Mutex::new((1..=cfg.nodes).map(|i| (i, MemDir::new())).collect()),
             busy: Mutex::default(),
@@ -97,7 +130,7 @@ impl World {
             incarnations: Mutex::default(),
             rng: Mutex::new(Rng::new(cfg.seed ^ 0xD15C)),
             stop_clients: AtomicBool::new(false),
-            members,
+            members: Mutex::new(members),
             views: Mutex::default(),
             cfg,
         }
@@ -164,6 +197,14 @@ impl World {
         if blocked {
             self.count("net_blocked");
             return false;
+        }
+        if self.cfg.swarm.stale_messages {
+            let mut log = self.sent_log.lock().unwrap();
+            let q = log.entry(from).or_default();
+            q.push_back((to, bytes.clone()));
+            if q.len() > 16 {
+                q.pop_front();
+            }
         }
         let f = &self.cfg.net;
         if !calm && self.chance(f.loss) {
@@ -259,27 +300,81 @@ async fn net_loop(world: Arc<World>, mut rx: mpsc::UnboundedReceiver<Packet>) {
     }
 }
 
-/// Runs one disk job op by op with latency; a kill stops it wherever it is.
+/// How a disk job ended.
+enum JobEnd {
+    Done(u64),
+    /// The disk reported an error: the node must stop (never retry an fsync).
+    Failed(&'static str),
+}
+
+/// Runs one disk job op by op with latency; a kill stops it wherever it is. Injects the rare
+/// disk faults of the seed: fsync errors, ENOSPC, misdirected writes.
 async fn disk_job(
     world: Arc<World>,
     id: u64,
     job: raftkv_core::node::DiskJob,
-    done: mpsc::UnboundedSender<u64>,
+    done: mpsc::UnboundedSender<JobEnd>,
 ) {
     world.busy.lock().unwrap().insert(id);
+    let slow = world
+        .cfg
+        .slowness
+        .get((id - 1) as usize)
+        .copied()
+        .unwrap_or(1);
+    let (sw, rare) = (&world.cfg.swarm, &world.cfg.rare);
     for op in &job.ops {
         let d = &world.cfg.disk;
         let base = if op.is_sync() { d.sync_us } else { d.op_us };
         let tail = exp_sample(&mut world.rng.lock().unwrap(), d.tail_us);
-        let us = base + tail;
-        sleep(Duration::from_micros(us)).await;
+        sleep(Duration::from_micros((base + tail) * slow)).await;
+        let calm = world.net.lock().unwrap().calm;
+        if !calm && sw.fsync_errors && op.is_sync() && world.chance(rare.fsync_error) {
+            // After a failed fsync the kernel may have dropped the dirty pages: what was not
+            // synced before is gone, and the node must not carry on.
+            let mut rng = Rng::new(world.rand_below(u64::MAX));
+            world
+                .disks
+                .lock()
+                .unwrap()
+                .get_mut(&id)
+                .expect("disk")
+                .crash(CrashKind::PowerLoss, &mut |n| rng.below(n));
+            world.count("fsync_failures");
+            world.busy.lock().unwrap().remove(&id);
+            let _ = done.send(JobEnd::Failed("fsync failed"));
+            return;
+        }
+        let is_write = matches!(op, FileOp::WriteAt { .. } | FileOp::Create { .. });
+        if !calm && sw.enospc && is_write && world.chance(rare.enospc) {
+            world.count("enospc");
+            world.busy.lock().unwrap().remove(&id);
+            let _ = done.send(JobEnd::Failed("no space left on device"));
+            return;
+        }
+        let mut op = op.clone();
+        if !calm
+            && sw.misdirected_writes
+            && world.bad_disks.contains(&id)
+            && world.chance(rare.misdirected)
+        {
+            // Misdirected backwards over older data, which the reader must then see as
+            // corruption (forward into preallocated space would be indistinguishable from a
+            // torn write without a second copy of the log: a documented limit).
+            if let FileOp::WriteAt { offset, .. } = &mut op {
+                if *offset >= 1024 {
+                    *offset -= 512 * (1 + world.rand_below(*offset / 512 - 1));
+                    world.count("misdirected_writes");
+                }
+            }
+        }
         let r = world
             .disks
             .lock()
             .unwrap()
             .get_mut(&id)
             .expect("disk")
-            .apply(op);
+            .apply(&op);
         if let Err(e) = r {
             world.violation("disk", format!("node {id}: {op:?} failed: {e}"));
             return;
@@ -292,10 +387,53 @@ async fn disk_job(
     sleep(Duration::from_micros(gap_us)).await;
     world.synced.lock().unwrap().remove(&id);
     world.busy.lock().unwrap().remove(&id);
-    let _ = done.send(job.id);
+    let _ = done.send(JobEnd::Done(job.id));
 }
 
-/// A raft node's life: recover from its disk, then run the event loop until killed.
+/// Sticky read corruption and latent sector errors, applied to a bad disk before a restart.
+fn rot_disk(world: &World, id: u64) -> bool {
+    let (sw, rare) = (&world.cfg.swarm, &world.cfg.rare);
+    if !world.bad_disks.contains(&id) {
+        return false;
+    }
+    let mut unreadable = false;
+    let mut disks = world.disks.lock().unwrap();
+    let d = disks.get_mut(&id).expect("disk");
+    let files: Vec<String> = d
+        .list()
+        .into_iter()
+        .filter(|n| n.ends_with(".wal") || n.ends_with(".snap"))
+        .collect();
+    if files.is_empty() {
+        return false;
+    }
+    if sw.read_corruption && world.chance(rare.read_corruption) {
+        let name = &files[world.rand_below(files.len() as u64) as usize];
+        let mut bytes = d.read(name).expect("listed").to_vec();
+        // Only bytes that were written (up to the last non-zero byte) rot.
+        if let Some(end) = bytes.iter().rposition(|&b| b != 0) {
+            let at = world.rand_below(end as u64 + 1) as usize;
+            bytes[at] ^= 1 << world.rand_below(8);
+            d.overwrite(name, bytes).expect("listed");
+            drop(disks);
+            world.count("read_corruption_injected");
+            world.record(
+                id,
+                "fault",
+                serde_json::json!({"read_corruption": name, "offset": at}),
+            );
+            disks = world.disks.lock().unwrap();
+        }
+    }
+    if sw.latent_sector_errors && world.chance(rare.latent_error) {
+        unreadable = true;
+        world.count("latent_sector_errors");
+    }
+    drop(disks);
+    unreadable
+}
+
+/// A raft node's life: recover from its disk, then run the event loop until killed or stopped.
 async fn node_main(world: Arc<World>, id: u64) {
     let incarnation = {
         let mut inc = world.incarnations.lock().unwrap();
@@ -303,9 +441,11 @@ async fn node_main(world: Arc<World>, id: u64) {
         *e += 1;
         *e
     };
+    let unreadable = incarnation > 1 && rot_disk(&world, id);
     let recovered = {
         let disks = world.disks.lock().unwrap();
         let d = &disks[&id];
+        let mut first_read = true;
         recover(
             &d.list(),
             WalIdentity {
@@ -313,6 +453,9 @@ async fn node_main(world: Arc<World>, id: u64) {
                 node_id: id,
             },
             &mut |n| {
+                if unreadable && std::mem::take(&mut first_read) {
+                    return Err("EIO: latent sector error".to_string());
+                }
                 d.read(n)
                     .map(|b| b.to_vec())
                     .ok_or_else(|| "missing".to_string())
@@ -322,10 +465,18 @@ async fn node_main(world: Arc<World>, id: u64) {
     let recovered = match recovered {
         Ok(r) => r,
         Err(e) => {
-            return world.violation(
-                "recovery",
-                format!("node {id} incarnation {incarnation}: {e}"),
-            )
+            // Expected only where the disk was made to rot: then the node is replaced.
+            if world.bad_disks.contains(&id) {
+                world.count("corruption_detected");
+                world.record(id, "unrecoverable", serde_json::json!(e.to_string()));
+                world.unrecoverable.lock().unwrap().insert(id);
+            } else {
+                world.violation(
+                    "recovery",
+                    format!("node {id} incarnation {incarnation}: {e}"),
+                );
+            }
+            return;
         }
     };
     if let Some(r) = &recovered {
@@ -335,15 +486,24 @@ async fn node_main(world: Arc<World>, id: u64) {
         if !r.report.removed_orphan_snapshots.is_empty() {
             world.count("orphan_snapshots_removed");
         }
+        if !r.report.set_aside.is_empty() {
+            world.count("snapshots_set_aside");
+        }
         if r.snapshot.is_some() {
             world.count("restarts_from_snapshot");
         }
     }
-    let bootstrap = Bootstrap::NewCluster {
-        members: world.members.clone(),
-    };
+    let bootstrap = world.bootstraps.lock().unwrap()[&id].clone();
     let mut node = match Node::start(world.node_config(id, incarnation), recovered, bootstrap) {
         Ok(n) => n,
+        Err(raftkv_core::node::NodeError::Removed) => {
+            world.record(
+                id,
+                "stopped",
+                serde_json::json!("data directory of a removed node"),
+            );
+            return;
+        }
         Err(e) => {
             return world.violation(
                 "recovery",
@@ -354,10 +514,30 @@ async fn node_main(world: Arc<World>, id: u64) {
     world.record(id, "start", serde_json::json!({"incarnation": incarnation}));
     let (tx, mut rx) = mpsc::unbounded_channel();
     world.inboxes.lock().unwrap().insert(id, tx);
+    if incarnation > 1 && world.cfg.swarm.stale_messages {
+        // Packets from the previous incarnation, still wandering the network.
+        let old: Vec<(u64, Vec<u8>)> = world
+            .sent_log
+            .lock()
+            .unwrap()
+            .remove(&id)
+            .map(|q| q.into_iter().collect())
+            .unwrap_or_default();
+        for (to, bytes) in old.into_iter().take(4) {
+            world.count("stale_messages_replayed");
+            world.net_send(id, to, bytes);
+        }
+    }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut pending: BTreeMap<u64, oneshot::Sender<Reply>> = BTreeMap::new();
     let mut next_handle = 1u64;
-    let tick = Duration::from_millis(world.cfg.tick_ms);
+    let drift = world
+        .cfg
+        .drift
+        .get((id - 1) as usize)
+        .copied()
+        .unwrap_or(1.0);
+    let tick = Duration::from_micros((world.cfg.tick_ms as f64 * 1000.0 * drift) as u64);
     let mut next_tick = Instant::now() + tick;
     let mut last_applied = u64::MAX;
     loop {
@@ -409,7 +589,17 @@ async fn node_main(world: Arc<World>, id: u64) {
         }
         tokio::select! {
             biased;
-            Some(job) = done_rx.recv() => node.disk_done(job),
+            Some(end) = done_rx.recv() => match end {
+                JobEnd::Done(job) => node.disk_done(job),
+                JobEnd::Failed(why) => {
+                    // The real shell exits on a disk error; so does this node, until restarted.
+                    world.record(id, "disk_error", serde_json::json!(why));
+                    world.inboxes.lock().unwrap().remove(&id);
+                    world.views.lock().unwrap().remove(&id);
+                    world.exited.lock().unwrap().insert(id);
+                    return;
+                }
+            },
             Some(m) = rx.recv() => match m {
                 Inbound::Peer(bytes) => {
                     if node.receive(&bytes).is_err() {
@@ -443,6 +633,11 @@ fn observe_event(world: &World, id: u64, e: Event) {
             obs.applied(id, *index, *term, *entry_hash, *request_id);
             return; // too many for the trace; the state hashes cover them
         }
+        Event::Durable { hard_state } => {
+            obs.durable(id, *hard_state);
+            return;
+        }
+        Event::Recovered { hard_state, .. } => obs.recovered(id, *hard_state),
         Event::RoleChanged {
             term,
             role: StateRole::Leader,
@@ -455,6 +650,9 @@ fn observe_event(world: &World, id: u64, e: Event) {
         Event::SnapshotInstalled { .. } => obs.count("snapshots_installed"),
         Event::CompactedLog { .. } => obs.count("compactions"),
         Event::Purged { .. } => obs.count("purges"),
+        Event::MemberAdded { .. } | Event::MemberRemoved { .. } => {
+            obs.count("conf_changes_applied")
+        }
         Event::Fatal { reason } => obs.violation("fatal", format!("node {id}: {reason}")),
         _ => {}
     }
@@ -467,11 +665,45 @@ fn observe_event(world: &World, id: u64, e: Event) {
     );
 }
 
-/// One client: operations on a small key set against random nodes, with retries under the same
-/// request id until a definite answer or the retry budget runs out.
+impl World {
+    fn member_ids(&self) -> Vec<u64> {
+        self.members.lock().unwrap().keys().copied().collect()
+    }
+
+    fn random_member(&self, rng: &mut Rng) -> u64 {
+        let ids = self.member_ids();
+        ids[rng.below(ids.len() as u64) as usize]
+    }
+}
+
+/// Sends one request to node `target` and waits for its reply (None: the node is down, died
+/// holding the request, or did not answer in time).
+async fn call(
+    world: &World,
+    target: u64,
+    request_id: Option<RequestId>,
+    op: ClientOp,
+) -> Option<Reply> {
+    let ticks = (world.cfg.client_timeout_ms / world.cfg.tick_ms).max(1);
+    let inbox = world.inboxes.lock().unwrap().get(&target).cloned()?;
+    let (tx, rx) = oneshot::channel();
+    let _ = inbox.send(Inbound::Client {
+        request_id,
+        op,
+        timeout_ticks: ticks,
+        reply: tx,
+    });
+    match madsim::time::timeout(Duration::from_millis(world.cfg.client_timeout_ms + 500), rx).await
+    {
+        Ok(Ok(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// One client: operations on a small key set against random members, with retries under the
+/// same request id until a definite answer or the retry budget runs out.
 async fn client_main(world: Arc<World>, cid: u64) {
     let mut rng = Rng::new(world.cfg.seed ^ (cid << 32) ^ 0xC11E);
-    let ticks = (world.cfg.client_timeout_ms / world.cfg.tick_ms).max(1);
     let mut seq = 0u64;
     while !world.stop_clients.load(Ordering::Relaxed) {
         seq += 1;
@@ -515,47 +747,32 @@ async fn client_main(world: Arc<World>, cid: u64) {
         let invoke_ns = world.now_ns();
         let mut maybe_applied = false;
         let mut result: Option<Reply> = None;
-        let mut target = 1 + rng.below(world.cfg.nodes);
+        let mut target = world.random_member(&mut rng);
         for attempt in 0..40 {
             if attempt > 0 {
                 sleep(Duration::from_millis(10 + rng.below(40))).await;
             }
-            let inbox = world.inboxes.lock().unwrap().get(&target).cloned();
-            let Some(inbox) = inbox else {
-                target = 1 + rng.below(world.cfg.nodes);
-                continue;
-            };
-            let (tx, rx) = oneshot::channel();
-            let _ = inbox.send(Inbound::Client {
-                request_id: rid,
-                op: op.clone(),
-                timeout_ticks: ticks,
-                reply: tx,
-            });
-            let r =
-                madsim::time::timeout(Duration::from_millis(world.cfg.client_timeout_ms + 500), rx)
-                    .await;
-            match r {
-                Ok(Ok(Ok(reply))) => {
+            match call(&world, target, rid, op.clone()).await {
+                Some(Ok(reply)) => {
                     result = Some(Ok(reply));
                     break;
                 }
-                Ok(Ok(Err(e))) => {
+                Some(Err(e)) => {
                     maybe_applied |= e.outcome_unknown();
-                    if let ClientError::NotLeader { leader: Some(l) } = e {
-                        target = l;
-                    } else {
-                        target = 1 + rng.below(world.cfg.nodes);
-                    }
+                    target = match e {
+                        ClientError::NotLeader { leader: Some(l) } => l,
+                        _ => world.random_member(&mut rng),
+                    };
                     if matches!(e, ClientError::Rejected(_)) {
                         result = Some(Err(e));
                         break;
                     }
                 }
-                // The node died holding the request, or never answered.
-                _ => {
-                    maybe_applied = true;
-                    target = 1 + rng.below(world.cfg.nodes);
+                None => {
+                    // Down (never sent: harmless) or died holding it (maybe applied).
+                    maybe_applied |=
+                        world.inboxes.lock().unwrap().contains_key(&target) || attempt > 0;
+                    target = world.random_member(&mut rng);
                 }
             }
             if kind == OpKind::GetLocal {
@@ -573,12 +790,9 @@ async fn client_main(world: Arc<World>, cid: u64) {
             )),
             _ => None,
         };
-        let record = match (&output, is_write && maybe_applied) {
-            (Some(_), _) => true,
-            (None, true) => true, // unknown outcome: recorded without completion
-            (None, false) => false, // definitely never happened
-        };
-        if record {
+        // Unknown write outcomes are recorded without a completion; reads and writes that
+        // definitely never happened are not recorded.
+        if output.is_some() || (is_write && maybe_applied) {
             let op = Op {
                 client: cid,
                 key,
@@ -606,24 +820,334 @@ fn sim_secs(s: f64) -> Duration {
     Duration::from_micros((s * 1e6) as u64)
 }
 
-/// The supervisor: builds the world, injects faults for `fault_s`, heals, lets clients finish,
-/// waits for convergence, and leaves the verdicts in the observer.
+fn exp_f(r: &mut Rng, mean_s: f64) -> f64 {
+    if mean_s <= 0.0 {
+        return f64::INFINITY;
+    }
+    let u = (r.below(1_000_000) as f64 + 1.0) / 1_000_001.0;
+    -(u.ln()) * mean_s
+}
+
+fn later(now: Instant, mean_s: f64, rng: &mut Rng) -> Option<Instant> {
+    let s = exp_f(rng, mean_s);
+    s.is_finite().then(|| now + sim_secs(s))
+}
+
+/// Liveness bound: after the network heals and every node is back, every member must serve a
+/// write and a linearizable read, and all must converge, within this many simulated seconds.
+pub const LIVENESS_BOUND_S: u64 = 15;
+
+struct Supervisor {
+    world: Arc<World>,
+    handle: Handle,
+    nodes: BTreeMap<u64, NodeHandle>,
+    down: BTreeMap<u64, Instant>,
+    paused: BTreeMap<u64, Instant>,
+    next_id: u64,
+    rng: Rng,
+}
+
+impl Supervisor {
+    fn spawn_node(&mut self, id: u64) {
+        let w = self.world.clone();
+        let n = self
+            .handle
+            .create_node()
+            .name(format!("raft-{id}"))
+            .init(move || node_main(w.clone(), id))
+            .build();
+        self.nodes.insert(id, n);
+    }
+
+    fn is_up(&self, id: u64) -> bool {
+        self.world.inboxes.lock().unwrap().contains_key(&id)
+    }
+
+    fn crash(&mut self, victim: u64, kind: CrashKind, wipe: bool) {
+        let world = &self.world;
+        let was_busy = world.busy.lock().unwrap().remove(&victim);
+        if world.synced.lock().unwrap().remove(&victim) {
+            world.count("crashes_between_sync_and_send");
+        }
+        self.handle.kill(self.nodes[&victim].id());
+        self.paused.remove(&victim);
+        world.inboxes.lock().unwrap().remove(&victim);
+        world.views.lock().unwrap().remove(&victim);
+        let rng = &mut self.rng;
+        let lost = world
+            .disks
+            .lock()
+            .unwrap()
+            .get_mut(&victim)
+            .unwrap()
+            .crash(kind, &mut |n| rng.below(n));
+        world.obs.lock().unwrap().faults_injected += 1;
+        world.count(if kind == CrashKind::PowerLoss {
+            "crashes_power_loss"
+        } else {
+            "crashes_process"
+        });
+        if was_busy {
+            world.count("crashes_during_io");
+        }
+        world.record(victim, "fault", serde_json::json!({"crash": format!("{kind:?}"), "sectors_lost": lost, "io_in_flight": was_busy, "disk_lost": wipe}));
+        if wipe {
+            world.disks.lock().unwrap().insert(victim, MemDir::new());
+            world.count("disk_losses");
+            world.unrecoverable.lock().unwrap().insert(victim);
+        } else {
+            let down_s =
+                0.05 + self.world.cfg.process.down_max_s * (self.rng.below(1000) as f64 / 1000.0);
+            self.down.insert(victim, Instant::now() + sim_secs(down_s));
+        }
+    }
+
+    /// Drives one membership change to completion through the client path (any member;
+    /// followers forward). "Already a member" / "not a member" count as done: an earlier
+    /// attempt with an unknown outcome went through.
+    async fn member_change(&mut self, op: ClientOp) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut target = self.world.random_member(&mut self.rng);
+        while Instant::now() < deadline {
+            match call(&self.world, target, None, op.clone()).await {
+                Some(Ok(ClientReply::Members(_))) => {
+                    self.world.count("conf_changes");
+                    return true;
+                }
+                Some(Err(ClientError::Rejected(why)))
+                    if why.contains("already a member") || why.contains("is not a member") =>
+                {
+                    return true
+                }
+                Some(Err(ClientError::NotLeader { leader: Some(l) })) => target = l,
+                _ => {
+                    sleep(Duration::from_millis(50)).await;
+                    target = self.world.random_member(&mut self.rng);
+                }
+            }
+        }
+        false
+    }
+
+    async fn add_member(&mut self) -> Option<u64> {
+        let id = self.next_id;
+        let addr = format!("sim://{id}");
+        if !self
+            .member_change(ClientOp::AddNode {
+                id,
+                addr: addr.clone(),
+            })
+            .await
+        {
+            return None;
+        }
+        self.next_id += 1;
+        let mut members = self.world.members.lock().unwrap().clone();
+        members.insert(id, addr.clone());
+        *self.world.members.lock().unwrap() = members.clone();
+        self.world
+            .bootstraps
+            .lock()
+            .unwrap()
+            .insert(id, Bootstrap::Join { members });
+        self.world.disks.lock().unwrap().insert(id, MemDir::new());
+        self.world
+            .record(id, "fault", serde_json::json!("joined as a new member"));
+        self.spawn_node(id);
+        Some(id)
+    }
+
+    async fn remove_member(&mut self, id: u64) -> bool {
+        if self.world.members.lock().unwrap().len() <= 3 {
+            return false;
+        }
+        if !self.member_change(ClientOp::RemoveNode { id }).await {
+            return false;
+        }
+        self.world.members.lock().unwrap().remove(&id);
+        self.down.remove(&id);
+        self.paused.remove(&id);
+        if let Some(n) = self.nodes.get(&id) {
+            self.handle.kill(n.id());
+        }
+        self.world.inboxes.lock().unwrap().remove(&id);
+        self.world.views.lock().unwrap().remove(&id);
+        self.world.record(id, "fault", serde_json::json!("removed"));
+        true
+    }
+
+    /// A node that cannot come back with its data is replaced: its id is removed, a new id is
+    /// added and starts empty (a wiped node never rejoins under its old id).
+    async fn replace_unrecoverable(&mut self) {
+        let stuck: Vec<u64> = self
+            .world
+            .unrecoverable
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
+        for id in stuck {
+            self.down.remove(&id);
+            if let Some(n) = self.nodes.get(&id) {
+                self.handle.kill(n.id());
+            }
+            // Grow first so removing never leaves an even smaller cluster.
+            if self.add_member().await.is_none() {
+                continue;
+            }
+            let removed = self.member_change(ClientOp::RemoveNode { id }).await;
+            if removed {
+                self.world.members.lock().unwrap().remove(&id);
+                self.world.unrecoverable.lock().unwrap().remove(&id);
+                self.world.count("replacements");
+            }
+        }
+    }
+
+    fn restart_due(&mut self, all: bool) {
+        let now = Instant::now();
+        let mut due: Vec<u64> = self
+            .down
+            .iter()
+            .filter(|(_, t)| all || **t <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let exited: Vec<u64> = std::mem::take(&mut *self.world.exited.lock().unwrap())
+            .into_iter()
+            .collect();
+        due.extend(exited);
+        for id in due {
+            self.down.remove(&id);
+            if !self.world.members.lock().unwrap().contains_key(&id)
+                || self.world.unrecoverable.lock().unwrap().contains(&id)
+            {
+                continue;
+            }
+            self.world.record(id, "fault", serde_json::json!("restart"));
+            self.world.count("restarts");
+            self.handle.restart(self.nodes[&id].id());
+        }
+        let resumes: Vec<u64> = self
+            .paused
+            .iter()
+            .filter(|(_, t)| all || **t <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in resumes {
+            self.paused.remove(&id);
+            self.handle.resume(self.nodes[&id].id());
+        }
+    }
+
+    fn pick_victim(&mut self) -> Option<u64> {
+        let up: Vec<u64> = self
+            .world
+            .member_ids()
+            .into_iter()
+            .filter(|id| self.is_up(*id) && !self.paused.contains_key(id))
+            .collect();
+        let busy: Vec<u64> = self
+            .world
+            .busy
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .filter(|id| up.contains(id))
+            .collect();
+        let pool = if !busy.is_empty() && self.rng.chance(self.world.cfg.process.prefer_busy) {
+            busy
+        } else {
+            up
+        };
+        (!pool.is_empty()).then(|| pool[self.rng.below(pool.len() as u64) as usize])
+    }
+
+    fn partition(&mut self) {
+        let world = &self.world;
+        let ids = world.member_ids();
+        let mut blocked = BTreeSet::new();
+        let kind = self.rng.below(5);
+        match kind {
+            0 => {} // heal
+            1 => {
+                // Symmetric split into two sides.
+                let side: BTreeMap<u64, bool> =
+                    ids.iter().map(|&i| (i, self.rng.below(2) == 0)).collect();
+                for &a in &ids {
+                    for &b in &ids {
+                        if side[&a] != side[&b] {
+                            blocked.insert((a, b));
+                        }
+                    }
+                }
+            }
+            2 => {
+                // One-way link failures.
+                for _ in 0..self.rng.range(1, ids.len() as u64 + 1) {
+                    let a = ids[self.rng.below(ids.len() as u64) as usize];
+                    let b = ids[self.rng.below(ids.len() as u64) as usize];
+                    if a != b {
+                        blocked.insert((a, b));
+                    }
+                }
+            }
+            _ => {
+                // Isolate the leader (or a random node when none is known).
+                let leader = world
+                    .views
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(_, v)| v.3 == StateRole::Leader)
+                    .map(|(id, _)| *id);
+                let victim =
+                    leader.unwrap_or_else(|| ids[self.rng.below(ids.len() as u64) as usize]);
+                for &o in &ids {
+                    if o != victim {
+                        blocked.insert((victim, o));
+                        blocked.insert((o, victim));
+                    }
+                }
+            }
+        }
+        world.record(
+            0,
+            "fault",
+            serde_json::json!({"partition": kind, "blocked": blocked.len()}),
+        );
+        if !blocked.is_empty() {
+            world.obs.lock().unwrap().faults_injected += 1;
+            world.count(match kind {
+                1 => "partitions_split",
+                2 => "partitions_one_way",
+                _ => "partitions_isolate_leader",
+            });
+        }
+        world.net.lock().unwrap().blocked = blocked;
+    }
+}
+
+/// The supervisor: builds the world, injects faults for `fault_s`, heals, checks liveness,
+/// lets clients finish, waits for convergence, and leaves the verdicts in the observer.
 pub async fn supervise(world: Arc<World>) {
     let handle = Handle::current();
     let (net_tx, net_rx) = mpsc::unbounded_channel();
     *world.net_tx.lock().unwrap() = Some(net_tx);
     let net_node = handle.create_node().name("net").build();
     net_node.spawn(net_loop(world.clone(), net_rx));
-
-    let mut nodes: BTreeMap<u64, NodeHandle> = BTreeMap::new();
+    let mut sup = Supervisor {
+        world: world.clone(),
+        handle: handle.clone(),
+        nodes: BTreeMap::new(),
+        down: BTreeMap::new(),
+        paused: BTreeMap::new(),
+        next_id: 100,
+        rng: Rng::new(world.cfg.seed ^ 0xFA17),
+    };
     for id in 1..=world.cfg.nodes {
-        let w = world.clone();
-        let n = handle
-            .create_node()
-            .name(format!("raft-{id}"))
-            .init(move || node_main(w.clone(), id))
-            .build();
-        nodes.insert(id, n);
+        sup.spawn_node(id);
     }
     let clients_node = handle.create_node().name("clients").build();
     let mut client_tasks = Vec::new();
@@ -632,189 +1156,146 @@ pub async fn supervise(world: Arc<World>) {
     }
 
     // Fault phase.
-    let mut rng = Rng::new(world.cfg.seed ^ 0xFA17);
-    let fault_end = Instant::now() + Duration::from_secs(world.cfg.fault_s);
-    let mut down: BTreeMap<u64, Instant> = BTreeMap::new();
-    let p = world.cfg.process.clone();
-    let nf = world.cfg.net.clone();
-    let mut next_crash = Instant::now() + sim_secs(exp_f(&mut rng, p.crash_every_s));
-    let mut next_partition = Instant::now() + sim_secs(exp_f(&mut rng, nf.partition_every_s));
+    let cfg = world.cfg.clone();
+    let fault_end = Instant::now() + Duration::from_secs(cfg.fault_s);
+    let start = Instant::now();
+    let mut next_crash = later(start, cfg.process.crash_every_s, &mut sup.rng);
+    let mut next_partition = later(start, cfg.net.partition_every_s, &mut sup.rng);
+    let mut next_pause = if cfg.swarm.pauses {
+        later(start, cfg.pause_every_s, &mut sup.rng)
+    } else {
+        None
+    };
+    let mut next_member = if cfg.swarm.membership {
+        later(start, cfg.membership_every_s, &mut sup.rng)
+    } else {
+        None
+    };
     while Instant::now() < fault_end {
         sleep(Duration::from_millis(5)).await;
         let now = Instant::now();
-        // Restarts that are due.
-        let due: Vec<u64> = down
-            .iter()
-            .filter(|(_, t)| **t <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            down.remove(&id);
-            world.record(id, "fault", serde_json::json!("restart"));
-            world.count("restarts");
-            handle.restart(nodes[&id].id());
+        sup.restart_due(false);
+        if !world.unrecoverable.lock().unwrap().is_empty() {
+            sup.replace_unrecoverable().await;
         }
-        if now >= next_crash {
-            next_crash = now + sim_secs(exp_f(&mut rng, p.crash_every_s));
-            let up: Vec<u64> = (1..=world.cfg.nodes)
-                .filter(|id| !down.contains_key(id))
-                .collect();
-            let busy: Vec<u64> = world
-                .busy
-                .lock()
-                .unwrap()
-                .iter()
-                .copied()
-                .filter(|id| up.contains(id))
-                .collect();
-            let pool = if !busy.is_empty() && rng.chance(p.prefer_busy) {
-                busy
-            } else {
-                up
-            };
-            if !pool.is_empty() {
-                let victim = pool[rng.below(pool.len() as u64) as usize];
-                let kind = if rng.chance(p.power_loss) {
+        if next_crash.is_some_and(|t| now >= t) {
+            next_crash = later(now, cfg.process.crash_every_s, &mut sup.rng);
+            if let Some(victim) = sup.pick_victim() {
+                let kind = if sup.rng.chance(cfg.process.power_loss) {
                     CrashKind::PowerLoss
                 } else {
                     CrashKind::Process
                 };
-                let was_busy = world.busy.lock().unwrap().remove(&victim);
-                if world.synced.lock().unwrap().remove(&victim) {
-                    world.count("crashes_between_sync_and_send");
-                }
-                handle.kill(nodes[&victim].id());
-                world.inboxes.lock().unwrap().remove(&victim);
-                world.views.lock().unwrap().remove(&victim);
-                let lost = world
-                    .disks
-                    .lock()
-                    .unwrap()
-                    .get_mut(&victim)
-                    .unwrap()
-                    .crash(kind, &mut |n| rng.below(n));
-                world.obs.lock().unwrap().faults_injected += 1;
-                world.count(if kind == CrashKind::PowerLoss {
-                    "crashes_power_loss"
-                } else {
-                    "crashes_process"
-                });
-                if was_busy {
-                    world.count("crashes_during_io");
-                }
-                world.record(victim, "fault", serde_json::json!({"crash": format!("{kind:?}"), "sectors_lost": lost, "io_in_flight": was_busy}));
-                down.insert(
-                    victim,
-                    now + sim_secs(0.05 + p.down_max_s * (rng.below(1000) as f64 / 1000.0)),
-                );
+                let wipe = cfg.swarm.disk_loss && sup.rng.chance(cfg.rare.disk_loss);
+                sup.crash(victim, kind, wipe);
             }
         }
-        if now >= next_partition {
-            next_partition = now + sim_secs(exp_f(&mut rng, nf.partition_every_s));
-            let mut blocked = BTreeSet::new();
-            let n = world.cfg.nodes;
-            let kind = rng.below(5);
-            match kind {
-                0 => {} // heal
-                1 => {
-                    // Symmetric split into two sides.
-                    let side: Vec<bool> = (0..n).map(|_| rng.below(2) == 0).collect();
-                    for a in 1..=n {
-                        for b in 1..=n {
-                            if side[(a - 1) as usize] != side[(b - 1) as usize] {
-                                blocked.insert((a, b));
-                            }
-                        }
-                    }
-                }
-                2 => {
-                    // One-way link failures.
-                    for _ in 0..rng.range(1, n + 1) {
-                        let (a, b) = (1 + rng.below(n), 1 + rng.below(n));
-                        if a != b {
-                            blocked.insert((a, b));
-                        }
-                    }
-                }
-                _ => {
-                    // Isolate the leader (or a random node when none is known).
-                    let leader = world
-                        .views
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .find(|(_, v)| v.3 == StateRole::Leader)
-                        .map(|(id, _)| *id);
-                    let victim = leader.unwrap_or(1 + rng.below(n));
-                    for o in 1..=n {
-                        if o != victim {
-                            blocked.insert((victim, o));
-                            blocked.insert((o, victim));
-                        }
-                    }
-                }
+        if next_partition.is_some_and(|t| now >= t) {
+            next_partition = later(now, cfg.net.partition_every_s, &mut sup.rng);
+            sup.partition();
+        }
+        if next_pause.is_some_and(|t| now >= t) {
+            next_pause = later(now, cfg.pause_every_s, &mut sup.rng);
+            if let Some(victim) = sup.pick_victim() {
+                handle.pause(sup.nodes[&victim].id());
+                let until = now + sim_secs(0.05 + 2.0 * (sup.rng.below(1000) as f64 / 1000.0));
+                sup.paused.insert(victim, until);
+                world.count("pauses");
+                world.record(victim, "fault", serde_json::json!("pause"));
             }
-            world.record(
-                0,
-                "fault",
-                serde_json::json!({"partition": kind, "blocked": blocked.len()}),
-            );
-            if !blocked.is_empty() {
-                world.obs.lock().unwrap().faults_injected += 1;
-                world.count(if kind == 1 {
-                    "partitions_split"
-                } else if kind == 2 {
-                    "partitions_one_way"
-                } else {
-                    "partitions_isolate_leader"
-                });
+        }
+        if next_member.is_some_and(|t| now >= t) {
+            next_member = later(now, cfg.membership_every_s, &mut sup.rng);
+            let n = world.member_ids().len();
+            if n <= 3 || (n < 5 && sup.rng.below(2) == 0) {
+                sup.add_member().await;
+            } else {
+                let leader = world
+                    .views
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(_, v)| v.3 == StateRole::Leader)
+                    .map(|(id, _)| *id);
+                let ids: Vec<u64> = world
+                    .member_ids()
+                    .into_iter()
+                    .filter(|id| Some(*id) != leader)
+                    .collect();
+                let victim = ids[sup.rng.below(ids.len() as u64) as usize];
+                sup.remove_member(victim).await;
             }
-            world.net.lock().unwrap().blocked = blocked;
         }
     }
 
-    // Calm phase: heal everything, restart everyone, keep the clients going.
+    // Calm phase: heal everything, bring everyone back, keep the clients going.
     {
         let mut n = world.net.lock().unwrap();
         n.blocked.clear();
         n.calm = true;
     }
-    for (id, _) in std::mem::take(&mut down) {
-        world.count("restarts");
-        handle.restart(nodes[&id].id());
-    }
+    sup.restart_due(true);
+    let healed_at = Instant::now();
     world.record(0, "fault", serde_json::json!("healed"));
-    sleep(Duration::from_secs(world.cfg.calm_s)).await;
+    let liveness_deadline = healed_at + Duration::from_secs(LIVENESS_BOUND_S);
+    while !world.unrecoverable.lock().unwrap().is_empty() && Instant::now() < liveness_deadline {
+        sup.replace_unrecoverable().await;
+        sup.restart_due(true);
+    }
+
+    // Checker 5 (liveness): every member serves a write and a linearizable read in bound.
+    for id in world.member_ids() {
+        let mut served = false;
+        while !served && Instant::now() < liveness_deadline {
+            let probe = format!("probe-{id}");
+            let put = ClientOp::Put {
+                key: probe.clone().into_bytes(),
+                value: b"1".to_vec(),
+            };
+            if let Some(Ok(_)) = call(&world, id, None, put).await {
+                let get = ClientOp::Get {
+                    key: probe.into_bytes(),
+                };
+                served = matches!(
+                    call(&world, id, None, get).await,
+                    Some(Ok(ClientReply::Value(Some(_))))
+                );
+            }
+            if !served {
+                sleep(Duration::from_millis(50)).await;
+                sup.restart_due(true);
+            }
+        }
+        if !served {
+            world.violation("liveness", format!("member {id} did not serve a write and a read within {LIVENESS_BOUND_S} s of healing"));
+        }
+    }
+    let rest = Duration::from_secs(cfg.calm_s).saturating_sub(healed_at.elapsed());
+    sleep(rest).await;
     world.stop_clients.store(true, Ordering::Relaxed);
     for t in client_tasks {
         let _ = t.await;
     }
 
-    // Convergence: every node applies the same index and holds the same state.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Convergence: every member applies the same index and holds the same state.
+    let deadline = Instant::now() + Duration::from_secs(LIVENESS_BOUND_S);
     loop {
+        let members = world.member_ids();
         let views = world.views.lock().unwrap().clone();
-        let converged = views.len() as u64 == world.cfg.nodes && {
-            let first = views.values().next().copied().unwrap();
-            views
-                .values()
+        let mine: Vec<&(u64, u64, u64, StateRole)> =
+            members.iter().filter_map(|id| views.get(id)).collect();
+        let converged = mine.len() == members.len() && {
+            let first = mine[0];
+            mine.iter()
                 .all(|v| v.0 == first.0 && v.1 == first.1 && v.2 <= first.0)
         };
         if converged {
             break;
         }
         if Instant::now() > deadline {
-            world.violation(
-                "convergence",
-                format!("replicas did not converge within 20 s after healing: {views:?}"),
-            );
+            world.violation("liveness", format!("members {members:?} did not converge within {LIVENESS_BOUND_S} s after healing: {views:?}"));
             break;
         }
         sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn exp_f(r: &mut Rng, mean_s: f64) -> f64 {
-    let u = (r.below(1_000_000) as f64 + 1.0) / 1_000_001.0;
-    -(u.ln()) * mean_s
 }

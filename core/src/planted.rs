@@ -1,0 +1,78 @@
+//! Planted bugs: known-wrong behaviours that the simulator must catch, to prove its checkers
+//! have teeth.
+//!
+//! The wrong code paths exist only in builds with `--cfg raftkv_planted_bugs`, which no normal
+//! build sets (`io-sim`'s planted-bug test builds a separate copy with it). Everywhere else
+//! `active` is a constant `false` and the planted branches compile away, so the `raftkv` binary
+//! cannot be made to run them.
+
+/// The bugs that can be planted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PlantedBug {
+    /// Answer a write as soon as it is proposed, before it is durable (raftexample's bug).
+    AckBeforeSync,
+    /// Serve linearizable reads from the local state machine, skipping ReadIndex.
+    LocalLinearizableReads,
+    /// Send raft's persisted messages (votes, append acks) before the sync completes.
+    PersistedMessagesBeforeSync,
+    /// Purge WAL segments holding entries after the snapshot index.
+    CompactPastSnapshot,
+    /// Treat any bad frame in the last WAL segment as a torn tail and truncate it.
+    CorruptMiddleAsTornTail,
+    /// Build snapshots with an empty ConfState.
+    SnapshotWithoutConfState,
+}
+
+impl PlantedBug {
+    pub const ALL: [PlantedBug; 6] = [
+        PlantedBug::AckBeforeSync,
+        PlantedBug::LocalLinearizableReads,
+        PlantedBug::PersistedMessagesBeforeSync,
+        PlantedBug::CompactPastSnapshot,
+        PlantedBug::CorruptMiddleAsTornTail,
+        PlantedBug::SnapshotWithoutConfState,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::AckBeforeSync => "ack-before-sync",
+            PlantedBug::LocalLinearizableReads => "local-linearizable-reads",
+            PlantedBug::PersistedMessagesBeforeSync => "persisted-messages-before-sync",
+            PlantedBug::CompactPastSnapshot => "compact-past-snapshot",
+            PlantedBug::CorruptMiddleAsTornTail => "corrupt-middle-as-torn-tail",
+            PlantedBug::SnapshotWithoutConfState => "snapshot-without-conf-state",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<PlantedBug> {
+        Self::ALL.into_iter().find(|b| b.name() == s)
+    }
+}
+
+#[cfg(raftkv_planted_bugs)]
+thread_local! {
+    static ACTIVE: std::cell::Cell<Option<PlantedBug>> = const { std::cell::Cell::new(None) };
+}
+
+/// Plants `bug` for the current thread (simulations run one seed per thread).
+#[cfg(raftkv_planted_bugs)]
+pub fn plant(bug: Option<PlantedBug>) {
+    ACTIVE.with(|a| a.set(bug));
+}
+
+/// True if `bug` is planted. Always false outside `--cfg raftkv_planted_bugs` builds.
+#[inline]
+pub fn active(bug: PlantedBug) -> bool {
+    #[cfg(raftkv_planted_bugs)]
+    {
+        ACTIVE.with(|a| a.get() == Some(bug))
+    }
+    #[cfg(not(raftkv_planted_bugs))]
+    {
+        let _ = bug;
+        false
+    }
+}
+
+/// True in builds that can plant bugs.
+pub const PLANTABLE: bool = cfg!(raftkv_planted_bugs);
