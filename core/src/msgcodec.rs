@@ -66,8 +66,19 @@ struct WireMessage {
 struct WireEnvelope {
     cluster_id: u64,
     from: u64,
+    /// The sender's peer address, so a node that has not yet learned of a newer member (it
+    /// lags behind the membership change) can still answer it.
+    from_addr: String,
     to: u64,
     body: WireBody,
+}
+
+/// Who is sending: the routing header every frame carries.
+#[derive(Clone, Copy, Debug)]
+pub struct Sender<'a> {
+    pub cluster_id: u64,
+    pub id: u64,
+    pub addr: &'a str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +122,8 @@ pub enum Body {
 pub struct Envelope {
     pub cluster_id: u64,
     pub from: u64,
+    /// The sender's peer address as it advertises it (may be empty).
+    pub from_addr: String,
     pub to: u64,
     pub body: Body,
 }
@@ -207,30 +220,34 @@ fn from_wire(w: WireMessage) -> Result<Message, DecodeError> {
 }
 
 /// Encodes a message for `to` from `from` in cluster `cluster_id`.
-pub fn encode(cluster_id: u64, m: &Message) -> Vec<u8> {
+pub fn encode(from: &Sender, m: &Message) -> Vec<u8> {
+    debug_assert_eq!(from.id, m.from);
     seal(&WireEnvelope {
-        cluster_id,
+        cluster_id: from.cluster_id,
         from: m.from,
+        from_addr: from.addr.to_string(),
         to: m.to,
         body: WireBody::Raft(to_wire(m)),
     })
 }
 
 /// Encodes a "you were removed" notice from `from` to `to`.
-pub fn encode_removed(cluster_id: u64, from: u64, to: u64) -> Vec<u8> {
+pub fn encode_removed(from: &Sender, to: u64) -> Vec<u8> {
     seal(&WireEnvelope {
-        cluster_id,
-        from,
+        cluster_id: from.cluster_id,
+        from: from.id,
+        from_addr: from.addr.to_string(),
         to,
         body: WireBody::Removed,
     })
 }
 
 /// Encodes a forwarded client request.
-pub fn encode_forward(cluster_id: u64, from: u64, to: u64, fwd: Forward) -> Vec<u8> {
+pub fn encode_forward(from: &Sender, to: u64, fwd: Forward) -> Vec<u8> {
     seal(&WireEnvelope {
-        cluster_id,
-        from,
+        cluster_id: from.cluster_id,
+        from: from.id,
+        from_addr: from.addr.to_string(),
         to,
         body: WireBody::Forward(fwd),
     })
@@ -238,15 +255,15 @@ pub fn encode_forward(cluster_id: u64, from: u64, to: u64, fwd: Forward) -> Vec<
 
 /// Encodes the answer to a forwarded request.
 pub fn encode_forward_reply(
-    cluster_id: u64,
-    from: u64,
+    from: &Sender,
     to: u64,
     forward_id: u64,
     result: Result<ClientReply, ClientError>,
 ) -> Vec<u8> {
     seal(&WireEnvelope {
-        cluster_id,
-        from,
+        cluster_id: from.cluster_id,
+        from: from.id,
+        from_addr: from.addr.to_string(),
         to,
         body: WireBody::ForwardReply { forward_id, result },
     })
@@ -292,6 +309,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     Ok(Envelope {
         cluster_id: env.cluster_id,
         from: env.from,
+        from_addr: env.from_addr,
         to: env.to,
         body,
     })
@@ -318,12 +336,28 @@ mod tests {
             ..Default::default()
         };
         m.set_msg_type(MessageType::MsgAppend);
-        let bytes = encode(42, &m);
+        let bytes = encode(
+            &Sender {
+                cluster_id: 42,
+                id: 1,
+                addr: "a",
+            },
+            &m,
+        );
         let env = decode(&bytes).unwrap();
         assert_eq!((env.cluster_id, env.from, env.to), (42, 1, 2));
         assert!(matches!(env.body, Body::Raft(ref got) if *got == m));
         assert!(matches!(
-            decode(&encode_removed(42, 1, 2)).unwrap().body,
+            decode(&encode_removed(
+                &Sender {
+                    cluster_id: 42,
+                    id: 1,
+                    addr: "a"
+                },
+                2
+            ))
+            .unwrap()
+            .body,
             Body::Removed
         ));
         for i in 0..bytes.len() {
@@ -334,7 +368,15 @@ mod tests {
         let mut p = m.clone();
         p.set_msg_type(MessageType::MsgPropose);
         assert_eq!(
-            decode(&encode(42, &p)).unwrap_err(),
+            decode(&encode(
+                &Sender {
+                    cluster_id: 42,
+                    id: 1,
+                    addr: "a"
+                },
+                &p
+            ))
+            .unwrap_err(),
             DecodeError::BadType(2)
         );
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());

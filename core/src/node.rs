@@ -34,6 +34,9 @@ use raft::{RawNode, SnapshotStatus};
 use std::collections::{BTreeMap, VecDeque};
 use thiserror::Error;
 
+/// Bound on remembered addresses of non-members.
+const MAX_PEER_HINTS: usize = 64;
+
 /// Static configuration of one node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -221,6 +224,8 @@ enum ReplyTo {
 struct ForwardedRequest {
     handle: u64,
     deadline_tick: u64,
+    /// The node it was forwarded to: only its reply counts.
+    leader: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,6 +319,8 @@ pub struct Node {
     /// Reads waiting for the new leader to commit an entry of its term (raft-rs would drop them).
     reads_waiting: VecDeque<u64>,
     next_read_id: u64,
+    /// Addresses advertised by senders that are not (yet, or no longer) known members.
+    peer_hints: BTreeMap<u64, String>,
     /// Requests that arrived while no leader was known: (deadline tick, request).
     awaiting_leader: VecDeque<(u64, ClientRequest)>,
     /// Requests this follower forwarded to the leader, by forward id.
@@ -488,8 +495,12 @@ impl Node {
             .map_or(0, |s| s.get_metadata().index);
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_config(&cfg, applied), storage, &logger)?;
+        let mut rng = Rng::new(cfg.seed ^ cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        // Ids that travel the network start at a random point per incarnation (see ForwardReply).
+        let first_forward_id = rng.next_u64() >> 1;
+        let first_read_id = rng.next_u64() >> 1;
         let mut node = Node {
-            rng: Rng::new(cfg.seed ^ cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            rng,
             cfg,
             raw,
             kv,
@@ -505,10 +516,11 @@ impl Node {
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
             reads_waiting: VecDeque::new(),
-            next_read_id: 1,
+            next_read_id: first_read_id,
             awaiting_leader: VecDeque::new(),
+            peer_hints: BTreeMap::new(),
             forwarded: BTreeMap::new(),
-            next_forward_id: 1,
+            next_forward_id: first_forward_id,
             snapshot_index,
             snapshots_on_disk,
             snapshot_wanted: false,
@@ -565,6 +577,7 @@ impl Node {
     pub fn drain(&mut self) -> Vec<Action> {
         if self.stopped.is_none() {
             self.drive();
+            self.fix_election_timeout();
         }
         std::mem::take(&mut self.actions)
     }
@@ -607,20 +620,40 @@ impl Node {
             return;
         }
         self.now_tick += 1;
-        if self.cfg.seeded_election_timeout {
-            self.fix_election_timeout();
+        self.fix_election_timeout();
+        if !self.snapshot_unpersisted() {
+            self.raw.tick();
         }
-        self.raw.tick();
+        self.fix_election_timeout();
         self.expire_requests();
     }
 
+    /// A snapshot from the leader is installed but its disk job has not completed. raft-rs 0.7
+    /// with async persistence then has `applied` below the compacted log (it may only advance
+    /// to the snapshot once persisted), and a campaign in that window asks storage for the
+    /// entries between the two to look for conf changes: `Store(Compacted)`, a panic inside
+    /// raft-rs. Found by the simulator (e.g. `raftkv-sim --seed 59` before this guard). The
+    /// node neither ticks nor accepts `MsgTimeoutNow` until the job completes.
+    fn snapshot_unpersisted(&self) -> bool {
+        self.kv.applied_index() > self.raw.raft.raft_log.applied
+    }
+
     /// raft-rs draws election timeouts from `thread_rng`, which no simulator can seed. Draw our
-    /// own from the node's seeded RNG whenever raft would have drawn a new one (its term, role or
-    /// leader changed), and install it before raft reads it (only `tick` reads it).
+    /// own from the node's seeded RNG whenever raft may have drawn a new one, and install it
+    /// before raft reads it (only `tick` reads it). raft-rs draws exactly when it resets
+    /// (`Raft::reset`, on every become_follower/candidate/leader), and a reset always zeroes
+    /// `election_elapsed`; so the signals are: (term, role, leader) changed, or the elapsed
+    /// count is zero. Both evolve deterministically, which matters: a signal that depended on
+    /// raft's own random value would itself leak it. Called after every input that steps raft.
+    /// (Keying on (term, role, leader) alone missed PreCandidate -> Follower at the same term,
+    /// which the simulator caught as a trace that differed between runs of one seed.)
     fn fix_election_timeout(&mut self) {
+        if !self.cfg.seeded_election_timeout {
+            return;
+        }
         let r = &self.raw.raft;
         let key = (r.term, r.state, r.leader_id);
-        if self.timeout_key != Some(key) {
+        if self.timeout_key != Some(key) || r.election_elapsed == 0 {
             self.timeout_key = Some(key);
             // raft-rs's defaults: [election_tick, 2 * election_tick).
             let (lo, hi) = (
@@ -671,6 +704,14 @@ impl Node {
     /// A frame from a peer (transport length prefix removed). Bad frames are dropped with an
     /// error for the shell to log; the node is unaffected.
     pub fn receive(&mut self, bytes: &[u8]) -> Result<(), PeerError> {
+        let r = self.receive_frame(bytes);
+        if self.stopped.is_none() {
+            self.fix_election_timeout();
+        }
+        r
+    }
+
+    fn receive_frame(&mut self, bytes: &[u8]) -> Result<(), PeerError> {
         if self.stopped.is_some() {
             return Err(PeerError::Stopped);
         }
@@ -686,7 +727,7 @@ impl Node {
         }
         if self.kv.was_removed(env.from) {
             // Tell it, or it campaigns forever: it never sees the entry that removed it.
-            let bytes = msgcodec::encode_removed(self.cfg.cluster_id, self.cfg.id, env.from);
+            let bytes = msgcodec::encode_removed(&self.sender(), env.from);
             self.actions.push(Action::Send(Outgoing {
                 to: env.from,
                 snapshot: false,
@@ -694,12 +735,23 @@ impl Node {
             }));
             return Err(PeerError::UnknownSender(env.from));
         }
-        let known = self.kv.members().contains_key(&env.from)
-            || crate::storage::conf_contains(self.raw.store().conf_state(), env.from);
-        if !known {
-            return Err(PeerError::UnknownSender(env.from));
+        // An id this node does not know may be a member added after the state it has applied
+        // (it lags): accept it, and remember its address so replies can reach it.
+        if !self.kv.members().contains_key(&env.from) && !env.from_addr.is_empty() {
+            if self.peer_hints.len() >= MAX_PEER_HINTS && !self.peer_hints.contains_key(&env.from) {
+                self.peer_hints.pop_first();
+            }
+            self.peer_hints.insert(env.from, env.from_addr.clone());
         }
         match env.body {
+            msgcodec::Body::Raft(m)
+                if m.get_msg_type() == raft::eraftpb::MessageType::MsgTimeoutNow
+                    && self.snapshot_unpersisted() =>
+            {
+                Err(PeerError::Refused(
+                    "campaign deferred until the installed snapshot is durable".into(),
+                ))
+            }
             msgcodec::Body::Raft(m) => self
                 .raw
                 .step(m)
@@ -723,7 +775,14 @@ impl Node {
                 Ok(())
             }
             msgcodec::Body::ForwardReply { forward_id, result } => {
-                if let Some(f) = self.forwarded.remove(&forward_id) {
+                // Forward ids start at a random point per incarnation, so a late reply meant for
+                // a previous incarnation of this node cannot answer a request of this one.
+                if self
+                    .forwarded
+                    .get(&forward_id)
+                    .is_some_and(|f| f.leader == env.from)
+                {
+                    let f = self.forwarded.remove(&forward_id).expect("checked");
                     self.reply(ReplyTo::Local(f.handle), result);
                 }
                 Ok(())
@@ -788,6 +847,7 @@ impl Node {
                 ForwardedRequest {
                     handle: req.handle,
                     deadline_tick,
+                    leader: self.leader_id,
                 },
             );
             let fwd = Forward {
@@ -796,8 +856,7 @@ impl Node {
                 timeout_ticks: req.timeout_ticks,
                 op: req.op,
             };
-            let bytes =
-                msgcodec::encode_forward(self.cfg.cluster_id, self.cfg.id, self.leader_id, fwd);
+            let bytes = msgcodec::encode_forward(&self.sender(), self.leader_id, fwd);
             self.actions.push(Action::Send(Outgoing {
                 to: self.leader_id,
                 snapshot: false,
@@ -1127,10 +1186,33 @@ impl Node {
         self.actions.push(Action::Disk(DiskJob { id, ops }));
     }
 
+    /// This node's routing header for outgoing frames.
+    fn sender(&self) -> msgcodec::Sender<'_> {
+        msgcodec::Sender {
+            cluster_id: self.cfg.cluster_id,
+            id: self.cfg.id,
+            addr: self
+                .kv
+                .members()
+                .get(&self.cfg.id)
+                .map_or("", |s| s.as_str()),
+        }
+    }
+
+    /// Where to reach `id`: its member address, or the one it advertised in its last frame
+    /// (a member this node has not caught up with yet, or one since removed).
+    pub fn peer_address(&self, id: u64) -> Option<&str> {
+        self.kv
+            .members()
+            .get(&id)
+            .or_else(|| self.peer_hints.get(&id))
+            .map(|s| s.as_str())
+    }
+
     fn send(&mut self, m: Message) {
         let snapshot = m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
         let to = m.to;
-        let bytes = msgcodec::encode(self.cfg.cluster_id, &m);
+        let bytes = msgcodec::encode(&self.sender(), &m);
         self.actions.push(Action::Send(Outgoing {
             to,
             snapshot,
@@ -1142,13 +1224,8 @@ impl Node {
         match to {
             ReplyTo::Local(handle) => self.actions.push(Action::Reply { handle, result }),
             ReplyTo::Remote { peer, forward_id } => {
-                let bytes = msgcodec::encode_forward_reply(
-                    self.cfg.cluster_id,
-                    self.cfg.id,
-                    peer,
-                    forward_id,
-                    result,
-                );
+                let bytes =
+                    msgcodec::encode_forward_reply(&self.sender(), peer, forward_id, result);
                 self.actions.push(Action::Send(Outgoing {
                     to: peer,
                     snapshot: false,

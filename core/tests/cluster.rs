@@ -339,16 +339,26 @@ fn garbage_from_peers_is_rejected_and_the_node_carries_on() {
     m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
     m.from = 2;
     m.to = leader;
+    let foreign = raftkv_core::msgcodec::Sender {
+        cluster_id: CLUSTER_ID + 1,
+        id: 2,
+        addr: "x",
+    };
     assert!(
-        node.receive(&raftkv_core::msgcodec::encode(CLUSTER_ID + 1, &m))
+        node.receive(&raftkv_core::msgcodec::encode(&foreign, &m))
             .is_err(),
         "wrong cluster"
     );
-    m.from = 99;
+    m.to = leader + 1;
+    let ours = raftkv_core::msgcodec::Sender {
+        cluster_id: CLUSTER_ID,
+        id: 2,
+        addr: "x",
+    };
     assert!(
-        node.receive(&raftkv_core::msgcodec::encode(CLUSTER_ID, &m))
+        node.receive(&raftkv_core::msgcodec::encode(&ours, &m))
             .is_err(),
-        "unknown sender"
+        "wrong recipient"
     );
     c.put("still", "works");
 }

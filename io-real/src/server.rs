@@ -69,9 +69,6 @@ pub struct Server {
     pub disk: Option<std::sync::mpsc::Sender<DiskJob>>,
     pub timeout_ticks: u64,
     pending: HashMap<u64, oneshot::Sender<ClientResult>>,
-    /// Last known peer address of every node ever a member: a removed node must still be
-    /// reachable to be told it was removed.
-    addresses: HashMap<u64, String>,
     next_handle: u64,
     counters: Counters,
 }
@@ -83,18 +80,12 @@ impl Server {
         disk: std::sync::mpsc::Sender<DiskJob>,
         timeout_ticks: u64,
     ) -> Self {
-        let addresses = node
-            .members()
-            .iter()
-            .map(|(id, url)| (*id, url.clone()))
-            .collect();
         Server {
             node,
             peers,
             disk: Some(disk),
             timeout_ticks,
             pending: HashMap::new(),
-            addresses,
             next_handle: 1,
             counters: Counters::default(),
         }
@@ -208,14 +199,9 @@ impl Server {
                     }
                 }
                 Action::Send(o) => {
-                    if let Some(url) = self.node.members().get(&o.to) {
-                        if self.addresses.get(&o.to) != Some(url) {
-                            self.addresses.insert(o.to, url.clone());
-                        }
-                    }
                     let addr = self
-                        .addresses
-                        .get(&o.to)
+                        .node
+                        .peer_address(o.to)
                         .and_then(|u| crate::cli::peer_socket_addr(u).ok());
                     let sent = match addr {
                         Some(addr) => self.peers.send(o.to, &addr, o.bytes, o.snapshot),
@@ -253,6 +239,7 @@ impl Server {
                 report,
                 entry_count,
                 commit,
+                ..
             } => {
                 if let Some(t) = &report.torn_tail {
                     tracing::warn!(segment = %t.segment, offset = t.offset, reason = %t.reason, "repairing torn WAL tail");
@@ -313,6 +300,7 @@ impl Server {
             }
             Event::Fatal { reason } => tracing::error!(%reason, "fatal"),
             Event::Applied { index, .. } => tracing::trace!(index, "applied"),
+            Event::Durable { hard_state } => tracing::trace!(?hard_state, "durable"),
         }
     }
 }

@@ -19,6 +19,65 @@ use history::Op;
 use observer::Violation;
 use std::collections::BTreeMap;
 
+/// Paths a sweep must exercise: a sweep in which any of these never happened proves little
+/// about them, and fails.
+pub const REQUIRED_COVERAGE: &[&str] = &[
+    "elections",
+    "snapshots_taken",
+    "snapshots_sent",
+    "snapshots_installed",
+    "compactions",
+    "purges",
+    "torn_tails_repaired",
+    "snapshots_set_aside",
+    "corruption_detected",
+    "fsync_failures",
+    "enospc",
+    "disk_losses",
+    "replacements",
+    "conf_changes_applied",
+    "crashes_power_loss",
+    "crashes_during_io",
+    "crashes_between_sync_and_send",
+    "pauses",
+    "stale_messages_replayed",
+    "misdirected_writes",
+    "read_corruption_injected",
+    "latent_sector_errors",
+];
+
+/// Required paths that a set of coverage totals never exercised.
+pub fn coverage_gaps(totals: &BTreeMap<&'static str, u64>) -> Vec<&'static str> {
+    REQUIRED_COVERAGE
+        .iter()
+        .copied()
+        .filter(|k| totals.get(k).copied().unwrap_or(0) == 0)
+        .collect()
+}
+
+/// Checkers expected to catch each planted bug.
+pub fn expected_checkers(bug: raftkv_core::planted::PlantedBug) -> &'static [&'static str] {
+    use raftkv_core::planted::PlantedBug::*;
+    match bug {
+        AckBeforeSync => &["durability", "linearizability"],
+        LocalLinearizableReads => &["linearizability"],
+        PersistedMessagesBeforeSync => &[
+            "raft-safety",
+            "replicas-agree",
+            "durability",
+            "linearizability",
+        ],
+        CompactPastSnapshot => &["recovery"],
+        CorruptMiddleAsTornTail => &[
+            "durable-state",
+            "replicas-agree",
+            "raft-safety",
+            "durability",
+        ],
+        SnapshotWithoutConfState => &["liveness"],
+    }
+}
+
 #[derive(Debug)]
 pub struct SeedReport {
     pub seed: u64,
@@ -43,20 +102,48 @@ impl SeedReport {
 }
 
 /// Runs one seed. `keep_trace` keeps the event trace as JSON lines (it is always hashed).
+/// `planted` plants a known bug (only in `--cfg raftkv_planted_bugs` builds).
 #[cfg(madsim)]
-pub fn run_seed(seed: u64, keep_trace: bool) -> SeedReport {
+pub fn run_seed(
+    seed: u64,
+    keep_trace: bool,
+    planted: Option<raftkv_core::planted::PlantedBug>,
+) -> SeedReport {
     use std::sync::Arc;
+    #[cfg(raftkv_planted_bugs)]
+    raftkv_core::planted::plant(planted);
+    #[cfg(not(raftkv_planted_bugs))]
+    assert!(
+        planted.is_none(),
+        "this build cannot plant bugs: build with --cfg raftkv_planted_bugs"
+    );
     let cfg = SimConfig::from_seed(seed);
     let wall = std::time::Instant::now();
-    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-    let (world, sim_ns) = rt.block_on(async move {
-        let world = Arc::new(world::World::new(cfg, keep_trace));
-        world::supervise(world.clone()).await;
-        let sim_ns = world.now_ns();
-        (world, sim_ns)
-    });
+    let world = Arc::new(world::World::new(cfg, keep_trace));
+    let w = world.clone();
+    // A panic anywhere in the world (raft-rs's own assertions included) is a failed seed, not a
+    // failed sweep.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+        rt.block_on(async move {
+            w.reset_clock();
+            world::supervise(w.clone()).await;
+            w.now_ns()
+        })
+    }));
+    let sim_ns = match outcome {
+        Ok(ns) => ns,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "non-string panic".into());
+            world.obs.lock().unwrap().violation("panic", msg);
+            0
+        }
+    };
     let sim_secs = sim_ns as f64 / 1e9;
-    drop(rt);
     let history = world.history.lock().unwrap().clone();
     let acked = world.acked.lock().unwrap().clone();
     let mut obs = std::mem::take(&mut *world.obs.lock().unwrap());

@@ -34,6 +34,9 @@ pub const CLUSTER_ID: u64 = 0x51;
 
 type Reply = Result<ClientReply, ClientError>;
 
+/// The last packets a node sent: (to, bytes).
+type SentLog = std::collections::VecDeque<(u64, Vec<u8>)>;
+
 pub enum Inbound {
     Peer(Vec<u8>),
     Client {
@@ -62,7 +65,7 @@ struct NetState {
 
 pub struct World {
     pub cfg: SimConfig,
-    start: Instant,
+    start: Mutex<Option<Instant>>,
     pub disks: Mutex<BTreeMap<u64, MemDir>>,
     busy: Mutex<BTreeSet<u64>>,
     /// Nodes whose disk job is durable but not yet reported (persisted messages still held).
@@ -76,6 +79,10 @@ pub struct World {
     incarnations: Mutex<BTreeMap<u64, u64>>,
     rng: Mutex<Rng>,
     stop_clients: AtomicBool,
+    /// Ids removed from the cluster: never restarted.
+    retired: Mutex<BTreeSet<u64>>,
+    /// The operator has no membership work in progress.
+    operator_idle: AtomicBool,
     /// Current members (id -> address) as the supervisor drives membership.
     pub members: Mutex<BTreeMap<u64, String>>,
     /// How each node id starts when its data directory is empty.
@@ -88,8 +95,16 @@ pub struct World {
     /// Nodes that cannot come back with their data (corruption, unreadable disk, lost disk):
     /// to be replaced by a new member with a new id.
     unrecoverable: Mutex<BTreeSet<u64>>,
+    /// Nodes with injected disk damage not yet replaced (kept to a minority).
+    damaged: Mutex<BTreeSet<u64>>,
+    /// madsim handles of every raft node ever started, by raft id.
+    nodes: Mutex<BTreeMap<u64, NodeHandle>>,
+    next_id: Mutex<u64>,
+    /// Crashed nodes and when they come back; paused nodes and when they resume.
+    down: Mutex<BTreeMap<u64, Instant>>,
+    paused: Mutex<BTreeMap<u64, Instant>>,
     /// Recent packets each node sent: replayed as stale messages after it restarts.
-    sent_log: Mutex<BTreeMap<u64, std::collections::VecDeque<(u64, Vec<u8>)>>>,
+    sent_log: Mutex<BTreeMap<u64, SentLog>>,
     /// Latest (applied index, state hash, commit, role) per live node, for convergence.
     pub views: Mutex<BTreeMap<u64, (u64, u64, u64, StateRole)>>,
 }
@@ -117,7 +132,12 @@ impl World {
             exited: Mutex::default(),
             unrecoverable: Mutex::default(),
             sent_log: Mutex::default(),
-            start: Instant::now(),
+            damaged: Mutex::default(),
+            nodes: Mutex::default(),
+            next_id: Mutex::new(100),
+            down: Mutex::default(),
+            paused: Mutex::default(),
+            start: Mutex::new(None),
             disks: Mutex::new((1..=cfg.nodes).map(|i| (i, MemDir::new())).collect()),
             busy: Mutex::default(),
             synced: Mutex::default(),
@@ -130,14 +150,28 @@ impl World {
             incarnations: Mutex::default(),
             rng: Mutex::new(Rng::new(cfg.seed ^ 0xD15C)),
             stop_clients: AtomicBool::new(false),
+            operator_idle: AtomicBool::new(true),
+            retired: Mutex::default(),
             members: Mutex::new(members),
             views: Mutex::default(),
             cfg,
         }
     }
 
+    /// Starts the simulated clock (call inside the runtime).
+    pub fn reset_clock(&self) {
+        *self.start.lock().unwrap() = Some(Instant::now());
+    }
+
+    fn start(&self) -> Instant {
+        self.start
+            .lock()
+            .unwrap()
+            .expect("clock started inside the runtime")
+    }
+
     pub fn now_ns(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        self.start().elapsed().as_nanos() as u64
     }
 
     fn record(&self, node: u64, what: &str, detail: serde_json::Value) {
@@ -266,7 +300,7 @@ async fn net_loop(world: Arc<World>, mut rx: mpsc::UnboundedReceiver<Packet>) {
     loop {
         let next = heap.peek().map(|Reverse((at, ..))| *at);
         let wake = match next {
-            Some(at) => world.start + Duration::from_nanos(at),
+            Some(at) => world.start() + Duration::from_nanos(at),
             None => Instant::now() + Duration::from_secs(3600),
         };
         tokio::select! {
@@ -316,7 +350,7 @@ async fn disk_job(
     done: mpsc::UnboundedSender<JobEnd>,
 ) {
     world.busy.lock().unwrap().insert(id);
-    let slow = world
+    let slowness = world
         .cfg
         .slowness
         .get((id - 1) as usize)
@@ -324,6 +358,12 @@ async fn disk_job(
         .unwrap_or(1);
     let (sw, rare) = (&world.cfg.swarm, &world.cfg.rare);
     for op in &job.ops {
+        // Slow disks are a fault: they recover when the world heals.
+        let slow = if world.net.lock().unwrap().calm {
+            1
+        } else {
+            slowness
+        };
         let d = &world.cfg.disk;
         let base = if op.is_sync() { d.sync_us } else { d.op_us };
         let tail = exp_sample(&mut world.rng.lock().unwrap(), d.tail_us);
@@ -347,26 +387,46 @@ async fn disk_job(
         }
         let is_write = matches!(op, FileOp::WriteAt { .. } | FileOp::Create { .. });
         if !calm && sw.enospc && is_write && world.chance(rare.enospc) {
+            if std::env::var("RAFTKV_SIM_DEBUG_NODE")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                == Some(id)
+            {
+                eprintln!(
+                    "[{} ns] node {id} job {} ENOSPC on {:?}",
+                    world.now_ns(),
+                    job.id,
+                    op
+                );
+            }
             world.count("enospc");
             world.busy.lock().unwrap().remove(&id);
             let _ = done.send(JobEnd::Failed("no space left on device"));
             return;
         }
         let mut op = op.clone();
+        // Misdirected writes hit snapshot files, whose checksum must catch them. In the WAL's
+        // tail a write that lands elsewhere leaves zeros where it belonged, which reads as a
+        // torn write: a documented limit of a single-copy log.
+        let to_snapshot = op.file_name().is_some_and(|n| n.ends_with(".snap.tmp"));
         if !calm
             && sw.misdirected_writes
-            && world.bad_disks.contains(&id)
-            && world.chance(rare.misdirected)
+            && to_snapshot
+            && world.may_damage(id)
+            && world.chance(rare.misdirected * 20.0)
         {
-            // Misdirected backwards over older data, which the reader must then see as
-            // corruption (forward into preallocated space would be indistinguishable from a
-            // torn write without a second copy of the log: a documented limit).
             if let FileOp::WriteAt { offset, .. } = &mut op {
-                if *offset >= 1024 {
-                    *offset -= 512 * (1 + world.rand_below(*offset / 512 - 1));
-                    world.count("misdirected_writes");
-                }
+                *offset += 512 * (1 + world.rand_below(8));
+                world.count("misdirected_writes");
+                world.mark_damaged(id);
             }
+        }
+        if std::env::var("RAFTKV_SIM_DEBUG_NODE")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            == Some(id)
+        {
+            eprintln!("[{} ns] node {id} job {} {:?}", world.now_ns(), job.id, op);
         }
         let r = world
             .disks
@@ -393,16 +453,25 @@ async fn disk_job(
 /// Sticky read corruption and latent sector errors, applied to a bad disk before a restart.
 fn rot_disk(world: &World, id: u64) -> bool {
     let (sw, rare) = (&world.cfg.swarm, &world.cfg.rare);
-    if !world.bad_disks.contains(&id) {
+    if !world.may_damage(id) {
         return false;
     }
     let mut unreadable = false;
     let mut disks = world.disks.lock().unwrap();
     let d = disks.get_mut(&id).expect("disk");
-    let files: Vec<String> = d
+    // Rot lands in sealed WAL segments and snapshot files. Bit rot in the active segment's tail
+    // can be indistinguishable from a torn write without a second copy of the log (etcd shares
+    // this limit), so it is not injected there; see README, "Fault model".
+    let mut wal: Vec<String> = d
         .list()
         .into_iter()
-        .filter(|n| n.ends_with(".wal") || n.ends_with(".snap"))
+        .filter(|n| n.ends_with(".wal"))
+        .collect();
+    wal.sort();
+    wal.pop();
+    let files: Vec<String> = wal
+        .into_iter()
+        .chain(d.list().into_iter().filter(|n| n.ends_with(".snap")))
         .collect();
     if files.is_empty() {
         return false;
@@ -416,6 +485,7 @@ fn rot_disk(world: &World, id: u64) -> bool {
             bytes[at] ^= 1 << world.rand_below(8);
             d.overwrite(name, bytes).expect("listed");
             drop(disks);
+            world.mark_damaged(id);
             world.count("read_corruption_injected");
             world.record(
                 id,
@@ -427,6 +497,7 @@ fn rot_disk(world: &World, id: u64) -> bool {
     }
     if sw.latent_sector_errors && world.chance(rare.latent_error) {
         unreadable = true;
+        world.mark_damaged(id);
         world.count("latent_sector_errors");
     }
     drop(disks);
@@ -572,7 +643,8 @@ async fn node_main(world: Arc<World>, id: u64) {
             }
         }
         let s = node.status();
-        if s.applied_index != last_applied {
+        // Index 0 is a joiner before its first snapshot: not replicated state yet.
+        if s.applied_index != last_applied && s.applied_index > 0 {
             last_applied = s.applied_index;
             let h = node.kv().hash();
             world.obs.lock().unwrap().state(id, s.applied_index, h);
@@ -837,74 +909,28 @@ fn later(now: Instant, mean_s: f64, rng: &mut Rng) -> Option<Instant> {
 /// write and a linearizable read, and all must converge, within this many simulated seconds.
 pub const LIVENESS_BOUND_S: u64 = 15;
 
-struct Supervisor {
-    world: Arc<World>,
-    handle: Handle,
-    nodes: BTreeMap<u64, NodeHandle>,
-    down: BTreeMap<u64, Instant>,
-    paused: BTreeMap<u64, Instant>,
-    next_id: u64,
-    rng: Rng,
+/// Membership work (replacing unrecoverable nodes, growing, shrinking) runs in a task of its own
+/// so the fault loop never stalls while a change waits for a quorum.
+enum MemberCmd {
+    Grow,
+    Shrink(u64),
 }
 
-impl Supervisor {
-    fn spawn_node(&mut self, id: u64) {
-        let w = self.world.clone();
-        let n = self
-            .handle
-            .create_node()
-            .name(format!("raft-{id}"))
-            .init(move || node_main(w.clone(), id))
-            .build();
-        self.nodes.insert(id, n);
-    }
+struct Operator {
+    world: Arc<World>,
+    rng: Rng,
+    /// Nodes started and proposed for addition whose addition is not yet confirmed.
+    pending_adds: BTreeSet<u64>,
+    /// Unrecoverable nodes whose replacement was already added.
+    replacing: BTreeSet<u64>,
+    /// Removals proposed whose outcome is not yet confirmed.
+    pending_removes: BTreeSet<u64>,
+}
 
-    fn is_up(&self, id: u64) -> bool {
-        self.world.inboxes.lock().unwrap().contains_key(&id)
-    }
-
-    fn crash(&mut self, victim: u64, kind: CrashKind, wipe: bool) {
-        let world = &self.world;
-        let was_busy = world.busy.lock().unwrap().remove(&victim);
-        if world.synced.lock().unwrap().remove(&victim) {
-            world.count("crashes_between_sync_and_send");
-        }
-        self.handle.kill(self.nodes[&victim].id());
-        self.paused.remove(&victim);
-        world.inboxes.lock().unwrap().remove(&victim);
-        world.views.lock().unwrap().remove(&victim);
-        let rng = &mut self.rng;
-        let lost = world
-            .disks
-            .lock()
-            .unwrap()
-            .get_mut(&victim)
-            .unwrap()
-            .crash(kind, &mut |n| rng.below(n));
-        world.obs.lock().unwrap().faults_injected += 1;
-        world.count(if kind == CrashKind::PowerLoss {
-            "crashes_power_loss"
-        } else {
-            "crashes_process"
-        });
-        if was_busy {
-            world.count("crashes_during_io");
-        }
-        world.record(victim, "fault", serde_json::json!({"crash": format!("{kind:?}"), "sectors_lost": lost, "io_in_flight": was_busy, "disk_lost": wipe}));
-        if wipe {
-            world.disks.lock().unwrap().insert(victim, MemDir::new());
-            world.count("disk_losses");
-            world.unrecoverable.lock().unwrap().insert(victim);
-        } else {
-            let down_s =
-                0.05 + self.world.cfg.process.down_max_s * (self.rng.below(1000) as f64 / 1000.0);
-            self.down.insert(victim, Instant::now() + sim_secs(down_s));
-        }
-    }
-
-    /// Drives one membership change to completion through the client path (any member;
-    /// followers forward). "Already a member" / "not a member" count as done: an earlier
-    /// attempt with an unknown outcome went through.
+impl Operator {
+    /// Drives one membership change through the client path (any member; followers forward).
+    /// "Already a member" / "not a member" count as done: an earlier attempt whose outcome was
+    /// unknown went through.
     async fn member_change(&mut self, op: ClientOp) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut target = self.world.random_member(&mut self.rng);
@@ -929,8 +955,30 @@ impl Supervisor {
         false
     }
 
-    async fn add_member(&mut self) -> Option<u64> {
-        let id = self.next_id;
+    /// Starts a new empty node and asks the cluster to add it. The node is started *before*
+    /// the outcome is known: if the change commits while its answer is lost, a cluster that
+    /// now counts the new node in its quorum would otherwise wait forever for a node nobody
+    /// started. Until the add is confirmed the id stays pending and is retried.
+    async fn add_member(&mut self) -> bool {
+        let id = *self.world.next_id.lock().unwrap();
+        *self.world.next_id.lock().unwrap() += 1;
+        let addr = format!("sim://{id}");
+        let mut members = self.world.members.lock().unwrap().clone();
+        members.insert(id, addr);
+        self.world
+            .bootstraps
+            .lock()
+            .unwrap()
+            .insert(id, Bootstrap::Join { members });
+        self.world.disks.lock().unwrap().insert(id, MemDir::new());
+        self.world
+            .record(id, "fault", serde_json::json!("joining as a new member"));
+        self.world.spawn_node(id);
+        self.pending_adds.insert(id);
+        self.confirm_add(id).await
+    }
+
+    async fn confirm_add(&mut self, id: u64) -> bool {
         let addr = format!("sim://{id}");
         if !self
             .member_change(ClientOp::AddNode {
@@ -939,113 +987,253 @@ impl Supervisor {
             })
             .await
         {
-            return None;
+            return false;
         }
-        self.next_id += 1;
-        let mut members = self.world.members.lock().unwrap().clone();
-        members.insert(id, addr.clone());
-        *self.world.members.lock().unwrap() = members.clone();
-        self.world
-            .bootstraps
-            .lock()
-            .unwrap()
-            .insert(id, Bootstrap::Join { members });
-        self.world.disks.lock().unwrap().insert(id, MemDir::new());
-        self.world
-            .record(id, "fault", serde_json::json!("joined as a new member"));
-        self.spawn_node(id);
-        Some(id)
+        self.pending_adds.remove(&id);
+        self.world.members.lock().unwrap().insert(id, addr);
+        true
     }
 
     async fn remove_member(&mut self, id: u64) -> bool {
-        if self.world.members.lock().unwrap().len() <= 3 {
-            return false;
-        }
         if !self.member_change(ClientOp::RemoveNode { id }).await {
+            // The outcome may be unknown: retried until definite.
+            self.pending_removes.insert(id);
             return false;
         }
+        self.pending_removes.remove(&id);
+        self.world.retired.lock().unwrap().insert(id);
         self.world.members.lock().unwrap().remove(&id);
-        self.down.remove(&id);
-        self.paused.remove(&id);
-        if let Some(n) = self.nodes.get(&id) {
-            self.handle.kill(n.id());
-        }
-        self.world.inboxes.lock().unwrap().remove(&id);
-        self.world.views.lock().unwrap().remove(&id);
+        self.world.kill_node(id);
         self.world.record(id, "fault", serde_json::json!("removed"));
         true
     }
 
-    /// A node that cannot come back with its data is replaced: its id is removed, a new id is
-    /// added and starts empty (a wiped node never rejoins under its old id).
-    async fn replace_unrecoverable(&mut self) {
-        let stuck: Vec<u64> = self
+    /// A node that cannot come back with its data is replaced: a new id is added (empty, it
+    /// joins by snapshot), then the old id is removed. A wiped node never rejoins as itself.
+    async fn replace_one(&mut self) {
+        let Some(id) = self
             .world
             .unrecoverable
             .lock()
             .unwrap()
             .iter()
+            .next()
             .copied()
-            .collect();
-        for id in stuck {
-            self.down.remove(&id);
-            if let Some(n) = self.nodes.get(&id) {
-                self.handle.kill(n.id());
+        else {
+            return;
+        };
+        self.world.kill_node(id);
+        if !self.pending_adds.is_empty() || !self.replacing.contains(&id) {
+            // One new node per lost one, confirmed before the old id goes.
+            if self.pending_adds.is_empty() {
+                self.replacing.insert(id);
+                self.add_member().await;
             }
-            // Grow first so removing never leaves an even smaller cluster.
-            if self.add_member().await.is_none() {
+            let pending: Vec<u64> = self.pending_adds.iter().copied().collect();
+            for p in pending {
+                self.confirm_add(p).await;
+            }
+            if !self.pending_adds.is_empty() {
+                return;
+            }
+        }
+        if self.remove_member(id).await {
+            self.replacing.remove(&id);
+            self.world.unrecoverable.lock().unwrap().remove(&id);
+            self.world.damaged.lock().unwrap().remove(&id);
+            self.world.count("replacements");
+        }
+    }
+
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<MemberCmd>) {
+        let mut open = true;
+        loop {
+            let idle = self.pending_adds.is_empty()
+                && self.pending_removes.is_empty()
+                && self.world.unrecoverable.lock().unwrap().is_empty();
+            self.world.operator_idle.store(idle, Ordering::Relaxed);
+            if let Some(&p) = self.pending_adds.iter().next() {
+                self.confirm_add(p).await;
                 continue;
             }
-            let removed = self.member_change(ClientOp::RemoveNode { id }).await;
-            if removed {
-                self.world.members.lock().unwrap().remove(&id);
-                self.world.unrecoverable.lock().unwrap().remove(&id);
-                self.world.count("replacements");
+            if let Some(&p) = self.pending_removes.iter().next() {
+                self.remove_member(p).await;
+                continue;
             }
+            if !self.world.unrecoverable.lock().unwrap().is_empty() {
+                self.replace_one().await;
+                continue;
+            }
+            if !open {
+                // No more changes are requested after healing; replacements still happen.
+                sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                cmd = cmds.recv() => match cmd {
+                    Some(MemberCmd::Grow) => {
+                        self.add_member().await;
+                    }
+                    Some(MemberCmd::Shrink(id)) => {
+                        if self.world.members.lock().unwrap().len() > 3 {
+                            self.remove_member(id).await;
+                        }
+                    }
+                    None => open = false,
+                },
+                _ = sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    }
+}
+
+impl World {
+    fn spawn_node(self: &Arc<Self>, id: u64) {
+        let w = self.clone();
+        let n = Handle::current()
+            .create_node()
+            .name(format!("raft-{id}"))
+            .init(move || node_main(w.clone(), id))
+            .build();
+        self.nodes.lock().unwrap().insert(id, n);
+    }
+
+    fn node_handle_id(&self, id: u64) -> Option<madsim::task::NodeId> {
+        self.nodes.lock().unwrap().get(&id).map(|n| n.id())
+    }
+
+    /// Stops a node for good (removed or replaced).
+    fn kill_node(&self, id: u64) {
+        if let Some(nid) = self.node_handle_id(id) {
+            Handle::current().kill(nid);
+        }
+        self.down.lock().unwrap().remove(&id);
+        self.paused.lock().unwrap().remove(&id);
+        self.inboxes.lock().unwrap().remove(&id);
+        self.views.lock().unwrap().remove(&id);
+    }
+
+    /// Nodes that may still be damaged (rotting disk, lost disk) without losing a quorum for
+    /// good: bad-disk nodes only, and only while no more than a minority is unrecoverable.
+    fn may_damage(&self, id: u64) -> bool {
+        let members = self.members.lock().unwrap().len();
+        let damaged = self.damaged.lock().unwrap();
+        self.bad_disks.contains(&id) && (damaged.contains(&id) || damaged.len() < (members - 1) / 2)
+    }
+
+    fn mark_damaged(&self, id: u64) {
+        self.damaged.lock().unwrap().insert(id);
+    }
+}
+
+struct Supervisor {
+    world: Arc<World>,
+    handle: Handle,
+    rng: Rng,
+}
+
+impl Supervisor {
+    fn is_up(&self, id: u64) -> bool {
+        self.world.inboxes.lock().unwrap().contains_key(&id)
+    }
+
+    fn crash(&mut self, victim: u64, kind: CrashKind, wipe: bool) {
+        let world = &self.world;
+        let was_busy = world.busy.lock().unwrap().remove(&victim);
+        if world.synced.lock().unwrap().remove(&victim) {
+            world.count("crashes_between_sync_and_send");
+        }
+        let Some(nid) = world.node_handle_id(victim) else {
+            return;
+        };
+        self.handle.kill(nid);
+        world.paused.lock().unwrap().remove(&victim);
+        world.inboxes.lock().unwrap().remove(&victim);
+        world.views.lock().unwrap().remove(&victim);
+        let rng = &mut self.rng;
+        let lost = world
+            .disks
+            .lock()
+            .unwrap()
+            .get_mut(&victim)
+            .unwrap()
+            .crash(kind, &mut |n| rng.below(n));
+        world.obs.lock().unwrap().faults_injected += 1;
+        world.count(if kind == CrashKind::PowerLoss {
+            "crashes_power_loss"
+        } else {
+            "crashes_process"
+        });
+        if was_busy {
+            world.count("crashes_during_io");
+        }
+        world.record(victim, "fault", serde_json::json!({"crash": format!("{kind:?}"), "sectors_lost": lost, "io_in_flight": was_busy, "disk_lost": wipe}));
+        if wipe {
+            world.disks.lock().unwrap().insert(victim, MemDir::new());
+            world.mark_damaged(victim);
+            world.count("disk_losses");
+            world.unrecoverable.lock().unwrap().insert(victim);
+        } else {
+            let down_s =
+                0.05 + world.cfg.process.down_max_s * (self.rng.below(1000) as f64 / 1000.0);
+            world
+                .down
+                .lock()
+                .unwrap()
+                .insert(victim, Instant::now() + sim_secs(down_s));
         }
     }
 
     fn restart_due(&mut self, all: bool) {
+        let world = &self.world;
         let now = Instant::now();
-        let mut due: Vec<u64> = self
+        let mut due: Vec<u64> = world
             .down
+            .lock()
+            .unwrap()
             .iter()
             .filter(|(_, t)| all || **t <= now)
             .map(|(id, _)| *id)
             .collect();
-        let exited: Vec<u64> = std::mem::take(&mut *self.world.exited.lock().unwrap())
-            .into_iter()
-            .collect();
-        due.extend(exited);
+        due.extend(std::mem::take(&mut *world.exited.lock().unwrap()));
         for id in due {
-            self.down.remove(&id);
-            if !self.world.members.lock().unwrap().contains_key(&id)
-                || self.world.unrecoverable.lock().unwrap().contains(&id)
+            world.down.lock().unwrap().remove(&id);
+            if world.retired.lock().unwrap().contains(&id)
+                || world.unrecoverable.lock().unwrap().contains(&id)
             {
                 continue;
             }
-            self.world.record(id, "fault", serde_json::json!("restart"));
-            self.world.count("restarts");
-            self.handle.restart(self.nodes[&id].id());
+            let Some(nid) = world.node_handle_id(id) else {
+                continue;
+            };
+            world.record(id, "fault", serde_json::json!("restart"));
+            world.count("restarts");
+            self.handle.restart(nid);
         }
-        let resumes: Vec<u64> = self
+        let resumes: Vec<u64> = world
             .paused
+            .lock()
+            .unwrap()
             .iter()
             .filter(|(_, t)| all || **t <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in resumes {
-            self.paused.remove(&id);
-            self.handle.resume(self.nodes[&id].id());
+            world.paused.lock().unwrap().remove(&id);
+            if let Some(nid) = world.node_handle_id(id) {
+                self.handle.resume(nid);
+            }
         }
     }
 
     fn pick_victim(&mut self) -> Option<u64> {
+        let paused = self.world.paused.lock().unwrap().clone();
         let up: Vec<u64> = self
             .world
             .member_ids()
             .into_iter()
-            .filter(|id| self.is_up(*id) && !self.paused.contains_key(id))
+            .filter(|id| self.is_up(*id) && !paused.contains_key(id))
             .collect();
         let busy: Vec<u64> = self
             .world
@@ -1137,23 +1325,29 @@ pub async fn supervise(world: Arc<World>) {
     *world.net_tx.lock().unwrap() = Some(net_tx);
     let net_node = handle.create_node().name("net").build();
     net_node.spawn(net_loop(world.clone(), net_rx));
-    let mut sup = Supervisor {
-        world: world.clone(),
-        handle: handle.clone(),
-        nodes: BTreeMap::new(),
-        down: BTreeMap::new(),
-        paused: BTreeMap::new(),
-        next_id: 100,
-        rng: Rng::new(world.cfg.seed ^ 0xFA17),
-    };
     for id in 1..=world.cfg.nodes {
-        sup.spawn_node(id);
+        world.spawn_node(id);
     }
+    let ops_node = handle.create_node().name("operator").build();
+    let (member_tx, member_rx) = mpsc::unbounded_channel();
+    let operator = Operator {
+        world: world.clone(),
+        rng: Rng::new(world.cfg.seed ^ 0x0BE7),
+        pending_adds: BTreeSet::new(),
+        replacing: BTreeSet::new(),
+        pending_removes: BTreeSet::new(),
+    };
+    ops_node.spawn(operator.run(member_rx));
     let clients_node = handle.create_node().name("clients").build();
     let mut client_tasks = Vec::new();
     for cid in 1..=world.cfg.clients {
         client_tasks.push(clients_node.spawn(client_main(world.clone(), cid)));
     }
+    let mut sup = Supervisor {
+        world: world.clone(),
+        handle: handle.clone(),
+        rng: Rng::new(world.cfg.seed ^ 0xFA17),
+    };
 
     // Fault phase.
     let cfg = world.cfg.clone();
@@ -1175,9 +1369,6 @@ pub async fn supervise(world: Arc<World>) {
         sleep(Duration::from_millis(5)).await;
         let now = Instant::now();
         sup.restart_due(false);
-        if !world.unrecoverable.lock().unwrap().is_empty() {
-            sup.replace_unrecoverable().await;
-        }
         if next_crash.is_some_and(|t| now >= t) {
             next_crash = later(now, cfg.process.crash_every_s, &mut sup.rng);
             if let Some(victim) = sup.pick_victim() {
@@ -1186,7 +1377,9 @@ pub async fn supervise(world: Arc<World>) {
                 } else {
                     CrashKind::Process
                 };
-                let wipe = cfg.swarm.disk_loss && sup.rng.chance(cfg.rare.disk_loss);
+                let wipe = cfg.swarm.disk_loss
+                    && world.may_damage(victim)
+                    && sup.rng.chance(cfg.rare.disk_loss);
                 sup.crash(victim, kind, wipe);
             }
         }
@@ -1197,18 +1390,20 @@ pub async fn supervise(world: Arc<World>) {
         if next_pause.is_some_and(|t| now >= t) {
             next_pause = later(now, cfg.pause_every_s, &mut sup.rng);
             if let Some(victim) = sup.pick_victim() {
-                handle.pause(sup.nodes[&victim].id());
-                let until = now + sim_secs(0.05 + 2.0 * (sup.rng.below(1000) as f64 / 1000.0));
-                sup.paused.insert(victim, until);
-                world.count("pauses");
-                world.record(victim, "fault", serde_json::json!("pause"));
+                if let Some(nid) = world.node_handle_id(victim) {
+                    handle.pause(nid);
+                    let until = now + sim_secs(0.05 + 2.0 * (sup.rng.below(1000) as f64 / 1000.0));
+                    world.paused.lock().unwrap().insert(victim, until);
+                    world.count("pauses");
+                    world.record(victim, "fault", serde_json::json!("pause"));
+                }
             }
         }
         if next_member.is_some_and(|t| now >= t) {
             next_member = later(now, cfg.membership_every_s, &mut sup.rng);
-            let n = world.member_ids().len();
-            if n <= 3 || (n < 5 && sup.rng.below(2) == 0) {
-                sup.add_member().await;
+            let ids = world.member_ids();
+            if ids.len() <= 3 || (ids.len() < 5 && sup.rng.below(2) == 0) {
+                let _ = member_tx.send(MemberCmd::Grow);
             } else {
                 let leader = world
                     .views
@@ -1217,13 +1412,10 @@ pub async fn supervise(world: Arc<World>) {
                     .iter()
                     .find(|(_, v)| v.3 == StateRole::Leader)
                     .map(|(id, _)| *id);
-                let ids: Vec<u64> = world
-                    .member_ids()
-                    .into_iter()
-                    .filter(|id| Some(*id) != leader)
-                    .collect();
-                let victim = ids[sup.rng.below(ids.len() as u64) as usize];
-                sup.remove_member(victim).await;
+                let others: Vec<u64> = ids.into_iter().filter(|id| Some(*id) != leader).collect();
+                let _ = member_tx.send(MemberCmd::Shrink(
+                    others[sup.rng.below(others.len() as u64) as usize],
+                ));
             }
         }
     }
@@ -1234,19 +1426,30 @@ pub async fn supervise(world: Arc<World>) {
         n.blocked.clear();
         n.calm = true;
     }
+    drop(member_tx);
     sup.restart_due(true);
     let healed_at = Instant::now();
     world.record(0, "fault", serde_json::json!("healed"));
-    let liveness_deadline = healed_at + Duration::from_secs(LIVENESS_BOUND_S);
-    while !world.unrecoverable.lock().unwrap().is_empty() && Instant::now() < liveness_deadline {
-        sup.replace_unrecoverable().await;
+    // Replacements of unrecoverable nodes finish first (bounded), then the liveness clock runs.
+    let settle_deadline = healed_at + Duration::from_secs(LIVENESS_BOUND_S);
+    sleep(Duration::from_millis(50)).await;
+    while !world.operator_idle.load(Ordering::Relaxed) && Instant::now() < settle_deadline {
+        sleep(Duration::from_millis(20)).await;
         sup.restart_due(true);
     }
+    if !world.operator_idle.load(Ordering::Relaxed) {
+        let stuck = world.unrecoverable.lock().unwrap().clone();
+        world.violation("liveness", format!("membership work (replacing {stuck:?}) did not finish within {LIVENESS_BOUND_S} s of healing"));
+    }
+    let liveness_deadline = Instant::now() + Duration::from_secs(LIVENESS_BOUND_S);
 
     // Checker 5 (liveness): every member serves a write and a linearizable read in bound.
     for id in world.member_ids() {
         let mut served = false;
-        while !served && Instant::now() < liveness_deadline {
+        while !served
+            && Instant::now() < liveness_deadline
+            && world.members.lock().unwrap().contains_key(&id)
+        {
             let probe = format!("probe-{id}");
             let put = ClientOp::Put {
                 key: probe.clone().into_bytes(),
@@ -1266,8 +1469,11 @@ pub async fn supervise(world: Arc<World>) {
                 sup.restart_due(true);
             }
         }
-        if !served {
-            world.violation("liveness", format!("member {id} did not serve a write and a read within {LIVENESS_BOUND_S} s of healing"));
+        if !served && world.members.lock().unwrap().contains_key(&id) {
+            world.violation(
+                "liveness",
+                format!("member {id} did not serve a write and a read within {LIVENESS_BOUND_S} s"),
+            );
         }
     }
     let rest = Duration::from_secs(cfg.calm_s).saturating_sub(healed_at.elapsed());

@@ -185,21 +185,18 @@ pub fn read_segments(files: &[(String, Vec<u8>)]) -> Result<WalContents, WalErro
                         BadFrame::TruncatedHeader
                         | BadFrame::ZeroHeaderThenData
                         | BadFrame::PastEof { .. } => true,
-                        BadFrame::BadHeader => {
-                            let sector_end = offset - offset % 512 + 512;
-                            shows_unwritten_sector(bytes, offset, sector_end)
-                        }
+                        // A header is 8 aligned bytes inside one sector, and sectors are
+                        // written whole or not at all (an unwritten header reads as zeros):
+                        // a non-zero impossible header is damage, not a torn write.
+                        BadFrame::BadHeader => false,
                         BadFrame::BadChecksum { declared_end } => {
                             shows_unwritten_sector(bytes, offset, declared_end)
                         }
                         BadFrame::BadPayload => false,
                     };
-                    if is_last
-                        && (looks_torn
-                            || crate::planted::active(
-                                crate::planted::PlantedBug::CorruptMiddleAsTornTail,
-                            ))
-                    {
+                    let planted =
+                        crate::planted::active(crate::planted::PlantedBug::CorruptMiddleAsTornTail);
+                    if (is_last && looks_torn) || planted {
                         torn = Some(TornTail {
                             segment: name.to_string(),
                             offset,
@@ -217,7 +214,8 @@ pub fn read_segments(files: &[(String, Vec<u8>)]) -> Result<WalContents, WalErro
             }
         }
         segments.push((name.to_string(), h.seq, h.first_index));
-        if is_last {
+        // (Planted bug only: a "torn tail" in a sealed segment ends the log there.)
+        if is_last || torn.is_some() {
             tail = Some(WalTail {
                 name: name.to_string(),
                 seq: h.seq,
@@ -228,6 +226,9 @@ pub fn read_segments(files: &[(String, Vec<u8>)]) -> Result<WalContents, WalErro
             });
         }
         prev = Some((h.seq, crc));
+        if torn.is_some() {
+            break;
+        }
     }
     Ok(WalContents {
         header: first_header.expect("at least one segment"),
