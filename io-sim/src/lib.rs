@@ -109,6 +109,18 @@ pub fn run_seed(
     keep_trace: bool,
     planted: Option<raftkv_core::planted::PlantedBug>,
 ) -> SeedReport {
+    run_seed_with(seed, keep_trace, planted, false)
+}
+
+/// `run_seed`, optionally without core's workaround for the raft-rs campaign-after-snapshot
+/// panic (to show the raft-rs bug still reproduces).
+#[cfg(madsim)]
+pub fn run_seed_with(
+    seed: u64,
+    keep_trace: bool,
+    planted: Option<raftkv_core::planted::PlantedBug>,
+    without_raft_rs_guard: bool,
+) -> SeedReport {
     use std::sync::Arc;
     #[cfg(raftkv_planted_bugs)]
     raftkv_core::planted::plant(planted);
@@ -119,7 +131,7 @@ pub fn run_seed(
     );
     let cfg = SimConfig::from_seed(seed);
     let wall = std::time::Instant::now();
-    let world = Arc::new(world::World::new(cfg, keep_trace));
+    let world = Arc::new(world::World::new(cfg, keep_trace, without_raft_rs_guard));
     let w = world.clone();
     // A panic anywhere in the world (raft-rs's own assertions included) is a failed seed, not a
     // failed sweep.

@@ -40,6 +40,9 @@ enum Cmd {
         /// Run every seed twice and compare trace hashes.
         #[arg(long)]
         check_determinism: bool,
+        /// Disable core's workaround for the raft-rs campaign-after-snapshot panic.
+        #[arg(long)]
+        without_raft_rs_guard: bool,
     },
     /// Plant a known bug and run seeds until a checker catches it (needs a build with
     /// `--cfg raftkv_planted_bugs`; see README).
@@ -88,7 +91,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             seeds,
             jobs,
             check_determinism,
-        }) => sweep(seeds, jobs.max(1), check_determinism),
+            without_raft_rs_guard,
+        }) => sweep(seeds, jobs.max(1), check_determinism, without_raft_rs_guard),
         Some(Cmd::Planted { bug, seeds }) => planted(&bug, seeds),
         None => {
             let seed = cli
@@ -183,8 +187,13 @@ fn coverage_line(c: &std::collections::BTreeMap<&'static str, u64>) -> String {
 }
 
 #[cfg(madsim)]
-fn sweep((a, b): (u64, u64), jobs: usize, check_determinism: bool) -> anyhow::Result<bool> {
-    use raftkv_io_sim::{run_seed, SeedReport};
+fn sweep(
+    (a, b): (u64, u64),
+    jobs: usize,
+    check_determinism: bool,
+    without_guard: bool,
+) -> anyhow::Result<bool> {
+    use raftkv_io_sim::{run_seed_with, SeedReport};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
     let total = b - a;
@@ -201,8 +210,9 @@ fn sweep((a, b): (u64, u64), jobs: usize, check_determinism: bool) -> anyhow::Re
                 if seed >= b {
                     return;
                 }
-                let r = run_seed(seed, false, None);
-                let second = check_determinism.then(|| run_seed(seed, false, None).trace_hash);
+                let r = run_seed_with(seed, false, None, without_guard);
+                let second = check_determinism
+                    .then(|| run_seed_with(seed, false, None, without_guard).trace_hash);
                 let mut res = results.lock().unwrap();
                 res.push((r, second));
                 let done = res.len() as u64;

@@ -79,6 +79,8 @@ pub struct World {
     incarnations: Mutex<BTreeMap<u64, u64>>,
     rng: Mutex<Rng>,
     stop_clients: AtomicBool,
+    /// Run without core's workaround for the raft-rs campaign-after-snapshot panic.
+    without_raft_rs_guard: bool,
     /// Ids removed from the cluster: never restarted.
     retired: Mutex<BTreeSet<u64>>,
     /// The operator has no membership work in progress.
@@ -110,7 +112,7 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(cfg: SimConfig, keep_trace: bool) -> Self {
+    pub fn new(cfg: SimConfig, keep_trace: bool, without_raft_rs_guard: bool) -> Self {
         let members: BTreeMap<u64, String> =
             (1..=cfg.nodes).map(|i| (i, format!("sim://{i}"))).collect();
         let bootstraps = (1..=cfg.nodes)
@@ -152,6 +154,7 @@ impl World {
             stop_clients: AtomicBool::new(false),
             operator_idle: AtomicBool::new(true),
             retired: Mutex::default(),
+            without_raft_rs_guard,
             members: Mutex::new(members),
             views: Mutex::default(),
             cfg,
@@ -217,6 +220,7 @@ impl World {
         };
         cfg.max_pending_proposals = 256;
         cfg.max_pending_reads = 256;
+        cfg.raft_rs_snapshot_campaign_guard = !self.without_raft_rs_guard;
         cfg
     }
 
