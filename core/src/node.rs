@@ -591,21 +591,29 @@ impl Node {
             return;
         }
         self.stopped = Some(reason);
-        let handles: Vec<ReplyTo> = self
-            .proposals
+        self.fail_pending(ClientError::Stopped);
+        let forwarded = std::mem::take(&mut self.forwarded);
+        let awaiting = std::mem::take(&mut self.awaiting_leader);
+        let handles = forwarded
+            .values()
+            .map(|f| f.handle)
+            .chain(awaiting.iter().map(|(_, r)| r.handle));
+        for handle in handles.collect::<Vec<_>>() {
+            self.reply(ReplyTo::Local(handle), Err(ClientError::Stopped));
+        }
+    }
+
+    /// Answers every pending proposal and read with `err`.
+    fn fail_pending(&mut self, err: ClientError) {
+        let proposals = std::mem::take(&mut self.proposals);
+        let reads = std::mem::take(&mut self.reads);
+        self.reads_waiting.clear();
+        let handles = proposals
             .values()
             .map(|p| p.handle)
-            .chain(self.reads.values().map(|r| r.handle))
-            .collect();
-        self.proposals.clear();
-        self.reads.clear();
-        self.reads_waiting.clear();
-        let forwarded = std::mem::take(&mut self.forwarded);
-        for handle in handles
-            .into_iter()
-            .chain(forwarded.values().map(|f| ReplyTo::Local(f.handle)))
-        {
-            self.reply(handle, Err(ClientError::Stopped));
+            .chain(reads.values().map(|r| r.handle));
+        for handle in handles.collect::<Vec<_>>() {
+            self.reply(handle, Err(err.clone()));
         }
     }
 
@@ -1252,23 +1260,8 @@ impl Node {
         self.role = role;
         self.leader_id = leader_id;
         if was_leader && role != StateRole::Leader {
-            let leader = if leader_id == 0 {
-                None
-            } else {
-                Some(leader_id)
-            };
-            let handles: Vec<ReplyTo> = self
-                .proposals
-                .values()
-                .map(|p| p.handle)
-                .chain(self.reads.values().map(|r| r.handle))
-                .collect();
-            self.proposals.clear();
-            self.reads.clear();
-            self.reads_waiting.clear();
-            for h in handles {
-                self.reply(h, Err(ClientError::LeaderChanged { leader }));
-            }
+            let leader = Some(leader_id).filter(|&l| l != 0);
+            self.fail_pending(ClientError::LeaderChanged { leader });
         }
     }
 

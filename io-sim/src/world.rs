@@ -892,6 +892,16 @@ async fn client_main(world: Arc<World>, cid: u64) {
     }
 }
 
+/// Ids whose time in `map` has come (or all of them).
+fn due_ids(map: &Mutex<BTreeMap<u64, Instant>>, all: bool, now: Instant) -> Vec<u64> {
+    map.lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, t)| all || **t <= now)
+        .map(|(id, _)| *id)
+        .collect()
+}
+
 fn sim_secs(s: f64) -> Duration {
     Duration::from_micros((s * 1e6) as u64)
 }
@@ -1192,14 +1202,7 @@ impl Supervisor {
     fn restart_due(&mut self, all: bool) {
         let world = &self.world;
         let now = Instant::now();
-        let mut due: Vec<u64> = world
-            .down
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, t)| all || **t <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut due = due_ids(&world.down, all, now);
         due.extend(std::mem::take(&mut *world.exited.lock().unwrap()));
         for id in due {
             world.down.lock().unwrap().remove(&id);
@@ -1215,15 +1218,7 @@ impl Supervisor {
             world.count("restarts");
             self.handle.restart(nid);
         }
-        let resumes: Vec<u64> = world
-            .paused
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, t)| all || **t <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in resumes {
+        for id in due_ids(&world.paused, all, now) {
             world.paused.lock().unwrap().remove(&id);
             if let Some(nid) = world.node_handle_id(id) {
                 self.handle.resume(nid);
