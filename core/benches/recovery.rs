@@ -35,7 +35,10 @@ fn bench_recovery(c: &mut Criterion) {
     let t = Instant::now();
     let dir = common::data_dir(ENTRIES, 100, WalConfig::default(), 100);
     let files = dir.list();
-    let bytes: usize = files.iter().map(|n| dir.read(n).expect("listed").len()).sum();
+    let bytes: usize = files
+        .iter()
+        .map(|n| dir.read(n).expect("listed").len())
+        .sum();
     eprintln!(
         "recovery: generated {} files, {} bytes ({:.1} MiB) in {:.1?}",
         files.len(),

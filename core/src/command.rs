@@ -18,8 +18,16 @@ pub struct RequestId {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        #[serde(with = "crate::as_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "crate::as_bytes")]
+        value: Vec<u8>,
+    },
+    Delete {
+        #[serde(with = "crate::as_bytes")]
+        key: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -32,12 +32,17 @@ struct Session {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
+    #[serde(with = "crate::as_bytes::map")]
     data: BTreeMap<Vec<u8>, Vec<u8>>,
     members: BTreeMap<u64, String>,
     /// Ids ever removed: never to be reused (a node whose data was wiped must not come back).
     removed: BTreeSet<u64>,
     sessions: BTreeMap<u64, Session>,
     applied_index: u64,
+    /// (last applied index, client) of every session: the eviction order. Derived from
+    /// `sessions`, so not serialised; rebuilt when a snapshot is decoded.
+    #[serde(skip)]
+    session_lru: BTreeSet<(u64, u64)>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -124,24 +129,22 @@ impl KvState {
             },
         };
         if let Some(rid) = request_id {
-            self.sessions.insert(
-                rid.client,
-                Session {
-                    last_seq: rid.seq,
-                    result: result.clone(),
-                    last_index: index,
-                },
-            );
-            if self.sessions.len() > MAX_SESSIONS {
-                let oldest = self
-                    .sessions
-                    .iter()
-                    .min_by_key(|(c, s)| (s.last_index, **c))
-                    .map(|(c, _)| *c);
-                if let Some(c) = oldest {
-                    self.sessions.remove(&c);
-                }
+            let session = Session {
+                last_seq: rid.seq,
+                result: result.clone(),
+                last_index: index,
+            };
+            if let Some(old) = self.sessions.insert(rid.client, session) {
+                self.session_lru.remove(&(old.last_index, rid.client));
             }
+            self.session_lru.insert((index, rid.client));
+            if self.sessions.len() > MAX_SESSIONS {
+                // Evict the least recently used session: O(log n), never a scan (any client
+                // picks its own id, so a scan per write would be a denial of service).
+                let (_, c) = self.session_lru.pop_first().expect("non-empty");
+                self.sessions.remove(&c);
+            }
+            debug_assert_eq!(self.sessions.len(), self.session_lru.len());
         }
         Applied::Fresh(result)
     }
@@ -168,7 +171,10 @@ impl KvState {
     pub fn decode_snapshot(bytes: &[u8]) -> Result<Self, KvError> {
         match bytes.split_first() {
             Some((&SNAPSHOT_VERSION, rest)) => match postcard::take_from_bytes::<KvState>(rest) {
-                Ok((s, [])) => Ok(s),
+                Ok((mut s, [])) => {
+                    s.session_lru = s.sessions.iter().map(|(c, s)| (s.last_index, *c)).collect();
+                    Ok(s)
+                }
                 _ => Err(KvError::BadSnapshot),
             },
             _ => Err(KvError::BadSnapshot),
@@ -228,5 +234,51 @@ mod tests {
         kv.apply_command(2, None, &put("k", "w"));
         assert_ne!(back.hash(), kv.hash());
         assert!(KvState::decode_snapshot(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn the_least_recently_used_session_is_evicted_and_survives_snapshots() {
+        let mut kv = KvState::default();
+        let mut index = 0;
+        let mut put = |kv: &mut KvState, client: u64| {
+            index += 1;
+            kv.apply_command(
+                index,
+                Some(RequestId { client, seq: 1 }),
+                &Command::Put {
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                },
+            )
+        };
+        for c in 0..MAX_SESSIONS as u64 {
+            put(&mut kv, c);
+        }
+        // Client 0 writes again (most recent now); client 1 is the oldest.
+        let again = |kv: &mut KvState, idx: u64| {
+            kv.apply_command(
+                idx,
+                Some(RequestId { client: 0, seq: 2 }),
+                &Command::Delete { key: b"x".to_vec() },
+            )
+        };
+        again(&mut kv, MAX_SESSIONS as u64 + 1);
+        let kv2 = KvState::decode_snapshot(&kv.encode_snapshot()).unwrap();
+        assert_eq!(kv2, kv, "the eviction index is rebuilt from the sessions");
+        let mut kv = kv2;
+        kv.apply_command(
+            MAX_SESSIONS as u64 + 2,
+            Some(RequestId {
+                client: 999_999,
+                seq: 1,
+            }),
+            &Command::Delete { key: b"y".to_vec() },
+        );
+        assert_eq!(kv.sessions.len(), MAX_SESSIONS);
+        assert!(
+            !kv.sessions.contains_key(&1),
+            "the least recently used session goes"
+        );
+        assert!(kv.sessions.contains_key(&0));
     }
 }

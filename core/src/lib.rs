@@ -4,6 +4,7 @@
 //! return [`fileop::FileOp`]s; the node returns actions; shells (`io-real`, `io-sim`) execute them
 //! and feed completions, ticks and messages back in. See ARCHITECTURE.md at the repository root.
 
+pub mod as_bytes;
 pub mod client;
 pub mod command;
 pub mod compaction;

@@ -40,6 +40,7 @@ struct WireSnapshot {
     index: u64,
     term: u64,
     conf_state: ConfStateRec,
+    #[serde(with = "crate::as_bytes")]
     data: Vec<u8>,
 }
 

@@ -56,7 +56,9 @@ pub struct EntryRec {
     pub index: u64,
     pub term: u64,
     pub kind: EntryKind,
+    #[serde(with = "crate::as_bytes")]
     pub data: Vec<u8>,
+    #[serde(with = "crate::as_bytes")]
     pub context: Vec<u8>,
 }
 
