@@ -23,6 +23,8 @@ pub enum Command {
     Run(RunArgs),
     /// Start a local cluster of N nodes as child processes (ports 12379/12380, 22379/22380, ...).
     Cluster(ClusterArgs),
+    /// HTTP load generator for raftkv, etcd's v3 gateway or raftexample (like etcd's `benchmark`).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]

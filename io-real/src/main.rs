@@ -1,5 +1,7 @@
-//! `raftkv`: run a node (default), or start a local cluster of nodes as child processes.
+//! `raftkv`: run a node (default), start a local cluster of nodes as child processes, or
+//! generate HTTP load (`raftkv bench`).
 
+mod bench;
 mod cli;
 mod disk;
 mod http;
@@ -33,6 +35,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::Cluster(args)) => run_cluster(args),
         Some(Command::Run(args)) => run_node(args),
+        Some(Command::Bench(args)) => bench::run(args),
         None => run_node(cli.run),
     };
     match result {

@@ -58,8 +58,27 @@ fn frame_crc(seed: u32, header: &[u8], payload: &[u8]) -> u32 {
 
 /// Encodes `record` as one frame chained on `prev_crc`; returns the frame's own crc.
 pub fn encode_frame(record: &Record, prev_crc: u32, out: &mut Vec<u8>) -> u32 {
-    let payload = record.encode_payload();
-    encode_raw_frame(record.record_type() as u8, &payload, prev_crc, out)
+    // Encode the payload in place after a placeholder header, then fill the header in: the
+    // same bytes as `encode_raw_frame` without an intermediate payload buffer.
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_BYTES]);
+    record.encode_payload_into(out);
+    let len = out.len() - start - HEADER_BYTES;
+    assert!(len <= MAX_PAYLOAD_BYTES, "WAL record too large");
+    let pad = pad_for(len);
+    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    out[start + 4] = record.record_type() as u8;
+    out[start + 5] = pad as u8;
+    let crc = frame_crc(
+        prev_crc,
+        &out[start..start + HEADER_BYTES],
+        &out[start + HEADER_BYTES..],
+    );
+    out.extend(std::iter::repeat_n(0u8, pad));
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
+    debug_assert_eq!((out.len() - start) % 8, 0);
+    crc
 }
 
 /// Frames an already-encoded payload. Exposed for fuzzing and format tests.

@@ -118,14 +118,22 @@ impl Record {
     }
 
     pub fn encode_payload(&self) -> Vec<u8> {
-        let out = match self {
-            Record::SegmentHeader(r) => postcard::to_allocvec(r),
-            Record::Entry(r) => postcard::to_allocvec(r),
-            Record::HardState(r) => postcard::to_allocvec(r),
-            Record::Snapshot(r) => postcard::to_allocvec(r),
+        let mut out = Vec::new();
+        self.encode_payload_into(&mut out);
+        out
+    }
+
+    /// Appends the payload to `out` (no intermediate buffer: the WAL's hot path).
+    pub fn encode_payload_into(&self, out: &mut Vec<u8>) {
+        let buf = std::mem::take(out);
+        let res = match self {
+            Record::SegmentHeader(r) => postcard::to_extend(r, buf),
+            Record::Entry(r) => postcard::to_extend(r, buf),
+            Record::HardState(r) => postcard::to_extend(r, buf),
+            Record::Snapshot(r) => postcard::to_extend(r, buf),
         };
         // Serialising plain structs into a Vec cannot fail.
-        out.expect("postcard encoding of a WAL record")
+        *out = res.expect("postcard encoding of a WAL record");
     }
 
     /// Decodes a payload; the whole payload must be consumed (no trailing bytes) and must be the

@@ -242,29 +242,24 @@ impl WalWriter {
             !matches!(record, Record::SegmentHeader(_)),
             "headers are written by cuts"
         );
-        let mut frame = Vec::new();
-        let crc = encode_frame(record, self.crc, &mut frame);
-        if self.offset + frame.len() as u64 > self.cfg.segment_size_bytes
-            && self.offset > self.body_start
-        {
+        // Encode straight into the pending write; take it back if the segment must be cut first.
+        let before = self.pending.len();
+        let mut crc = encode_frame(record, self.crc, &mut self.pending);
+        let mut frame_len = (self.pending.len() - before) as u64;
+        if self.offset + frame_len > self.cfg.segment_size_bytes && self.offset > self.body_start {
+            self.pending.truncate(before);
             self.cut(ops);
             // The chain restarted in the new segment: encode again on its crc.
-            frame.clear();
-            let crc = encode_frame(record, self.crc, &mut frame);
-            self.push_frame(record, frame, crc);
-        } else {
-            self.push_frame(record, frame, crc);
+            let before = self.pending.len();
+            crc = encode_frame(record, self.crc, &mut self.pending);
+            frame_len = (self.pending.len() - before) as u64;
         }
+        self.offset += frame_len;
+        self.crc = crc;
+        self.note_record(record);
     }
 
-    fn push_frame(&mut self, record: &Record, frame: Vec<u8>, crc: u32) {
-        self.offset += frame.len() as u64;
-        self.crc = crc;
-        if self.pending.is_empty() {
-            self.pending = frame;
-        } else {
-            self.pending.extend_from_slice(&frame);
-        }
+    fn note_record(&mut self, record: &Record) {
         match record {
             Record::Entry(e) => self.last_index = e.index,
             Record::HardState(h) => self.last_hs = Some(*h),
