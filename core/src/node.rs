@@ -651,7 +651,8 @@ impl Node {
             && self.kv.applied_index() > self.raw.raft.raft_log.applied
     }
 
-    /// raft-rs draws election timeouts from `thread_rng`, which no simulator can seed. Draw our
+    /// raft-rs draws election timeouts from its thread-local, OS-seeded RNG, which no simulator
+    /// can seed. Draw our
     /// own from the node's seeded RNG whenever raft may have drawn a new one, and install it
     /// before raft reads it (only `tick` reads it). raft-rs draws exactly when it resets
     /// (`Raft::reset`, on every become_follower/candidate/leader), and a reset always zeroes

@@ -1,7 +1,7 @@
 //! Writes the seed corpus for the fuzz targets in `fuzz/`:
 //!
 //! ```text
-//! cargo run -p raftkv-core --example gen_fuzz_corpus [-- OUT_DIR]
+//! cargo run -p raftkv-e2e --example gen_fuzz_corpus [-- OUT_DIR]
 //! ```
 //!
 //! OUT_DIR defaults to `fuzz/corpus` of this repository; one sub-directory per target. Seeds are
