@@ -739,6 +739,14 @@ impl Node {
         if env.from == 0 || env.from == self.cfg.id {
             return Err(PeerError::UnknownSender(env.from));
         }
+        // An id this node does not know may be a member added after the state it has applied
+        // (it lags), or one since removed: remember its address so replies can reach it.
+        if !self.kv.members().contains_key(&env.from) && !env.from_addr.is_empty() {
+            if self.peer_hints.len() >= MAX_PEER_HINTS && !self.peer_hints.contains_key(&env.from) {
+                self.peer_hints.pop_first();
+            }
+            self.peer_hints.insert(env.from, env.from_addr.clone());
+        }
         if self.kv.was_removed(env.from) {
             // Tell it, or it campaigns forever: it never sees the entry that removed it.
             let bytes = msgcodec::encode_removed(&self.sender(), env.from);
@@ -748,14 +756,6 @@ impl Node {
                 bytes,
             }));
             return Err(PeerError::UnknownSender(env.from));
-        }
-        // An id this node does not know may be a member added after the state it has applied
-        // (it lags): accept it, and remember its address so replies can reach it.
-        if !self.kv.members().contains_key(&env.from) && !env.from_addr.is_empty() {
-            if self.peer_hints.len() >= MAX_PEER_HINTS && !self.peer_hints.contains_key(&env.from) {
-                self.peer_hints.pop_first();
-            }
-            self.peer_hints.insert(env.from, env.from_addr.clone());
         }
         match env.body {
             msgcodec::Body::Raft(m)
@@ -1260,9 +1260,25 @@ impl Node {
         }
         self.role = role;
         self.leader_id = leader_id;
+        let leader = Some(leader_id).filter(|&l| l != 0);
         if was_leader && role != StateRole::Leader {
-            let leader = Some(leader_id).filter(|&l| l != 0);
             self.fail_pending(ClientError::LeaderChanged { leader });
+        }
+        // Requests forwarded to a node that is no longer the leader would otherwise wait out
+        // their whole deadline (the old leader may be dead): answer them now, outcome unknown,
+        // so clients retry (with their request id) against the new leader.
+        let stale: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, f)| f.leader != leader_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            let f = self.forwarded.remove(&id).expect("listed");
+            self.reply(
+                ReplyTo::Local(f.handle),
+                Err(ClientError::LeaderChanged { leader }),
+            );
         }
     }
 

@@ -106,7 +106,12 @@ impl NodeProc {
 pub struct Cluster {
     pub dir: TempDir,
     pub nodes: Vec<NodeProc>,
+    /// Clusters run one at a time: a dozen raft processes sharing two cores make every timing
+    /// in these tests a coin toss. Declared last so it is released after the processes die.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for Cluster {
     fn drop(&mut self) {
@@ -143,7 +148,14 @@ impl Cluster {
             n.args
                 .splice(0..0, ["--cluster".to_string(), cluster_flag.clone()]);
         }
-        let mut c = Cluster { dir, nodes };
+        let guard = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut c = Cluster {
+            dir,
+            nodes,
+            _one_at_a_time: guard,
+        };
         for i in 0..c.nodes.len() {
             c.spawn(i);
         }
