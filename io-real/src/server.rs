@@ -99,6 +99,9 @@ impl Server {
     ) -> Exit {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Startup first: recovery's events (loaded snapshot, repaired tail, files set aside) are
+        // logged and its repair job issued before any request is answered.
+        self.execute();
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.node.tick(),
