@@ -391,11 +391,7 @@ async fn disk_job(
         }
         let is_write = matches!(op, FileOp::WriteAt { .. } | FileOp::Create { .. });
         if !calm && sw.enospc && is_write && world.chance(rare.enospc) {
-            if std::env::var("RAFTKV_SIM_DEBUG_NODE")
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                == Some(id)
-            {
+            if debug_node(id) {
                 eprintln!(
                     "[{} ns] node {id} job {} ENOSPC on {:?}",
                     world.now_ns(),
@@ -425,11 +421,7 @@ async fn disk_job(
                 world.mark_damaged(id);
             }
         }
-        if std::env::var("RAFTKV_SIM_DEBUG_NODE")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            == Some(id)
-        {
+        if debug_node(id) {
             eprintln!("[{} ns] node {id} job {} {:?}", world.now_ns(), job.id, op);
         }
         let r = world
@@ -452,6 +444,14 @@ async fn disk_job(
     world.synced.lock().unwrap().remove(&id);
     world.busy.lock().unwrap().remove(&id);
     let _ = done.send(JobEnd::Done(job.id));
+}
+
+/// `RAFTKV_SIM_DEBUG_NODE=N` prints node N's disk ops.
+fn debug_node(id: u64) -> bool {
+    std::env::var("RAFTKV_SIM_DEBUG_NODE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        == Some(id)
 }
 
 /// Sticky read corruption and latent sector errors, applied to a bad disk before a restart.
@@ -742,6 +742,16 @@ fn observe_event(world: &World, id: u64, e: Event) {
 }
 
 impl World {
+    /// The node that last reported itself leader, if any.
+    fn leader(&self) -> Option<u64> {
+        self.views
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, v)| v.3 == StateRole::Leader)
+            .map(|(id, _)| *id)
+    }
+
     fn member_ids(&self) -> Vec<u64> {
         self.members.lock().unwrap().keys().copied().collect()
     }
@@ -1282,13 +1292,7 @@ impl Supervisor {
             }
             _ => {
                 // Isolate the leader (or a random node when none is known).
-                let leader = world
-                    .views
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .find(|(_, v)| v.3 == StateRole::Leader)
-                    .map(|(id, _)| *id);
+                let leader = world.leader();
                 let victim =
                     leader.unwrap_or_else(|| ids[self.rng.below(ids.len() as u64) as usize]);
                 for &o in &ids {
@@ -1404,13 +1408,7 @@ pub async fn supervise(world: Arc<World>) {
             if ids.len() <= 3 || (ids.len() < 5 && sup.rng.below(2) == 0) {
                 let _ = member_tx.send(MemberCmd::Grow);
             } else {
-                let leader = world
-                    .views
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .find(|(_, v)| v.3 == StateRole::Leader)
-                    .map(|(id, _)| *id);
+                let leader = world.leader();
                 let others: Vec<u64> = ids.into_iter().filter(|id| Some(*id) != leader).collect();
                 let _ = member_tx.send(MemberCmd::Shrink(
                     others[sup.rng.below(others.len() as u64) as usize],

@@ -97,21 +97,24 @@ impl Cluster {
             let bootstrap = Bootstrap::NewCluster {
                 members: members.clone(),
             };
-            let node = Node::start(cfg.clone(), None, bootstrap.clone()).expect("start");
-            c.nodes.insert(
-                id,
-                SimNode {
-                    node: Some(node),
-                    dir: MemDir::new(),
-                    cfg,
-                    bootstrap,
-                    jobs: VecDeque::new(),
-                    incarnation: 0,
-                },
-            );
+            c.insert_node(id, cfg, bootstrap);
         }
         c.pump_actions();
         c
+    }
+
+    /// Starts node `id` on an empty directory.
+    fn insert_node(&mut self, id: u64, cfg: NodeConfig, bootstrap: Bootstrap) {
+        let node = Node::start(cfg.clone(), None, bootstrap.clone()).expect("start");
+        let sim = SimNode {
+            node: Some(node),
+            dir: MemDir::new(),
+            cfg,
+            bootstrap,
+            jobs: VecDeque::new(),
+            incarnation: 0,
+        };
+        self.nodes.insert(id, sim);
     }
 
     /// Adds a node that joins with `--join` semantics (it must be added with AddNode too).
@@ -125,18 +128,7 @@ impl Cluster {
             .chain([(id, addr(id))])
             .collect();
         let bootstrap = Bootstrap::Join { members };
-        let node = Node::start(cfg.clone(), None, bootstrap.clone()).expect("start joiner");
-        self.nodes.insert(
-            id,
-            SimNode {
-                node: Some(node),
-                dir: MemDir::new(),
-                cfg,
-                bootstrap,
-                jobs: VecDeque::new(),
-                incarnation: 0,
-            },
-        );
+        self.insert_node(id, cfg, bootstrap);
         self.pump_actions();
     }
 
