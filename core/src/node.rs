@@ -336,6 +336,22 @@ pub struct Node {
     stopped: Option<String>,
 }
 
+/// Removes and returns, in key order, the entries whose deadline has passed.
+fn take_expired<T>(
+    map: &mut BTreeMap<u64, T>,
+    now_tick: u64,
+    deadline_tick: impl Fn(&T) -> u64,
+) -> Vec<T> {
+    let due: Vec<u64> = map
+        .iter()
+        .filter(|(_, v)| deadline_tick(v) <= now_tick)
+        .map(|(k, _)| *k)
+        .collect();
+    due.into_iter()
+        .map(|k| map.remove(&k).expect("listed"))
+        .collect()
+}
+
 fn raft_config(cfg: &NodeConfig, applied: u64) -> raft::Config {
     raft::Config {
         id: cfg.id,
@@ -681,36 +697,15 @@ impl Node {
 
     fn expire_requests(&mut self) {
         let now = self.now_tick;
-        let expired: Vec<u64> = self
-            .proposals
-            .iter()
-            .filter(|(_, p)| p.deadline_tick <= now)
-            .map(|(i, _)| *i)
-            .collect();
-        for index in expired {
-            let p = self.proposals.remove(&index).expect("listed");
+        for p in take_expired(&mut self.proposals, now, |p| p.deadline_tick) {
             self.reply(p.handle, Err(ClientError::Timeout));
         }
-        let expired: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.deadline_tick <= now)
-            .map(|(i, _)| *i)
-            .collect();
-        for id in expired {
-            let r = self.reads.remove(&id).expect("listed");
+        for r in take_expired(&mut self.reads, now, |r| r.deadline_tick) {
             self.reply(r.handle, Err(ClientError::Timeout));
         }
         let reads = &self.reads;
         self.reads_waiting.retain(|id| reads.contains_key(id));
-        let expired: Vec<u64> = self
-            .forwarded
-            .iter()
-            .filter(|(_, f)| f.deadline_tick <= now)
-            .map(|(i, _)| *i)
-            .collect();
-        for id in expired {
-            let f = self.forwarded.remove(&id).expect("listed");
+        for f in take_expired(&mut self.forwarded, now, |f| f.deadline_tick) {
             self.reply(ReplyTo::Local(f.handle), Err(ClientError::Timeout));
         }
     }
