@@ -1,10 +1,13 @@
 //! The replicated state machine: an ordered map of byte keys to byte values, the membership
 //! (id -> peer address), and the client sessions that make retried writes idempotent.
 //!
-//! Everything is a `BTreeMap`, so iteration order (and therefore snapshot bytes and hashes) is a
-//! function of the contents alone.
+//! Every map is ordered, so iteration order (and therefore snapshot bytes and hashes) is a
+//! function of the contents alone. The large maps (data, sessions) are persistent B-trees
+//! (`imbl`): cloning the state is O(1) and later writes copy only the nodes they touch, which is
+//! what lets a snapshot be serialised off the event loop while writes go on.
 
 use crate::command::{Command, MemberChange, RequestId};
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
@@ -33,16 +36,16 @@ struct Session {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
     #[serde(with = "crate::as_bytes::map")]
-    data: BTreeMap<Vec<u8>, Vec<u8>>,
+    data: OrdMap<Vec<u8>, Vec<u8>>,
     members: BTreeMap<u64, String>,
     /// Ids ever removed: never to be reused (a node whose data was wiped must not come back).
     removed: BTreeSet<u64>,
-    sessions: BTreeMap<u64, Session>,
+    sessions: OrdMap<u64, Session>,
     applied_index: u64,
     /// (last applied index, client) of every session: the eviction order. Derived from
     /// `sessions`, so not serialised; rebuilt when a snapshot is decoded.
     #[serde(skip)]
-    session_lru: BTreeSet<(u64, u64)>,
+    session_lru: OrdSet<(u64, u64)>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -141,7 +144,7 @@ impl KvState {
             if self.sessions.len() > MAX_SESSIONS {
                 // Evict the least recently used session: O(log n), never a scan (any client
                 // picks its own id, so a scan per write would be a denial of service).
-                let (_, c) = self.session_lru.pop_first().expect("non-empty");
+                let (_, c) = self.session_lru.remove_min().expect("non-empty");
                 self.sessions.remove(&c);
             }
             debug_assert_eq!(self.sessions.len(), self.session_lru.len());
@@ -234,6 +237,94 @@ mod tests {
         kv.apply_command(2, None, &put("k", "w"));
         assert_ne!(back.hash(), kv.hash());
         assert!(KvState::decode_snapshot(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// The persistent maps must not change the snapshot format (core/FORMAT.md): the same
+    /// state laid out in std `BTreeMap`s, as it was first written, encodes to the same bytes.
+    #[test]
+    fn snapshot_bytes_match_the_btreemap_layout() {
+        #[derive(Serialize)]
+        struct Mirror {
+            data: BTreeMap<serde_bytes_mirror::B, serde_bytes_mirror::B>,
+            members: BTreeMap<u64, String>,
+            removed: BTreeSet<u64>,
+            sessions: BTreeMap<u64, Session>,
+            applied_index: u64,
+        }
+        mod serde_bytes_mirror {
+            #[derive(PartialEq, Eq, PartialOrd, Ord)]
+            pub struct B(pub Vec<u8>);
+            impl serde::Serialize for B {
+                fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                    s.serialize_bytes(&self.0)
+                }
+            }
+        }
+        let mut kv = KvState::with_members([(1, "http://a".into()), (2, "http://b".into())].into());
+        for i in 0..300u64 {
+            let key = format!("k{}", i * 7919 % 257).into_bytes();
+            let rid = Some(RequestId {
+                client: i % 5,
+                seq: i,
+            });
+            if i % 11 == 0 {
+                kv.apply_command(i + 1, rid, &Command::Delete { key });
+            } else {
+                kv.apply_command(
+                    i + 1,
+                    rid,
+                    &Command::Put {
+                        key,
+                        value: i.to_le_bytes().to_vec(),
+                    },
+                );
+            }
+        }
+        kv.apply_member_change(301, &MemberChange::Remove { id: 2 });
+        let mirror = Mirror {
+            data: kv
+                .data
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        serde_bytes_mirror::B(k.clone()),
+                        serde_bytes_mirror::B(v.clone()),
+                    )
+                })
+                .collect(),
+            members: kv.members.clone(),
+            removed: kv.removed.clone(),
+            sessions: kv.sessions.iter().map(|(c, s)| (*c, s.clone())).collect(),
+            applied_index: kv.applied_index,
+        };
+        let mut expected = vec![SNAPSHOT_VERSION];
+        expected.extend(postcard::to_allocvec(&mirror).unwrap());
+        assert_eq!(kv.encode_snapshot(), expected);
+    }
+
+    #[test]
+    fn a_clone_is_a_frozen_view() {
+        let mut kv = KvState::default();
+        for i in 0..1000u64 {
+            kv.apply_command(i + 1, None, &put(&format!("k{i}"), "v"));
+        }
+        let view = kv.clone();
+        let before = view.encode_snapshot();
+        kv.apply_command(1001, None, &put("k1", "changed"));
+        kv.apply_command(
+            1002,
+            None,
+            &Command::Delete {
+                key: b"k2".to_vec(),
+            },
+        );
+        assert_eq!(
+            view.encode_snapshot(),
+            before,
+            "writes after the clone do not reach it"
+        );
+        assert_eq!(view.get(b"k1"), Some(&b"v"[..]));
+        assert_eq!(kv.get(b"k1"), Some(&b"changed"[..]));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The replicated node: raft-rs's `RawNode` driven purely by inputs, in raft-rs's Ready order.
 //!
 //! Inputs: [`Node::tick`], [`Node::receive`] (peer bytes), [`Node::client`] (requests),
-//! [`Node::disk_done`] (completion of a [`DiskJob`]), [`Node::report_unreachable`] and
-//! [`Node::report_snapshot`]. Outputs: [`Action`]s taken with [`Node::drain`].
+//! [`Node::disk_done`] (completion of a [`DiskJob`]), [`Node::snapshot_saved`] (completion of a
+//! [`SnapshotJob`]), [`Node::report_unreachable`] and [`Node::report_snapshot`]. Outputs:
+//! [`Action`]s taken with [`Node::drain`].
 //!
 //! Persistence follows the Ready contract in async form. Each Ready's entries, HardState and
 //! snapshot become `FileOp`s in a staged job; at most one job is in flight; everything staged
@@ -11,6 +12,11 @@
 //! job holding their Ready completes, so a shell cannot send them early. A leader's own messages
 //! go out at once (it replicates while it syncs). Committed entries are applied as soon as raft
 //! hands them out (raft only hands out persisted ones), writes are answered after apply.
+//!
+//! A snapshot of the state machine is a second lane: the node hands out a [`SnapshotJob`] holding
+//! an O(1) clone of the state, a shell serialises it and writes the file beside the WAL's jobs,
+//! and only once that file is durable does the node log its WAL marker and compact. Writes never
+//! wait for a snapshot to be serialised or synced.
 
 pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest};
 use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
@@ -180,9 +186,54 @@ pub enum Event {
     },
 }
 
+/// Serialise the state machine as of `meta.index` and write it as a snapshot file. CPU-heavy and
+/// a large write, so a shell runs it beside (never inside) the WAL's disk jobs: call
+/// [`SnapshotJob::build`], execute the ops in order, then report with `snapshot_saved(id, data)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SnapshotJob {
+    pub id: u64,
+    pub meta: SnapshotMeta,
+    /// A clone of the state at `meta.index`: persistent maps, so taking it cost O(1) and later
+    /// writes do not reach it.
+    state: KvState,
+}
+
+/// A serialised snapshot: the file ops that make it durable, and the state-machine bytes the
+/// node needs back (to send to followers that fall behind).
+pub struct BuiltSnapshot {
+    pub ops: Vec<FileOp>,
+    pub data: Vec<u8>,
+}
+
+impl SnapshotJob {
+    /// The expensive part (serialisation, checksum), pure: safe to run on any thread.
+    pub fn build(&self) -> BuiltSnapshot {
+        let data = self.state.encode_snapshot();
+        debug_assert_eq!(self.state.applied_index(), self.meta.index);
+        let file = SnapshotFile {
+            meta: self.meta.clone(),
+            data,
+        };
+        let mut ops = Vec::with_capacity(5);
+        snapfile::write_ops(&file, &mut ops);
+        BuiltSnapshot {
+            ops,
+            data: file.data,
+        }
+    }
+}
+
+impl std::fmt::Debug for SnapshotJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SnapshotJob({}, {:?})", self.id, self.meta)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Disk(DiskJob),
+    /// Runs concurrently with `Disk` jobs; at most one at a time.
+    Snapshot(SnapshotJob),
     Send(Outgoing),
     Reply {
         handle: u64,
@@ -301,6 +352,7 @@ pub struct NodeStatus {
     pub pending_proposals: usize,
     pub pending_reads: usize,
     pub disk_job_in_flight: bool,
+    pub snapshot_job_in_flight: bool,
 }
 
 pub struct Node {
@@ -333,6 +385,8 @@ pub struct Node {
     snapshot_index: u64,
     snapshots_on_disk: Vec<SnapshotOnDisk>,
     snapshot_wanted: bool,
+    /// The snapshot job handed out and not yet reported saved: (job id, what it captures).
+    snapshot_job: Option<(u64, SnapshotMeta)>,
     stopped: Option<String>,
 }
 
@@ -544,6 +598,7 @@ impl Node {
             snapshot_index,
             snapshots_on_disk,
             snapshot_wanted: false,
+            snapshot_job: None,
             stopped: None,
         };
         node.staged.ops = ops;
@@ -590,6 +645,7 @@ impl Node {
             pending_proposals: self.proposals.len(),
             pending_reads: self.reads.len(),
             disk_job_in_flight: self.in_flight.is_some(),
+            snapshot_job_in_flight: self.snapshot_job.is_some(),
         }
     }
 
@@ -1464,6 +1520,15 @@ impl Node {
     fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), String> {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
+        if let Some((_, local)) = &self.snapshot_job {
+            // raft restores only snapshots beyond its commit, and a local snapshot is at or below
+            // it: the two never share a file name, so the lanes never write the same file.
+            assert!(
+                index > local.index,
+                "installing snapshot {index} over local snapshot job {}",
+                local.index
+            );
+        }
         let kv = KvState::decode_snapshot(&snap.data)
             .map_err(|e| format!("snapshot {index} from the leader: {e}"))?;
         if kv.applied_index() != index {
@@ -1515,6 +1580,10 @@ impl Node {
                 .is_none_or(|s| s.get_metadata().get_conf_state() != store.conf_state());
             applied > self.snapshot_index || current
         };
+        if self.snapshot_job.is_some() {
+            // One at a time; a wanted snapshot is asked for again once this one is saved.
+            return;
+        }
         self.snapshot_wanted = false;
         if due || wanted {
             self.create_snapshot();
@@ -1522,8 +1591,11 @@ impl Node {
     }
 
     /// raftexample's maybeTriggerSnapshot, run only after everything raft handed out is applied.
+    /// Hands the state to a snapshot job; `snapshot_saved` logs and compacts once it is durable.
     fn create_snapshot(&mut self) {
+        assert!(self.snapshot_job.is_none(), "one snapshot job at a time");
         let applied = self.kv.applied_index();
+        assert!(applied > 0, "a snapshot of nothing");
         self.actions.push(Action::Event(Event::StartSnapshot {
             applied_index: applied,
             last_snapshot_index: self.snapshot_index,
@@ -1537,24 +1609,50 @@ impl Node {
         } else {
             cs_to_rec(store.conf_state())
         };
-        let mut hs = store.hard_state().clone();
-        hs.commit = hs.commit.max(applied);
-        let data = self.kv.encode_snapshot();
         let meta = SnapshotMeta {
             index: applied,
             term,
-            conf_state: conf_state.clone(),
+            conf_state,
         };
-        let file = SnapshotFile {
-            meta: meta.clone(),
-            data,
-        };
-        // The file first, then its WAL marker: a crash in between leaves an orphan file that
-        // recovery removes, never a marker without its file.
-        let name = snapfile::write_ops(&file, &mut self.staged.ops);
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        self.snapshot_job = Some((id, meta.clone()));
+        self.actions.push(Action::Snapshot(SnapshotJob {
+            id,
+            meta,
+            state: self.kv.clone(),
+        }));
+    }
+
+    /// The snapshot job `id` completed: its file is durable under its final name, and `data`
+    /// is the state machine it holds. Logs the WAL marker (after the file, never before: a crash
+    /// in between leaves an orphan file that recovery removes) and compacts the log.
+    pub fn snapshot_saved(&mut self, id: u64, data: Vec<u8>) {
+        let (job_id, meta) = self
+            .snapshot_job
+            .take()
+            .expect("snapshot_saved without a snapshot job");
+        assert_eq!(job_id, id, "snapshot_saved for another job");
+        if self.stopped.is_some() {
+            return;
+        }
+        let SnapshotMeta {
+            index,
+            term,
+            conf_state,
+        } = meta.clone();
+        let name = snapfile::file_name(term, index);
+        if index <= self.snapshot_index {
+            // The leader's snapshot was installed meanwhile and is newer: this file describes a
+            // past no marker will point to. Remove it (after the next sync, like any purge).
+            if !self.snapshots_on_disk.iter().any(|s| s.name == name) {
+                self.staged.post_sync.push(FileOp::Remove { name });
+            }
+            return;
+        }
         self.wal.append(
             &Record::Snapshot(SnapshotMarker {
-                index: applied,
+                index,
                 term,
                 conf_state,
                 log_reset: false,
@@ -1562,25 +1660,29 @@ impl Node {
             &mut self.staged.ops,
         );
         // Persist a commit covering the snapshot with it, so recovery accepts the snapshot.
+        let mut hs = self.raw.store().hard_state().clone();
+        assert!(
+            hs.commit.max(self.raw.raft.raft_log.committed) >= index,
+            "snapshot {index} beyond the commit index"
+        );
+        hs.commit = hs.commit.max(index);
         self.stage_hard_state(hs_to_rec(&hs));
         self.raw
             .mut_store()
-            .set_latest_snapshot(make_snapshot(&meta, file.data));
-        let ci = compaction::compact_index(&self.cfg.compaction, applied);
+            .set_latest_snapshot(make_snapshot(&meta, data));
+        let ci = compaction::compact_index(&self.cfg.compaction, index);
         self.raw.mut_store().compact(ci);
         self.actions
             .push(Action::Event(Event::CompactedLog { index: ci }));
-        self.snapshot_index = applied;
-        self.snapshots_on_disk.push(SnapshotOnDisk {
-            name,
-            term,
-            index: applied,
-        });
-        self.actions.push(Action::Event(Event::SnapshotSaved {
-            term,
-            index: applied,
-        }));
+        self.snapshot_index = index;
+        self.snapshots_on_disk
+            .push(SnapshotOnDisk { name, term, index });
+        self.actions
+            .push(Action::Event(Event::SnapshotSaved { term, index }));
         self.plan_purge();
+        // A snapshot may be due again (or wanted by a lagging follower) already; `drain` issues
+        // the staged WAL job.
+        self.maybe_snapshot();
     }
 
     /// Removals run after this job's sync, so the new snapshot and marker are durable first.

@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// Cluster token: nodes only talk to peers with the same token.
     #[arg(long, default_value = "raftkv")]
     pub cluster_token: String,
+    /// Threads for the HTTP API and peer connections. 1 (the default) runs them on the event
+    /// loop's own thread, which is fastest when cores are few; more spread HTTP parsing out.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub threads: u64,
     /// Messages queued per peer before new ones are dropped.
     #[arg(long, default_value_t = 4096)]
     pub peer_queue_len: usize,

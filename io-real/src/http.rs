@@ -511,6 +511,18 @@ async fn metrics(State(api): State<Api>) -> Response {
         c.disk_job_us_total,
     );
     metric(
+        "snapshot_job_microseconds_total",
+        "counter",
+        "Time spent serialising and writing snapshot files (beside the WAL's jobs).",
+        c.snapshot_job_us_total,
+    );
+    metric(
+        "snapshot_bytes_total",
+        "counter",
+        "Bytes of snapshot files written.",
+        c.snapshot_bytes_total,
+    );
+    metric(
         "snapshots_saved_total",
         "counter",
         "Snapshots taken.",

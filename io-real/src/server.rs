@@ -6,6 +6,7 @@ use crate::peer::{Peers, SendReport};
 use raftkv_core::command::RequestId;
 use raftkv_core::node::{
     Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskJob, Event, Node, NodeStatus,
+    SnapshotJob,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -43,6 +44,9 @@ pub struct Counters {
     pub disk_jobs: u64,
     pub disk_syncs: u64,
     pub disk_job_us_total: u64,
+    pub snapshot_jobs: u64,
+    pub snapshot_job_us_total: u64,
+    pub snapshot_bytes_total: u64,
     pub snapshots_saved: u64,
     pub snapshots_installed: u64,
     pub compactions: u64,
@@ -67,6 +71,7 @@ pub struct Server {
     pub node: Node,
     pub peers: Peers,
     pub disk: Option<std::sync::mpsc::Sender<DiskJob>>,
+    pub snapshots: Option<std::sync::mpsc::Sender<SnapshotJob>>,
     pub timeout_ticks: u64,
     pending: HashMap<u64, oneshot::Sender<ClientResult>>,
     next_handle: u64,
@@ -78,12 +83,14 @@ impl Server {
         node: Node,
         peers: Peers,
         disk: std::sync::mpsc::Sender<DiskJob>,
+        snapshots: std::sync::mpsc::Sender<SnapshotJob>,
         timeout_ticks: u64,
     ) -> Self {
         Server {
             node,
             peers,
             disk: Some(disk),
+            snapshots: Some(snapshots),
             timeout_ticks,
             pending: HashMap::new(),
             next_handle: 1,
@@ -185,6 +192,17 @@ impl Server {
                 self.counters.disk_job_us_total += elapsed_us;
                 self.node.disk_done(id);
             }
+            Input::Disk(DiskResult::SnapshotSaved {
+                id,
+                data,
+                size_bytes,
+                elapsed_us,
+            }) => {
+                self.counters.snapshot_jobs += 1;
+                self.counters.snapshot_job_us_total += elapsed_us;
+                self.counters.snapshot_bytes_total += size_bytes;
+                self.node.snapshot_saved(id, data);
+            }
             Input::Disk(DiskResult::Failed { id, error }) => {
                 return Some(Exit::DiskFailed(format!("disk job {id} failed: {error}")));
             }
@@ -199,6 +217,11 @@ impl Server {
                     if let Some(d) = &self.disk {
                         // The disk thread only goes away after a failure, which ends the loop.
                         let _ = d.send(job);
+                    }
+                }
+                Action::Snapshot(job) => {
+                    if let Some(s) = &self.snapshots {
+                        let _ = s.send(job);
                     }
                 }
                 Action::Send(o) => {

@@ -67,7 +67,8 @@ pub struct World {
     pub cfg: SimConfig,
     start: Mutex<Option<Instant>>,
     pub disks: Mutex<BTreeMap<u64, MemDir>>,
-    busy: Mutex<BTreeSet<u64>>,
+    /// Disk jobs in flight per node (the WAL lane and the snapshot lane).
+    busy: Mutex<BTreeMap<u64, u32>>,
     /// Nodes whose disk job is durable but not yet reported (persisted messages still held).
     synced: Mutex<BTreeSet<u64>>,
     inboxes: Mutex<BTreeMap<u64, mpsc::UnboundedSender<Inbound>>>,
@@ -341,6 +342,8 @@ async fn net_loop(world: Arc<World>, mut rx: mpsc::UnboundedReceiver<Packet>) {
 /// How a disk job ended.
 enum JobEnd {
     Done(u64),
+    /// A snapshot job's file is durable; the state-machine bytes go back to the node.
+    SnapshotSaved(u64, Vec<u8>),
     /// The disk reported an error: the node must stop (never retry an fsync).
     Failed(&'static str),
 }
@@ -353,7 +356,31 @@ async fn disk_job(
     job: raftkv_core::node::DiskJob,
     done: mpsc::UnboundedSender<JobEnd>,
 ) {
-    world.busy.lock().unwrap().insert(id);
+    run_ops(world, id, job.id, job.ops, JobEnd::Done(job.id), done).await
+}
+
+/// The snapshot lane: serialise (no simulated time: CPU), then write like any disk job, running
+/// concurrently with the node's WAL jobs.
+async fn snapshot_job(
+    world: Arc<World>,
+    id: u64,
+    job: raftkv_core::node::SnapshotJob,
+    done: mpsc::UnboundedSender<JobEnd>,
+) {
+    let built = job.build();
+    let end = JobEnd::SnapshotSaved(job.id, built.data);
+    run_ops(world, id, job.id, built.ops, end, done).await
+}
+
+async fn run_ops(
+    world: Arc<World>,
+    id: u64,
+    job_id: u64,
+    ops: Vec<FileOp>,
+    end: JobEnd,
+    done: mpsc::UnboundedSender<JobEnd>,
+) {
+    world.io_begin(id);
     let slowness = world
         .cfg
         .slowness
@@ -361,7 +388,7 @@ async fn disk_job(
         .copied()
         .unwrap_or(1);
     let (sw, rare) = (&world.cfg.swarm, &world.cfg.rare);
-    for op in &job.ops {
+    for op in &ops {
         // Slow disks are a fault: they recover when the world heals.
         let slow = if world.net.lock().unwrap().calm {
             1
@@ -385,7 +412,7 @@ async fn disk_job(
                 .expect("disk")
                 .crash(CrashKind::PowerLoss, &mut |n| rng.below(n));
             world.count("fsync_failures");
-            world.busy.lock().unwrap().remove(&id);
+            world.io_end(id);
             let _ = done.send(JobEnd::Failed("fsync failed"));
             return;
         }
@@ -395,12 +422,12 @@ async fn disk_job(
                 eprintln!(
                     "[{} ns] node {id} job {} ENOSPC on {:?}",
                     world.now_ns(),
-                    job.id,
+                    job_id,
                     op
                 );
             }
             world.count("enospc");
-            world.busy.lock().unwrap().remove(&id);
+            world.io_end(id);
             let _ = done.send(JobEnd::Failed("no space left on device"));
             return;
         }
@@ -422,7 +449,7 @@ async fn disk_job(
             }
         }
         if debug_node(id) {
-            eprintln!("[{} ns] node {id} job {} {:?}", world.now_ns(), job.id, op);
+            eprintln!("[{} ns] node {id} job {} {:?}", world.now_ns(), job_id, op);
         }
         let r = world
             .disks
@@ -442,8 +469,8 @@ async fn disk_job(
     let gap_us = 1 + exp_sample(&mut world.rng.lock().unwrap(), 500);
     sleep(Duration::from_micros(gap_us)).await;
     world.synced.lock().unwrap().remove(&id);
-    world.busy.lock().unwrap().remove(&id);
-    let _ = done.send(JobEnd::Done(job.id));
+    world.io_end(id);
+    let _ = done.send(end);
 }
 
 /// `RAFTKV_SIM_DEBUG_NODE=N` prints node N's disk ops.
@@ -621,6 +648,10 @@ async fn node_main(world: Arc<World>, id: u64) {
                 Action::Disk(job) => {
                     madsim::task::spawn(disk_job(world.clone(), id, job, done_tx.clone()));
                 }
+                Action::Snapshot(job) => {
+                    world.count("snapshot_jobs");
+                    madsim::task::spawn(snapshot_job(world.clone(), id, job, done_tx.clone()));
+                }
                 Action::Send(o) => {
                     {
                         let mut obs = world.obs.lock().unwrap();
@@ -667,6 +698,7 @@ async fn node_main(world: Arc<World>, id: u64) {
             biased;
             Some(end) = done_rx.recv() => match end {
                 JobEnd::Done(job) => node.disk_done(job),
+                JobEnd::SnapshotSaved(job, data) => node.snapshot_saved(job, data),
                 JobEnd::Failed(why) => {
                     // The real shell exits on a disk error; so does this node, until restarted.
                     world.record(id, "disk_error", serde_json::json!(why));
@@ -1146,6 +1178,20 @@ impl World {
         self.bad_disks.contains(&id) && (damaged.contains(&id) || damaged.len() < (members - 1) / 2)
     }
 
+    fn io_begin(&self, id: u64) {
+        *self.busy.lock().unwrap().entry(id).or_default() += 1;
+    }
+
+    fn io_end(&self, id: u64) {
+        let mut busy = self.busy.lock().unwrap();
+        if let Some(n) = busy.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                busy.remove(&id);
+            }
+        }
+    }
+
     fn mark_damaged(&self, id: u64) {
         self.damaged.lock().unwrap().insert(id);
     }
@@ -1164,7 +1210,7 @@ impl Supervisor {
 
     fn crash(&mut self, victim: u64, kind: CrashKind, wipe: bool) {
         let world = &self.world;
-        let was_busy = world.busy.lock().unwrap().remove(&victim);
+        let was_busy = world.busy.lock().unwrap().remove(&victim).is_some();
         if world.synced.lock().unwrap().remove(&victim) {
             world.count("crashes_between_sync_and_send");
         }
@@ -1249,7 +1295,7 @@ impl Supervisor {
             .busy
             .lock()
             .unwrap()
-            .iter()
+            .keys()
             .copied()
             .filter(|id| up.contains(id))
             .collect();

@@ -12,7 +12,7 @@ use raftkv_core::command::RequestId;
 use raftkv_core::memdir::{CrashKind, MemDir};
 use raftkv_core::node::{
     Action, Bootstrap, ClientError, ClientOp, ClientReply, ClientRequest, DiskJob, Event, Node,
-    NodeConfig,
+    NodeConfig, SnapshotJob,
 };
 use raftkv_core::recovery::recover;
 use raftkv_core::rng::{Fnv64, Rng};
@@ -27,6 +27,8 @@ pub struct SimNode {
     pub cfg: NodeConfig,
     pub bootstrap: Bootstrap,
     jobs: VecDeque<DiskJob>,
+    /// The snapshot lane: at most one job, completed independently of `jobs`.
+    snapshot_job: Option<SnapshotJob>,
     pub incarnation: u64,
 }
 
@@ -112,6 +114,7 @@ impl Cluster {
             cfg,
             bootstrap,
             jobs: VecDeque::new(),
+            snapshot_job: None,
             incarnation: 0,
         };
         self.nodes.insert(id, sim);
@@ -184,6 +187,11 @@ impl Cluster {
                 self.hash_action(id, &a);
                 match a {
                     Action::Disk(job) => self.nodes.get_mut(&id).unwrap().jobs.push_back(job),
+                    Action::Snapshot(job) => {
+                        let lane = &mut self.nodes.get_mut(&id).unwrap().snapshot_job;
+                        assert!(lane.is_none(), "node {id}: two snapshot jobs at once");
+                        *lane = Some(job);
+                    }
                     Action::Send(o) => self.net.push((id, o.to, o.bytes, o.snapshot)),
                     Action::Reply { handle, result } => {
                         self.replies.insert(handle, result);
@@ -213,6 +221,21 @@ impl Cluster {
     fn run_disks(&mut self, all: bool) {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
+            // The snapshot lane runs beside the WAL's jobs: before them, between, or after.
+            let run_lane = all || self.rng.below(2) == 0;
+            let n = self.nodes.get_mut(&id).unwrap();
+            if let (true, Some(node)) = (run_lane, n.node.as_mut()) {
+                if let Some(job) = n.snapshot_job.take() {
+                    let built = job.build();
+                    for op in &built.ops {
+                        n.dir
+                            .apply(op)
+                            .unwrap_or_else(|e| panic!("node {id}: {op:?}: {e}"));
+                    }
+                    node.snapshot_saved(job.id, built.data);
+                    self.pump_actions();
+                }
+            }
             loop {
                 let n = self.nodes.get_mut(&id).unwrap();
                 if n.jobs.is_empty() || n.node.is_none() {
@@ -386,6 +409,7 @@ impl Cluster {
         let n = self.nodes.get_mut(&id).unwrap();
         n.node = None;
         n.jobs.clear();
+        n.snapshot_job = None;
         let rng = &mut self.rng;
         n.dir.crash(kind, &mut |k| rng.below(k));
     }
