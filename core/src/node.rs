@@ -143,6 +143,10 @@ pub enum Event {
         term: u64,
         index: u64,
     },
+    /// A local snapshot finished after a newer one from the leader was installed: discarded.
+    SnapshotSuperseded {
+        index: u64,
+    },
     CompactedLog {
         index: u64,
     },
@@ -387,6 +391,10 @@ pub struct Node {
     snapshot_wanted: bool,
     /// The snapshot job handed out and not yet reported saved: (job id, what it captures).
     snapshot_job: Option<(u64, SnapshotMeta)>,
+    /// The startup job (recovery's removal of temp and orphan snapshot files) until it completes.
+    /// A snapshot job may reuse one of those names, so none starts before: the two lanes must
+    /// never touch the same file (the simulator caught a removal landing on a new temp file).
+    startup_job: Option<u64>,
     stopped: Option<String>,
 }
 
@@ -599,10 +607,12 @@ impl Node {
             snapshots_on_disk,
             snapshot_wanted: false,
             snapshot_job: None,
+            startup_job: None,
             stopped: None,
         };
         node.staged.ops = ops;
         node.issue_job();
+        node.startup_job = node.in_flight.as_ref().map(|j| j.id);
         // A lone voter need not wait out an election timeout to lead.
         let voters = &node.raw.raft.prs().conf().voters().ids();
         if voters.len() == 1 && voters.contains(node.cfg.id) {
@@ -1112,6 +1122,9 @@ impl Node {
             .take()
             .expect("disk_done without a job in flight");
         assert_eq!(job.id, id, "disk jobs complete in order");
+        if self.startup_job == Some(id) {
+            self.startup_job = None;
+        }
         if self.stopped.is_some() {
             return;
         }
@@ -1580,8 +1593,9 @@ impl Node {
                 .is_none_or(|s| s.get_metadata().get_conf_state() != store.conf_state());
             applied > self.snapshot_index || current
         };
-        if self.snapshot_job.is_some() {
-            // One at a time; a wanted snapshot is asked for again once this one is saved.
+        if self.snapshot_job.is_some() || self.startup_job.is_some() {
+            // One at a time, and not beside startup's file removals; a wanted snapshot is asked
+            // for again once this one is saved.
             return;
         }
         self.snapshot_wanted = false;
@@ -1648,6 +1662,8 @@ impl Node {
             if !self.snapshots_on_disk.iter().any(|s| s.name == name) {
                 self.staged.post_sync.push(FileOp::Remove { name });
             }
+            self.actions
+                .push(Action::Event(Event::SnapshotSuperseded { index }));
             return;
         }
         self.wal.append(

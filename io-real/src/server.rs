@@ -284,6 +284,12 @@ impl Server {
             } => {
                 tracing::info!("start snapshot [applied index: {applied_index} | last snapshot index: {last_snapshot_index}]")
             }
+            Event::SnapshotSuperseded { index } => {
+                tracing::info!(
+                    index,
+                    "discarded local snapshot: a newer one from the leader was installed meanwhile"
+                )
+            }
             Event::SnapshotSaved { term, index } => {
                 self.counters.snapshots_saved += 1;
                 tracing::info!(term, index, "saved snapshot")

@@ -755,6 +755,7 @@ fn observe_event(world: &World, id: u64, e: Event) {
             obs.count("elections");
         }
         Event::SnapshotSaved { .. } => obs.count("snapshots_taken"),
+        Event::SnapshotSuperseded { .. } => obs.count("snapshots_superseded"),
         Event::SnapshotInstalled { .. } => obs.count("snapshots_installed"),
         Event::CompactedLog { .. } => obs.count("compactions"),
         Event::Purged { .. } => obs.count("purges"),
