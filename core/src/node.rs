@@ -207,6 +207,8 @@ pub struct SnapshotJob {
 pub struct BuiltSnapshot {
     pub ops: Vec<FileOp>,
     pub data: Vec<u8>,
+    /// Size of the snapshot file the ops write.
+    pub file_size_bytes: u64,
 }
 
 impl SnapshotJob {
@@ -220,9 +222,17 @@ impl SnapshotJob {
         };
         let mut ops = Vec::with_capacity(5);
         snapfile::write_ops(&file, &mut ops);
+        let file_size_bytes = ops
+            .iter()
+            .map(|op| match op {
+                FileOp::WriteAt { bytes, .. } => bytes.len() as u64,
+                _ => 0,
+            })
+            .sum();
         BuiltSnapshot {
             ops,
             data: file.data,
+            file_size_bytes,
         }
     }
 }
@@ -1234,6 +1244,27 @@ impl Node {
         self.issue_job();
     }
 
+    /// Stages the WAL record naming a snapshot file; the file's own ops must come first (in this
+    /// job, or durable already).
+    fn stage_snapshot_marker(
+        &mut self,
+        index: u64,
+        term: u64,
+        conf_state: crate::wal::ConfStateRec,
+        log_reset: bool,
+    ) {
+        self.wal.append(
+            &Record::Snapshot(SnapshotMarker {
+                index,
+                term,
+                conf_state,
+                log_reset,
+            }),
+            &mut self.staged.ops,
+        );
+        self.staged.wal_written = true;
+    }
+
     fn stage_hard_state(&mut self, hs: HardStateRec) {
         self.wal
             .append(&Record::HardState(hs), &mut self.staged.ops);
@@ -1562,16 +1593,7 @@ impl Node {
             data: snap.data.to_vec(),
         };
         let name = snapfile::write_ops(&file, &mut self.staged.ops);
-        self.wal.append(
-            &Record::Snapshot(SnapshotMarker {
-                index,
-                term,
-                conf_state,
-                log_reset: true,
-            }),
-            &mut self.staged.ops,
-        );
-        self.staged.wal_written = true;
+        self.stage_snapshot_marker(index, term, conf_state, true);
         self.raw.mut_store().apply_snapshot(snap);
         self.kv = kv;
         self.snapshot_index = index;
@@ -1666,21 +1688,13 @@ impl Node {
                 .push(Action::Event(Event::SnapshotSuperseded { index }));
             return;
         }
-        self.wal.append(
-            &Record::Snapshot(SnapshotMarker {
-                index,
-                term,
-                conf_state,
-                log_reset: false,
-            }),
-            &mut self.staged.ops,
-        );
+        self.stage_snapshot_marker(index, term, conf_state, false);
         // Persist a commit covering the snapshot with it, so recovery accepts the snapshot.
-        let mut hs = self.raw.store().hard_state().clone();
         assert!(
-            hs.commit.max(self.raw.raft.raft_log.committed) >= index,
+            index <= self.raw.raft.raft_log.committed,
             "snapshot {index} beyond the commit index"
         );
+        let mut hs = self.raw.store().hard_state().clone();
         hs.commit = hs.commit.max(index);
         self.stage_hard_state(hs_to_rec(&hs));
         self.raw

@@ -210,14 +210,6 @@ impl Disk {
         for job in jobs {
             let start = Instant::now();
             let built = job.build();
-            let size_bytes = built
-                .ops
-                .iter()
-                .map(|op| match op {
-                    FileOp::WriteAt { bytes, .. } => bytes.len() as u64,
-                    _ => 0,
-                })
-                .sum();
             let result = self.apply_all(&built.ops);
             // Purges (on the WAL lane) remove old snapshot files: hold no descriptor past a job,
             // or removed files would keep their space.
@@ -230,7 +222,7 @@ impl Disk {
                 Ok(_) => done(DiskResult::SnapshotSaved {
                     id: job.id,
                     data: built.data,
-                    size_bytes,
+                    size_bytes: built.file_size_bytes,
                     elapsed_us: start.elapsed().as_micros() as u64,
                 }),
             }
