@@ -33,6 +33,11 @@ pub enum ClientOp {
     RemoveNode {
         id: u64,
     },
+    /// Change a member's peer URL (through the log, like any membership change).
+    UpdateNode {
+        id: u64,
+        addr: String,
+    },
 }
 
 impl ClientOp {
@@ -68,7 +73,7 @@ pub enum ClientError {
     Busy,
     /// Not applied, and never will be.
     #[error("rejected: {0}")]
-    Rejected(String),
+    Rejected(RejectReason),
     /// Outcome unknown: the deadline passed (the write may still be applied).
     #[error("timed out; the outcome is unknown")]
     Timeout,
@@ -89,4 +94,38 @@ impl ClientError {
             ClientError::Timeout | ClientError::LeaderChanged { .. } | ClientError::Stopped
         )
     }
+}
+
+/// Why a request was refused for good (HTTP 409). One list, so shells and the simulator match
+/// on a variant, never on text.
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum RejectReason {
+    #[error("local reads are not forwarded")]
+    LocalReadForwarded,
+    #[error("0 is not a valid member id")]
+    ZeroId,
+    #[error("node {id} is already a member")]
+    AlreadyMember { id: u64 },
+    #[error("id {id} was removed before and cannot be reused; add the node under a new id")]
+    IdRemoved { id: u64 },
+    #[error("node {id} is not a member")]
+    NotMember { id: u64 },
+    #[error("cannot remove the last member")]
+    LastMember,
+    #[error("peer URL {addr:?} is already used by member {id}")]
+    UrlInUse { id: u64, addr: String },
+    #[error("another membership change is in progress")]
+    ChangeInProgress,
+    #[error("request id older than this client's last write")]
+    StaleRequest,
+    #[error("the entry does not decode")]
+    Undecodable,
+    #[error("raft refused the membership change")]
+    ConfChangeRefused,
+    #[error("joint membership changes are not supported")]
+    JointChange,
+    #[error("the applied entry is not of the kind proposed")]
+    KindMismatch,
+    #[error("raft refused the proposal")]
+    ProposalRefused,
 }

@@ -28,6 +28,21 @@ pub enum Command {
         #[serde(with = "crate::as_bytes")]
         key: Vec<u8>,
     },
+    /// The incarnation member `id` speaks with, recorded by the leader on first contact. The
+    /// first record for a member wins; later ones are ignored.
+    RecordIncarnation { id: u64, incarnation: u64 },
+    /// A member's new peer URL.
+    SetPeerUrl { id: u64, addr: String },
+}
+
+impl Command {
+    /// Membership bookkeeping rather than a client's data write.
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Command::RecordIncarnation { .. } | Command::SetPeerUrl { .. }
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 //! (`imbl`): cloning the state is O(1) and later writes copy only the nodes they touch, which is
 //! what lets a snapshot be serialised off the event loop while writes go on.
 
+use crate::client::RejectReason;
 use crate::command::{Command, MemberChange, RequestId};
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,9 @@ use thiserror::Error;
 
 /// Sessions kept for de-duplication; the least recently used is evicted beyond this.
 pub const MAX_SESSIONS: usize = 100_000;
-const SNAPSHOT_VERSION: u8 = 1;
+/// 1: before incarnations (still decoded); 2: with `incarnations`.
+const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION_1: u8 = 1;
 
 /// Result of applying a write, returned to the client (and cached for retries).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +45,9 @@ pub struct KvState {
     removed: BTreeSet<u64>,
     sessions: OrdMap<u64, Session>,
     applied_index: u64,
+    /// Member id -> the incarnation of the data directory it speaks with (see `identity`).
+    /// Absent until the leader first hears from the member and records it.
+    incarnations: BTreeMap<u64, u64>,
     /// (last applied index, client) of every session: the eviction order. Derived from
     /// `sessions`, so not serialised; rebuilt when a snapshot is decoded.
     #[serde(skip)]
@@ -54,6 +60,17 @@ pub enum KvError {
     BadSnapshot,
 }
 
+/// The state as snapshot format 1 laid it out (no incarnations).
+#[derive(Deserialize)]
+struct KvStateV1 {
+    #[serde(with = "crate::as_bytes::map")]
+    data: OrdMap<Vec<u8>, Vec<u8>>,
+    members: BTreeMap<u64, String>,
+    removed: BTreeSet<u64>,
+    sessions: OrdMap<u64, Session>,
+    applied_index: u64,
+}
+
 /// Outcome of a de-duplicated write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -62,6 +79,8 @@ pub enum Applied {
     Duplicate(WriteResult),
     /// An older request of this client: its result is no longer known.
     Stale,
+    /// A membership bookkeeping command (no session, no data change).
+    Admin(Result<(), RejectReason>),
 }
 
 impl KvState {
@@ -92,6 +111,20 @@ impl KvState {
         self.removed.contains(&id)
     }
 
+    /// Ids ever removed.
+    pub fn removed(&self) -> &BTreeSet<u64> {
+        &self.removed
+    }
+
+    /// The incarnation recorded for member `id`, if the leader has recorded one yet.
+    pub fn incarnation(&self, id: u64) -> Option<u64> {
+        self.incarnations.get(&id).copied()
+    }
+
+    pub fn incarnations(&self) -> &BTreeMap<u64, u64> {
+        &self.incarnations
+    }
+
     pub fn applied_index(&self) -> u64 {
         self.applied_index
     }
@@ -113,6 +146,31 @@ impl KvState {
         cmd: &Command,
     ) -> Applied {
         self.advance(index);
+        match cmd {
+            Command::RecordIncarnation { id, incarnation } => {
+                // First record wins, and only for a current member: every replica applies the
+                // same rule to the same log, so all agree on who a member is.
+                if self.members.contains_key(id) && *incarnation != 0 {
+                    self.incarnations.entry(*id).or_insert(*incarnation);
+                }
+                return Applied::Admin(Ok(()));
+            }
+            Command::SetPeerUrl { id, addr } => {
+                if !self.members.contains_key(id) {
+                    return Applied::Admin(Err(RejectReason::NotMember { id: *id }));
+                }
+                if let Some((&other, _)) = self.members.iter().find(|(o, a)| *a == addr && *o != id)
+                {
+                    return Applied::Admin(Err(RejectReason::UrlInUse {
+                        id: other,
+                        addr: addr.clone(),
+                    }));
+                }
+                self.members.insert(*id, addr.clone());
+                return Applied::Admin(Ok(()));
+            }
+            Command::Put { .. } | Command::Delete { .. } => {}
+        }
         if let Some(rid) = request_id {
             if let Some(s) = self.sessions.get(&rid.client) {
                 if rid.seq == s.last_seq {
@@ -130,6 +188,9 @@ impl KvState {
             Command::Delete { key } => WriteResult::Delete {
                 existed: self.data.remove(key).is_some(),
             },
+            Command::RecordIncarnation { .. } | Command::SetPeerUrl { .. } => {
+                unreachable!("handled above")
+            }
         };
         if let Some(rid) = request_id {
             let session = Session {
@@ -161,6 +222,7 @@ impl KvState {
             MemberChange::Remove { id } => {
                 self.members.remove(id);
                 self.removed.insert(*id);
+                self.incarnations.remove(id);
             }
         }
     }
@@ -172,16 +234,28 @@ impl KvState {
     }
 
     pub fn decode_snapshot(bytes: &[u8]) -> Result<Self, KvError> {
-        match bytes.split_first() {
+        let mut s = match bytes.split_first() {
             Some((&SNAPSHOT_VERSION, rest)) => match postcard::take_from_bytes::<KvState>(rest) {
-                Ok((mut s, [])) => {
-                    s.session_lru = s.sessions.iter().map(|(c, s)| (s.last_index, *c)).collect();
-                    Ok(s)
-                }
-                _ => Err(KvError::BadSnapshot),
+                Ok((s, [])) => s,
+                _ => return Err(KvError::BadSnapshot),
             },
-            _ => Err(KvError::BadSnapshot),
-        }
+            Some((&SNAPSHOT_VERSION_1, rest)) => match postcard::take_from_bytes::<KvStateV1>(rest)
+            {
+                Ok((v1, [])) => KvState {
+                    data: v1.data,
+                    members: v1.members,
+                    removed: v1.removed,
+                    sessions: v1.sessions,
+                    applied_index: v1.applied_index,
+                    incarnations: BTreeMap::new(),
+                    session_lru: OrdSet::new(),
+                },
+                _ => return Err(KvError::BadSnapshot),
+            },
+            _ => return Err(KvError::BadSnapshot),
+        };
+        s.session_lru = s.sessions.iter().map(|(c, s)| (s.last_index, *c)).collect();
+        Ok(s)
     }
 
     /// Stable fingerprint of the whole state (data, members, sessions, applied index).
@@ -250,6 +324,7 @@ mod tests {
             removed: BTreeSet<u64>,
             sessions: BTreeMap<u64, Session>,
             applied_index: u64,
+            incarnations: BTreeMap<u64, u64>,
         }
         mod serde_bytes_mirror {
             #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -281,6 +356,14 @@ mod tests {
             }
         }
         kv.apply_member_change(301, &MemberChange::Remove { id: 2 });
+        kv.apply_command(
+            302,
+            None,
+            &Command::RecordIncarnation {
+                id: 1,
+                incarnation: 77,
+            },
+        );
         let mirror = Mirror {
             data: kv
                 .data
@@ -296,10 +379,67 @@ mod tests {
             removed: kv.removed.clone(),
             sessions: kv.sessions.iter().map(|(c, s)| (*c, s.clone())).collect(),
             applied_index: kv.applied_index,
+            incarnations: kv.incarnations.clone(),
         };
         let mut expected = vec![SNAPSHOT_VERSION];
         expected.extend(postcard::to_allocvec(&mirror).unwrap());
         assert_eq!(kv.encode_snapshot(), expected);
+    }
+
+    #[test]
+    fn format_1_snapshots_still_decode() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            data: BTreeMap<u8, u8>,
+            members: &'a BTreeMap<u64, String>,
+            removed: BTreeSet<u64>,
+            sessions: BTreeMap<u64, Session>,
+            applied_index: u64,
+        }
+        let members: BTreeMap<u64, String> = [(1, "http://a".to_string())].into();
+        let mut bytes = vec![SNAPSHOT_VERSION_1];
+        bytes.extend(
+            postcard::to_allocvec(&V1 {
+                data: BTreeMap::new(),
+                members: &members,
+                removed: [4].into(),
+                sessions: BTreeMap::new(),
+                applied_index: 9,
+            })
+            .unwrap(),
+        );
+        let kv = KvState::decode_snapshot(&bytes).unwrap();
+        assert_eq!(kv.members(), &members);
+        assert!(kv.was_removed(4));
+        assert_eq!(kv.applied_index(), 9);
+        assert_eq!(kv.incarnation(1), None);
+    }
+
+    #[test]
+    fn first_incarnation_record_wins_and_removal_forgets_it() {
+        let mut kv = KvState::with_members([(1, "a".into()), (2, "b".into())].into());
+        let rec = |id, incarnation| Command::RecordIncarnation { id, incarnation };
+        kv.apply_command(1, None, &rec(2, 5));
+        kv.apply_command(2, None, &rec(2, 6));
+        kv.apply_command(3, None, &rec(3, 7));
+        assert_eq!(kv.incarnation(2), Some(5));
+        assert_eq!(kv.incarnation(3), None, "not a member");
+        assert_eq!(
+            kv.apply_command(
+                4,
+                None,
+                &Command::SetPeerUrl {
+                    id: 1,
+                    addr: "b".into()
+                }
+            ),
+            Applied::Admin(Err(RejectReason::UrlInUse {
+                id: 2,
+                addr: "b".into()
+            }))
+        );
+        kv.apply_member_change(5, &MemberChange::Remove { id: 2 });
+        assert_eq!(kv.incarnation(2), None);
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! and feed completions, ticks and messages back in. See ARCHITECTURE.md at the repository root.
 
 pub mod as_bytes;
+pub mod boot;
 pub mod client;
 pub mod command;
 pub mod compaction;
 pub mod convert;
 pub mod fileop;
+pub mod identity;
 pub mod kv;
 pub mod memdir;
 pub mod msgcodec;

@@ -1,10 +1,15 @@
 //! Peer messages on the wire: our own envelope and codec, never protobuf.
 //!
 //! ```text
-//! 0  4  magic "RKVM"
+//! 0  4  magic "RKV2"
 //! 4  4  crc32 of the body
-//! 8  .  body: postcard Envelope { cluster_id, from, to, message }
+//! 8  .  body: postcard Envelope { cluster_id, from, from_incarnation, from_addr, to,
+//!                                 to_incarnation, message }
 //! ```
+//! Identity travels in every frame: the cluster id, the sender's incarnation (which data
+//! directory it speaks for) and the incarnation the sender believes the recipient has (0 when
+//! unknown), so a node whose directory was wiped is told apart from the one it replaced, and a
+//! message meant for a previous incarnation of the recipient is dropped.
 //! The transport adds its own length prefix. The checksum makes a corrupted frame an error rather
 //! than a different valid message (a flipped bit in a term would otherwise be believed). Only
 //! message types that legitimately cross the network decode; local types (`MsgHup`, `MsgBeat`,
@@ -19,7 +24,8 @@ use raft::eraftpb::{Message, MessageType, Snapshot};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub const MSG_MAGIC: [u8; 4] = *b"RKVM";
+/// "RKVM" was format 1 (no identity fields); its frames are refused as a bad magic.
+pub const MSG_MAGIC: [u8; 4] = *b"RKV2";
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DecodeError {
@@ -67,10 +73,12 @@ struct WireMessage {
 struct WireEnvelope {
     cluster_id: u64,
     from: u64,
+    from_incarnation: u64,
     /// The sender's peer address, so a node that has not yet learned of a newer member (it
     /// lags behind the membership change) can still answer it.
     from_addr: String,
     to: u64,
+    to_incarnation: u64,
     body: WireBody,
 }
 
@@ -79,13 +87,31 @@ struct WireEnvelope {
 pub struct Sender<'a> {
     pub cluster_id: u64,
     pub id: u64,
+    pub incarnation: u64,
     pub addr: &'a str,
+}
+
+/// Who a frame is for: the id, and the incarnation the sender believes it has (0: unknown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    pub id: u64,
+    pub incarnation: u64,
+}
+
+/// Why a node refuses to talk to a sender; sent back so the sender can stop with a clear error
+/// instead of retrying forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The membership records another incarnation for the sender's id: its data directory is
+    /// not the one the cluster knows (wiped and re-initialised, or replaced).
+    StaleIncarnation { recorded: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum WireBody {
     Raft(WireMessage),
     Removed,
+    Refused(Refusal),
     Forward(Forward),
     ForwardReply {
         forward_id: u64,
@@ -109,6 +135,8 @@ pub enum Body {
     /// "You were removed from the cluster": raft has no message for this, and a removed node
     /// never learns of its removal through raft once the leader stops replicating to it.
     Removed,
+    /// "I refuse your messages, and why".
+    Refused(Refusal),
     /// A client request forwarded by a follower to the leader.
     Forward(Forward),
     /// The leader's answer to a forwarded request.
@@ -123,9 +151,11 @@ pub enum Body {
 pub struct Envelope {
     pub cluster_id: u64,
     pub from: u64,
+    pub from_incarnation: u64,
     /// The sender's peer address as it advertises it (may be empty).
     pub from_addr: String,
     pub to: u64,
+    pub to_incarnation: u64,
     pub body: Body,
 }
 
@@ -220,54 +250,51 @@ fn from_wire(w: WireMessage) -> Result<Message, DecodeError> {
     Ok(m)
 }
 
-/// Encodes a message for `to` from `from` in cluster `cluster_id`.
-pub fn encode(from: &Sender, m: &Message) -> Vec<u8> {
-    debug_assert_eq!(from.id, m.from);
-    seal(&WireEnvelope {
-        cluster_id: from.cluster_id,
-        from: m.from,
-        from_addr: from.addr.to_string(),
-        to: m.to,
-        body: WireBody::Raft(to_wire(m)),
-    })
-}
-
-/// Encodes a "you were removed" notice from `from` to `to`.
-pub fn encode_removed(from: &Sender, to: u64) -> Vec<u8> {
+fn envelope(from: &Sender, to: Recipient, body: WireBody) -> Vec<u8> {
     seal(&WireEnvelope {
         cluster_id: from.cluster_id,
         from: from.id,
+        from_incarnation: from.incarnation,
         from_addr: from.addr.to_string(),
-        to,
-        body: WireBody::Removed,
+        to: to.id,
+        to_incarnation: to.incarnation,
+        body,
     })
+}
+
+/// Encodes a raft message (its `from` and `to` must match the sender and recipient).
+pub fn encode(from: &Sender, to_incarnation: u64, m: &Message) -> Vec<u8> {
+    debug_assert_eq!(from.id, m.from);
+    let to = Recipient {
+        id: m.to,
+        incarnation: to_incarnation,
+    };
+    envelope(from, to, WireBody::Raft(to_wire(m)))
+}
+
+/// Encodes a "you were removed" notice.
+pub fn encode_removed(from: &Sender, to: Recipient) -> Vec<u8> {
+    envelope(from, to, WireBody::Removed)
+}
+
+/// Encodes a refusal.
+pub fn encode_refused(from: &Sender, to: Recipient, why: Refusal) -> Vec<u8> {
+    envelope(from, to, WireBody::Refused(why))
 }
 
 /// Encodes a forwarded client request.
-pub fn encode_forward(from: &Sender, to: u64, fwd: Forward) -> Vec<u8> {
-    seal(&WireEnvelope {
-        cluster_id: from.cluster_id,
-        from: from.id,
-        from_addr: from.addr.to_string(),
-        to,
-        body: WireBody::Forward(fwd),
-    })
+pub fn encode_forward(from: &Sender, to: Recipient, fwd: Forward) -> Vec<u8> {
+    envelope(from, to, WireBody::Forward(fwd))
 }
 
 /// Encodes the answer to a forwarded request.
 pub fn encode_forward_reply(
     from: &Sender,
-    to: u64,
+    to: Recipient,
     forward_id: u64,
     result: Result<ClientReply, ClientError>,
 ) -> Vec<u8> {
-    seal(&WireEnvelope {
-        cluster_id: from.cluster_id,
-        from: from.id,
-        from_addr: from.addr.to_string(),
-        to,
-        body: WireBody::ForwardReply { forward_id, result },
-    })
+    envelope(from, to, WireBody::ForwardReply { forward_id, result })
 }
 
 fn seal(env: &WireEnvelope) -> Vec<u8> {
@@ -304,14 +331,17 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
             Body::Raft(from_wire(m)?)
         }
         WireBody::Removed => Body::Removed,
+        WireBody::Refused(r) => Body::Refused(r),
         WireBody::Forward(f) => Body::Forward(f),
         WireBody::ForwardReply { forward_id, result } => Body::ForwardReply { forward_id, result },
     };
     Ok(Envelope {
         cluster_id: env.cluster_id,
         from: env.from,
+        from_incarnation: env.from_incarnation,
         from_addr: env.from_addr,
         to: env.to,
+        to_incarnation: env.to_incarnation,
         body,
     })
 }
@@ -337,25 +367,32 @@ mod tests {
             ..Default::default()
         };
         m.set_msg_type(MessageType::MsgAppend);
-        let bytes = encode(
-            &Sender {
-                cluster_id: 42,
-                id: 1,
-                addr: "a",
-            },
-            &m,
-        );
+        let sender = Sender {
+            cluster_id: 42,
+            id: 1,
+            incarnation: 9,
+            addr: "a",
+        };
+        let bytes = encode(&sender, 11, &m);
         let env = decode(&bytes).unwrap();
-        assert_eq!((env.cluster_id, env.from, env.to), (42, 1, 2));
+        assert_eq!(
+            (
+                env.cluster_id,
+                env.from,
+                env.from_incarnation,
+                env.to,
+                env.to_incarnation
+            ),
+            (42, 1, 9, 2, 11)
+        );
         assert!(matches!(env.body, Body::Raft(ref got) if *got == m));
         assert!(matches!(
             decode(&encode_removed(
-                &Sender {
-                    cluster_id: 42,
-                    id: 1,
-                    addr: "a"
-                },
-                2
+                &sender,
+                Recipient {
+                    id: 2,
+                    incarnation: 0
+                }
             ))
             .unwrap()
             .body,
@@ -369,15 +406,7 @@ mod tests {
         let mut p = m.clone();
         p.set_msg_type(MessageType::MsgPropose);
         assert_eq!(
-            decode(&encode(
-                &Sender {
-                    cluster_id: 42,
-                    id: 1,
-                    addr: "a"
-                },
-                &p
-            ))
-            .unwrap_err(),
+            decode(&encode(&sender, 0, &p)).unwrap_err(),
             DecodeError::BadType(2)
         );
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());

@@ -1,9 +1,16 @@
 //! The replicated node: raft-rs's `RawNode` driven purely by inputs, in raft-rs's Ready order.
 //!
-//! Inputs: [`Node::tick`], [`Node::receive`] (peer bytes), [`Node::client`] (requests),
-//! [`Node::disk_done`] (completion of a [`DiskJob`]), [`Node::snapshot_saved`] (completion of a
-//! [`SnapshotJob`]), [`Node::report_unreachable`] and [`Node::report_snapshot`]. Outputs:
-//! [`Action`]s taken with [`Node::drain`].
+//! A node is started by [`crate::boot::boot`] from its data directory and flags. Inputs:
+//! [`Node::tick`], [`Node::receive`] (peer bytes), [`Node::client`] (requests),
+//! [`Node::disk_done`] / [`Node::disk_failed`] (completion or failure of a [`DiskJob`]),
+//! [`Node::snapshot_saved`] (completion of a [`SnapshotJob`]), [`Node::sent`] (what became of a
+//! send). Outputs: [`Action`]s taken with [`Node::drain`]. A node that stops (removed, a disk
+//! failure, refused by its peers) says why in [`Node::stopped`] and answers everything pending.
+//!
+//! Identity: every frame carries the cluster id and both ends' incarnations. A frame from an
+//! incarnation the membership does not hold is refused (its votes and acks never count) and
+//! answered with a refusal that stops the sender; a frame addressed to an earlier incarnation of
+//! this node is dropped; the leader records each member's incarnation on first contact.
 //!
 //! Persistence follows the Ready contract in async form. Each Ready's entries, HardState and
 //! snapshot become `FileOp`s in a staged job; at most one job is in flight; everything staged
@@ -18,14 +25,15 @@
 //! and only once that file is durable does the node log its WAL marker and compact. Writes never
 //! wait for a snapshot to be serialised or synced.
 
-pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest};
+pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, RejectReason};
 use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
 use crate::compaction::{self, CompactionConfig, SnapshotOnDisk};
 use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs, rec_to_entry, rec_to_hs};
 use crate::fileop::FileOp;
+use crate::identity::{Identity, UNKNOWN_CLUSTER};
 use crate::kv::{Applied, KvState};
 use crate::msgcodec::Forward;
-use crate::msgcodec::{self, DecodeError};
+use crate::msgcodec::{self, DecodeError, Recipient, Refusal};
 use crate::planted::{active as planted, PlantedBug};
 use crate::recovery::{Recovered, RecoveryReport};
 use crate::rng::Rng;
@@ -47,7 +55,6 @@ const MAX_PEER_HINTS: usize = 64;
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub id: u64,
-    pub cluster_id: u64,
     /// Seeds every random choice the node makes (election timeouts).
     pub seed: u64,
     pub election_tick: usize,
@@ -67,10 +74,9 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    pub fn new(id: u64, cluster_id: u64, seed: u64) -> Self {
+    pub fn new(id: u64, seed: u64) -> Self {
         NodeConfig {
             id,
-            cluster_id,
             seed,
             election_tick: 10,
             heartbeat_tick: 1,
@@ -108,7 +114,8 @@ pub struct DiskJob {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
     pub to: u64,
-    /// Carries a snapshot: report the send's outcome with `report_snapshot`.
+    /// Carries a snapshot: report the send's outcome with [`Node::sent`] (always, not only on
+    /// failure: raft waits for it before sending the follower anything else).
     pub snapshot: bool,
     pub bytes: Vec<u8>,
 }
@@ -116,6 +123,12 @@ pub struct Outgoing {
 /// Things worth logging (and counting): the seed article's log lines among them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// The node started from its data directory (first event of every start).
+    Booted {
+        kind: crate::boot::BootKind,
+        cluster_id: u64,
+        incarnation: u64,
+    },
     LoadingSnapshot {
         term: u64,
         index: u64,
@@ -173,13 +186,35 @@ pub enum Event {
     RemovedFromCluster,
     EntrySkipped {
         index: u64,
-        reason: String,
+        reason: RejectReason,
     },
-    PeerMessageDropped {
-        reason: String,
+    /// A joining node learned its cluster's id from the first member that reached it.
+    ClusterAdopted {
+        cluster_id: u64,
+        from: u64,
     },
-    Fatal {
-        reason: String,
+    /// The leader proposed recording a member's incarnation (first contact).
+    IncarnationProposed {
+        id: u64,
+        incarnation: u64,
+    },
+    /// A peer's frame was refused because of who sent it (identity), not how it was encoded.
+    PeerRefused {
+        from: u64,
+        error: PeerError,
+    },
+    /// Started on a peer URL its directory does not know; waiting for a member to reach it there.
+    PeerUrlUnconfirmed {
+        recorded: String,
+        flag: String,
+    },
+    /// A member reached this node at its new peer URL.
+    PeerUrlConfirmed {
+        url: String,
+    },
+    /// The node stopped; no further input is processed.
+    Stopped {
+        reason: StopReason,
     },
     /// An entry was applied (one per entry; shells may ignore it, checkers compare replicas).
     Applied {
@@ -256,6 +291,91 @@ pub enum Action {
     Event(Event),
 }
 
+/// A disk job that failed; the shell reports it with [`Node::disk_failed`]. Never retried: after
+/// a failed fsync the kernel may already have dropped the dirty pages.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("{op} failed on {}: {kind}", file.as_deref().unwrap_or("the data directory"))]
+pub struct DiskFailure {
+    /// The operation that failed (`write`, `fsync`, `rename`, ...).
+    pub op: &'static str,
+    pub file: Option<String>,
+    pub kind: std::io::ErrorKind,
+}
+
+/// What became of an `Action::Send`, reported with [`Node::sent`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Handed to the transport (a snapshot: written out whole).
+    Delivered { to: u64, snapshot: bool },
+    /// Could not be sent (no address, queue full, connection refused).
+    Failed { to: u64, snapshot: bool },
+}
+
+/// Why a node stopped. One list: shells and the simulator match on it, never on text.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum StopReason {
+    #[error("removed from the cluster")]
+    Removed,
+    #[error("node {by} reports that this node was removed from the cluster")]
+    RemovedReported { by: u64 },
+    #[error(
+        "disk job {job} failed: {failure}; stopping (a failed write or fsync is never retried)"
+    )]
+    Disk { job: u64, failure: DiskFailure },
+    #[error(
+        "member {by} refuses this node: the cluster knows node {id} as incarnation {recorded:#x}, \
+         but this data directory is incarnation {mine:#x}. The directory was wiped or replaced \
+         since node {id} last ran, so it no longer holds what node {id} acknowledged and must not \
+         vote. Replace the member: add a new member with a new id (learner first), start it with \
+         --join on an empty directory, then remove node {id} (see README, \"Replacing a failed node\")"
+    )]
+    NotRecognized {
+        by: u64,
+        id: u64,
+        recorded: u64,
+        mine: u64,
+    },
+    #[error(
+        "leader {leader} believes this node holds entries up to {commit} but its log ends at \
+         {last_index}: the data directory lost writes it had synced (an old copy restored, or a \
+         disk that lies about fsync). It must not vote; replace the member (see README)"
+    )]
+    LogBehindLeader {
+        leader: u64,
+        commit: u64,
+        last_index: u64,
+    },
+    #[error("the snapshot at index {index} from the leader does not decode")]
+    BadSnapshotFromLeader { index: u64 },
+    #[error(
+        "--cluster gives this node the peer URL {flag}, but its data directory knows it as \
+         {recorded}, and no member reached it at {flag} within {waited_ticks} ticks: the cluster \
+         still dials {recorded}. Start it with {recorded}, or change the URL through the \
+         membership first (PUT /v1/members/{id} on any member with {{\"peer_url\": \"{flag}\"}}), \
+         then restart it with the new one"
+    )]
+    PeerUrlNotConfirmed {
+        id: u64,
+        recorded: String,
+        flag: String,
+        waited_ticks: u64,
+    },
+}
+
+/// A node started with a peer URL its directory does not know (see `boot`): confirmed by the
+/// first frame a member sends it there, or it stops at `deadline_tick`.
+#[derive(Clone, Debug)]
+struct UrlChange {
+    recorded: String,
+    flag: String,
+    deadline_tick: u64,
+}
+
+/// Ticks a node started on a changed peer URL waits for a member to reach it there.
+fn url_confirm_ticks(cfg: &NodeConfig) -> u64 {
+    20 * cfg.election_tick as u64
+}
+
 #[derive(Debug, Error)]
 pub enum NodeError {
     #[error("raft: {0}")]
@@ -266,7 +386,7 @@ pub enum NodeError {
     Removed,
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum PeerError {
     #[error("undecodable frame: {0}")]
     Decode(#[from] DecodeError),
@@ -274,10 +394,18 @@ pub enum PeerError {
     WrongCluster(u64),
     #[error("frame for node {0}")]
     WrongRecipient(u64),
+    #[error("frame for incarnation {addressed:#x} of this node, which is {mine:#x}")]
+    OldIncarnation { addressed: u64, mine: u64 },
+    #[error("frame from node {from} incarnation {sent:#x}; the membership records {recorded:#x}")]
+    StaleIncarnation { from: u64, sent: u64, recorded: u64 },
     #[error("frame from unknown or removed node {0}")]
     UnknownSender(u64),
+    #[error("heartbeat commits {commit} beyond this node's last index {last_index}")]
+    CommitBeyondLog { commit: u64, last_index: u64 },
     #[error("raft refused the message: {0}")]
-    Refused(String),
+    Raft(String),
+    #[error("campaign deferred until the installed snapshot is durable")]
+    CampaignDeferred,
     #[error("node stopped")]
     Stopped,
 }
@@ -353,6 +481,10 @@ struct InFlightJob {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeStatus {
     pub id: u64,
+    pub cluster_id: u64,
+    pub incarnation: u64,
+    /// Recorded incarnation of each member (absent until the leader has recorded it).
+    pub incarnations: BTreeMap<u64, u64>,
     pub role: StateRole,
     pub leader_id: u64,
     pub term: u64,
@@ -371,6 +503,8 @@ pub struct NodeStatus {
 
 pub struct Node {
     cfg: NodeConfig,
+    /// Cluster id and incarnation this node speaks with (the data directory's identity file).
+    identity: Identity,
     raw: RawNode<NodeStorage>,
     kv: KvState,
     wal: WalWriter,
@@ -405,7 +539,23 @@ pub struct Node {
     /// A snapshot job may reuse one of those names, so none starts before: the two lanes must
     /// never touch the same file (the simulator caught a removal landing on a new temp file).
     startup_job: Option<u64>,
-    stopped: Option<String>,
+    /// Incarnations proposed for recording and not yet applied: member id -> term proposed in.
+    recording: BTreeMap<u64, u64>,
+    /// The incarnation each peer last spoke with, for members whose incarnation is unrecorded.
+    seen_incarnations: BTreeMap<u64, u64>,
+    /// Frames held until the startup job that writes a fresh identity file completes.
+    held_until_identity: Option<Vec<Outgoing>>,
+    /// The peer URL this node listens on (its flags), advertised in every frame.
+    own_url: Option<String>,
+    url_change: Option<UrlChange>,
+    stopped: Option<StopReason>,
+}
+
+/// What recovery found, with the state machine already decoded from its snapshot (boot checks
+/// the membership in it before the node starts).
+pub struct Restored {
+    pub recovered: Recovered,
+    pub kv: KvState,
 }
 
 /// Removes and returns, in key order, the entries whose deadline has passed.
@@ -456,38 +606,43 @@ fn make_snapshot(meta: &SnapshotMeta, data: Vec<u8>) -> Snapshot {
 impl Node {
     /// Starts a node from what recovery found (or from nothing). The returned node has already
     /// queued a disk job (WAL creation or repairs): drain it and execute it first.
-    pub fn start(
+    /// `first_ops` run before anything else (boot's identity file). Crate-private: shells start
+    /// nodes with [`crate::boot::boot`], which checks the data directory against the flags.
+    pub(crate) fn start(
         cfg: NodeConfig,
-        recovered: Option<Recovered>,
+        identity: Identity,
+        restored: Option<Restored>,
         bootstrap: Bootstrap,
+        first_ops: Vec<FileOp>,
     ) -> Result<Node, NodeError> {
+        assert_eq!(identity.node_id, cfg.id, "identity of another node");
+        let fresh_identity = !first_ops.is_empty();
         let id = WalIdentity {
-            cluster_id: cfg.cluster_id,
+            cluster_id: identity.cluster_id,
             node_id: cfg.id,
         };
-        let mut ops = Vec::new();
+        let mut ops = first_ops;
         let mut storage = NodeStorage::new();
         let mut events = Vec::new();
         let mut snapshots_on_disk = Vec::new();
-        let (kv, wal) = match recovered {
-            Some(rec) => {
+        let (kv, wal) = match restored {
+            Some(Restored { recovered: rec, kv }) => {
                 ops.extend(rec.ops.iter().cloned());
-                let mut wal = WalWriter::resume(id, cfg.wal, &rec.wal, &mut ops);
-                let kv = match &rec.snapshot {
-                    Some(file) => {
-                        events.push(Event::LoadingSnapshot {
-                            term: file.meta.term,
-                            index: file.meta.index,
-                        });
-                        storage.apply_snapshot(make_snapshot(&file.meta, file.data.clone()));
-                        KvState::decode_snapshot(&file.data).map_err(|_| NodeError::BadSnapshot)?
-                    }
-                    None => match &bootstrap {
-                        Bootstrap::NewCluster { members } | Bootstrap::Join { members } => {
-                            KvState::with_members(members.clone())
-                        }
-                    },
+                // New segments carry the id the log was created with (a joiner's stays unknown
+                // after it adopts its cluster's: the identity file is the authority), so every
+                // segment of one log agrees.
+                let id = WalIdentity {
+                    cluster_id: rec.wal.header.cluster_id,
+                    node_id: cfg.id,
                 };
+                let mut wal = WalWriter::resume(id, cfg.wal, &rec.wal, &mut ops);
+                if let Some(file) = &rec.snapshot {
+                    events.push(Event::LoadingSnapshot {
+                        term: file.meta.term,
+                        index: file.meta.index,
+                    });
+                    storage.apply_snapshot(make_snapshot(&file.meta, file.data.clone()));
+                }
                 if kv.was_removed(cfg.id) {
                     return Err(NodeError::Removed);
                 }
@@ -528,6 +683,7 @@ impl Node {
             }
             None => match &bootstrap {
                 Bootstrap::NewCluster { members } => {
+                    // boot refuses such flags with an error before getting here.
                     assert!(
                         members.contains_key(&cfg.id),
                         "node {} is not among the initial members",
@@ -594,6 +750,7 @@ impl Node {
         let mut node = Node {
             rng,
             cfg,
+            identity,
             raw,
             kv,
             wal,
@@ -618,6 +775,11 @@ impl Node {
             snapshot_wanted: false,
             snapshot_job: None,
             startup_job: None,
+            recording: BTreeMap::new(),
+            seen_incarnations: BTreeMap::new(),
+            held_until_identity: fresh_identity.then(Vec::new),
+            own_url: None,
+            url_change: None,
             stopped: None,
         };
         node.staged.ops = ops;
@@ -635,9 +797,34 @@ impl Node {
         self.cfg.id
     }
 
-    /// Why the node stopped (removed, or a fatal condition), if it did.
-    pub fn stopped(&self) -> Option<&str> {
-        self.stopped.as_deref()
+    /// The URL from the flags; `moved` is (recorded, flag) when they disagree with the directory.
+    pub(crate) fn set_own_url(&mut self, own_url: Option<String>, moved: Option<(String, String)>) {
+        self.own_url = own_url;
+        self.url_change = moved.map(|(recorded, flag)| {
+            self.actions.push(Action::Event(Event::PeerUrlUnconfirmed {
+                recorded: recorded.clone(),
+                flag: flag.clone(),
+            }));
+            UrlChange {
+                recorded,
+                flag,
+                deadline_tick: self.now_tick + url_confirm_ticks(&self.cfg),
+            }
+        });
+    }
+
+    pub(crate) fn push_event(&mut self, e: Event) {
+        self.actions.insert(0, Action::Event(e));
+    }
+
+    /// Why the node stopped (removed, a disk failure, refused by its peers), if it did.
+    pub fn stopped(&self) -> Option<&StopReason> {
+        self.stopped.as_ref()
+    }
+
+    /// The identity this node speaks with (cluster id, incarnation).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     pub fn kv(&self) -> &KvState {
@@ -652,6 +839,9 @@ impl Node {
         let store = self.raw.store();
         NodeStatus {
             id: self.cfg.id,
+            cluster_id: self.identity.cluster_id,
+            incarnation: self.identity.incarnation,
+            incarnations: self.kv.incarnations().clone(),
             role: self.role,
             leader_id: self.leader_id,
             term: self.raw.raft.term,
@@ -678,10 +868,13 @@ impl Node {
         std::mem::take(&mut self.actions)
     }
 
-    fn stop(&mut self, reason: String) {
+    fn stop(&mut self, reason: StopReason) {
         if self.stopped.is_some() {
             return;
         }
+        self.actions.push(Action::Event(Event::Stopped {
+            reason: reason.clone(),
+        }));
         self.stopped = Some(reason);
         self.fail_pending(ClientError::Stopped);
         let forwarded = std::mem::take(&mut self.forwarded);
@@ -709,13 +902,6 @@ impl Node {
         }
     }
 
-    fn fatal(&mut self, reason: String) {
-        self.actions.push(Action::Event(Event::Fatal {
-            reason: reason.clone(),
-        }));
-        self.stop(reason);
-    }
-
     // ---- inputs ----
 
     /// One logical clock tick.
@@ -724,6 +910,19 @@ impl Node {
             return;
         }
         self.now_tick += 1;
+        if let Some(c) = self
+            .url_change
+            .as_ref()
+            .filter(|c| c.deadline_tick <= self.now_tick)
+        {
+            let reason = StopReason::PeerUrlNotConfirmed {
+                id: self.cfg.id,
+                recorded: c.recorded.clone(),
+                flag: c.flag.clone(),
+                waited_ticks: url_confirm_ticks(&self.cfg),
+            };
+            return self.stop(reason);
+        }
         self.fix_election_timeout();
         if !self.snapshot_unpersisted() {
             self.raw.tick();
@@ -801,14 +1000,67 @@ impl Node {
             return Err(PeerError::Stopped);
         }
         let env = msgcodec::decode(bytes)?;
-        if env.cluster_id != self.cfg.cluster_id {
-            return Err(PeerError::WrongCluster(env.cluster_id));
-        }
         if env.to != self.cfg.id {
             return Err(PeerError::WrongRecipient(env.to));
         }
         if env.from == 0 || env.from == self.cfg.id {
             return Err(PeerError::UnknownSender(env.from));
+        }
+        if env.cluster_id != self.identity.cluster_id {
+            if self.identity.cluster_id != UNKNOWN_CLUSTER || env.cluster_id == UNKNOWN_CLUSTER {
+                return Err(PeerError::WrongCluster(env.cluster_id));
+            }
+            // A joining node learns its cluster's id from the first member that reaches it
+            // (only a member of that cluster that was told this node's address sends to it).
+            self.adopt_cluster(env.cluster_id, env.from);
+        }
+        // Meant for an earlier incarnation of this node (its directory was since replaced):
+        // what it says (a commit index, an append) describes a log this directory never had.
+        if env.to_incarnation != 0
+            && env.to_incarnation != self.identity.incarnation
+            && !planted(PlantedBug::IgnoreIncarnation)
+        {
+            // The sender addressed the incarnation its applied membership records for this id,
+            // and a record never changes: this directory will never be accepted. Stop and say so
+            // (peers that only ever send to it would otherwise leave it campaigning forever).
+            self.stop(StopReason::NotRecognized {
+                by: env.from,
+                id: self.cfg.id,
+                recorded: env.to_incarnation,
+                mine: self.identity.incarnation,
+            });
+            return Err(PeerError::OldIncarnation {
+                addressed: env.to_incarnation,
+                mine: self.identity.incarnation,
+            });
+        }
+        if let Some(recorded) = self.kv.incarnation(env.from) {
+            if recorded != env.from_incarnation && !planted(PlantedBug::IgnoreIncarnation) {
+                // Its votes and acknowledgements must never count: tell it, so it stops with an
+                // error its operator can act on instead of campaigning forever.
+                if matches!(env.body, msgcodec::Body::Raft(_)) {
+                    let to = Recipient {
+                        id: env.from,
+                        incarnation: env.from_incarnation,
+                    };
+                    let why = Refusal::StaleIncarnation { recorded };
+                    let bytes = msgcodec::encode_refused(&self.sender(), to, why);
+                    self.push_send(env.from, false, bytes);
+                }
+                let error = PeerError::StaleIncarnation {
+                    from: env.from,
+                    sent: env.from_incarnation,
+                    recorded,
+                };
+                self.actions.push(Action::Event(Event::PeerRefused {
+                    from: env.from,
+                    error: error.clone(),
+                }));
+                return Err(error);
+            }
+        } else if env.from_incarnation != 0 && self.kv.members().contains_key(&env.from) {
+            self.seen_incarnations
+                .insert(env.from, env.from_incarnation);
         }
         // An id this node does not know may be a member added after the state it has applied
         // (it lags), or one since removed: remember its address so replies can reach it.
@@ -820,27 +1072,46 @@ impl Node {
         }
         if self.kv.was_removed(env.from) {
             // Tell it, or it campaigns forever: it never sees the entry that removed it.
-            let bytes = msgcodec::encode_removed(&self.sender(), env.from);
-            self.actions.push(Action::Send(Outgoing {
-                to: env.from,
-                snapshot: false,
-                bytes,
-            }));
+            let to = Recipient {
+                id: env.from,
+                incarnation: env.from_incarnation,
+            };
+            let bytes = msgcodec::encode_removed(&self.sender(), to);
+            self.push_send(env.from, false, bytes);
             return Err(PeerError::UnknownSender(env.from));
+        }
+        if self.url_change.is_some() && self.kv.members().contains_key(&env.from) {
+            let c = self.url_change.take().expect("checked");
+            self.actions
+                .push(Action::Event(Event::PeerUrlConfirmed { url: c.flag }));
         }
         match env.body {
             msgcodec::Body::Raft(m)
                 if m.get_msg_type() == raft::eraftpb::MessageType::MsgTimeoutNow
                     && self.snapshot_unpersisted() =>
             {
-                Err(PeerError::Refused(
-                    "campaign deferred until the installed snapshot is durable".into(),
-                ))
+                Err(PeerError::CampaignDeferred)
             }
-            msgcodec::Body::Raft(m) => self
-                .raw
-                .step(m)
-                .map_err(|e| PeerError::Refused(e.to_string())),
+            msgcodec::Body::Raft(m)
+                if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat
+                    && m.commit > self.raw.raft.raft_log.last_index() =>
+            {
+                // raft-rs would panic (`to_commit N is out of range`): the leader knows this node
+                // matched entries its log no longer has. A node whose directory lost synced
+                // writes under an unchanged incarnation must not vote again: stop, and say why.
+                let last_index = self.raw.raft.raft_log.last_index();
+                let error = PeerError::CommitBeyondLog {
+                    commit: m.commit,
+                    last_index,
+                };
+                self.stop(StopReason::LogBehindLeader {
+                    leader: env.from,
+                    commit: m.commit,
+                    last_index,
+                });
+                Err(error)
+            }
+            msgcodec::Body::Raft(m) => self.raw.step(m).map_err(|e| PeerError::Raft(e.to_string())),
             msgcodec::Body::Forward(f) => {
                 // Served only by a leader; never forwarded twice.
                 let to = ReplyTo::Remote {
@@ -850,9 +1121,7 @@ impl Node {
                 if matches!(f.op, ClientOp::GetLocal { .. }) {
                     self.reply(
                         to,
-                        Err(ClientError::Rejected(
-                            "local reads are not forwarded".into(),
-                        )),
+                        Err(ClientError::Rejected(RejectReason::LocalReadForwarded)),
                     );
                 } else {
                     self.handle_request(to, f.request_id, f.timeout_ticks, f.op);
@@ -874,32 +1143,67 @@ impl Node {
             }
             msgcodec::Body::Removed => {
                 self.actions.push(Action::Event(Event::RemovedFromCluster));
-                self.stop(format!(
-                    "node {} reports this node was removed from the cluster",
-                    env.from
-                ));
+                self.stop(StopReason::RemovedReported { by: env.from });
+                Ok(())
+            }
+            msgcodec::Body::Refused(Refusal::StaleIncarnation { recorded }) => {
+                // Only a member speaks for the membership; `to_incarnation` was checked above.
+                if self.kv.members().contains_key(&env.from)
+                    && recorded != self.identity.incarnation
+                    && env.to_incarnation == self.identity.incarnation
+                {
+                    self.stop(StopReason::NotRecognized {
+                        by: env.from,
+                        id: self.cfg.id,
+                        recorded,
+                        mine: self.identity.incarnation,
+                    });
+                }
                 Ok(())
             }
         }
     }
 
-    pub fn report_unreachable(&mut self, id: u64) {
-        if self.stopped.is_none() {
-            self.raw.report_unreachable(id);
+    /// Takes the cluster id of a joining node's cluster and makes it durable with the next job.
+    fn adopt_cluster(&mut self, cluster_id: u64, from: u64) {
+        assert_eq!(self.identity.cluster_id, UNKNOWN_CLUSTER);
+        self.identity.cluster_id = cluster_id;
+        // The WAL keeps the id it was created with (unknown): the identity file is the authority.
+        self.identity.write_ops(&mut self.staged.ops);
+        self.actions
+            .push(Action::Event(Event::ClusterAdopted { cluster_id, from }));
+    }
+
+    /// How a send went: raft learns of unreachable peers and of snapshot outcomes from this.
+    pub fn sent(&mut self, outcome: SendOutcome) {
+        if self.stopped.is_some() {
+            return;
+        }
+        match outcome {
+            SendOutcome::Delivered { to, snapshot } => {
+                if snapshot {
+                    self.raw.report_snapshot(to, SnapshotStatus::Finish);
+                }
+            }
+            SendOutcome::Failed { to, snapshot } => {
+                if snapshot {
+                    self.raw.report_snapshot(to, SnapshotStatus::Failure);
+                }
+                self.raw.report_unreachable(to);
+            }
         }
     }
 
-    pub fn report_snapshot(&mut self, id: u64, delivered: bool) {
-        if self.stopped.is_none() {
-            self.raw.report_snapshot(
-                id,
-                if delivered {
-                    SnapshotStatus::Finish
-                } else {
-                    SnapshotStatus::Failure
-                },
-            );
-        }
+    /// The disk job `id` failed. The node stops and answers everything pending (outcome
+    /// unknown); a shell exits or restarts the process, and recovery decides what survived.
+    pub fn disk_failed(&mut self, id: u64, failure: DiskFailure) {
+        let in_flight = self.in_flight.as_ref().map(|j| j.id);
+        let snapshot = self.snapshot_job.as_ref().map(|(j, _)| *j);
+        assert!(
+            in_flight == Some(id) || snapshot == Some(id),
+            "disk_failed for job {id}, which is not in flight"
+        );
+        self.stop(StopReason::Disk { job: id, failure });
     }
 
     /// A client request; the reply comes as `Action::Reply` with the same handle. On a follower,
@@ -941,12 +1245,9 @@ impl Node {
                 timeout_ticks: req.timeout_ticks,
                 op: req.op,
             };
-            let bytes = msgcodec::encode_forward(&self.sender(), self.leader_id, fwd);
-            self.actions.push(Action::Send(Outgoing {
-                to: self.leader_id,
-                snapshot: false,
-                bytes,
-            }));
+            let to = self.recipient(self.leader_id);
+            let bytes = msgcodec::encode_forward(&self.sender(), to, fwd);
+            self.push_send(to.id, false, bytes);
             return;
         }
         self.handle_request(to, req.request_id, req.timeout_ticks, req.op);
@@ -1020,18 +1321,17 @@ impl Node {
                 });
             }
             ClientOp::AddNode { id, addr } => {
-                if id == 0 || self.kv.members().contains_key(&id) || self.kv.was_removed(id) {
-                    let why = if self.kv.was_removed(id) {
-                        "id was removed before and cannot be reused"
-                    } else {
-                        "id is 0 or already a member"
-                    };
-                    return self.reply(
-                        to,
-                        Err(ClientError::Rejected(format!(
-                            "cannot add node {id}: {why}"
-                        ))),
-                    );
+                let refused = if id == 0 {
+                    Some(RejectReason::ZeroId)
+                } else if self.kv.was_removed(id) {
+                    Some(RejectReason::IdRemoved { id })
+                } else if self.kv.members().contains_key(&id) {
+                    Some(RejectReason::AlreadyMember { id })
+                } else {
+                    self.url_in_use(id, &addr)
+                };
+                if let Some(why) = refused {
+                    return self.reply(to, Err(ClientError::Rejected(why)));
                 }
                 let mp = MemberProposal {
                     request_id,
@@ -1048,16 +1348,11 @@ impl Node {
                 if !self.kv.members().contains_key(&id) {
                     return self.reply(
                         to,
-                        Err(ClientError::Rejected(format!("node {id} is not a member"))),
+                        Err(ClientError::Rejected(RejectReason::NotMember { id })),
                     );
                 }
                 if self.kv.members().len() == 1 {
-                    return self.reply(
-                        to,
-                        Err(ClientError::Rejected(
-                            "cannot remove the last member".into(),
-                        )),
-                    );
+                    return self.reply(to, Err(ClientError::Rejected(RejectReason::LastMember)));
                 }
                 let mp = MemberProposal {
                     request_id,
@@ -1070,7 +1365,35 @@ impl Node {
                     raw.propose_conf_change(mp.encode(), cc)
                 });
             }
+            ClientOp::UpdateNode { id, addr } => {
+                let refused = if !self.kv.members().contains_key(&id) {
+                    Some(RejectReason::NotMember { id })
+                } else {
+                    self.url_in_use(id, &addr)
+                };
+                if let Some(why) = refused {
+                    return self.reply(to, Err(ClientError::Rejected(why)));
+                }
+                let p = Proposal {
+                    request_id,
+                    command: crate::command::Command::SetPeerUrl { id, addr },
+                };
+                self.propose(to, deadline_tick, PendingKind::Member, |raw| {
+                    raw.propose(vec![], p.encode())
+                });
+            }
         }
+    }
+
+    fn url_in_use(&self, id: u64, addr: &str) -> Option<RejectReason> {
+        self.kv
+            .members()
+            .iter()
+            .find(|(other, a)| a.as_str() == addr && **other != id)
+            .map(|(other, _)| RejectReason::UrlInUse {
+                id: *other,
+                addr: addr.to_string(),
+            })
     }
 
     /// Planted bug only: answer the write just proposed as if it were applied.
@@ -1121,7 +1444,10 @@ impl Node {
                 );
             }
             Err(raft::Error::ProposalDropped) => self.reply(handle, Err(ClientError::Busy)),
-            Err(e) => self.reply(handle, Err(ClientError::Rejected(e.to_string()))),
+            Err(_) => self.reply(
+                handle,
+                Err(ClientError::Rejected(RejectReason::ProposalRefused)),
+            ),
         }
     }
 
@@ -1134,6 +1460,9 @@ impl Node {
         assert_eq!(job.id, id, "disk jobs complete in order");
         if self.startup_job == Some(id) {
             self.startup_job = None;
+            if let Some(held) = self.held_until_identity.take() {
+                self.actions.extend(held.into_iter().map(Action::Send));
+            }
         }
         if self.stopped.is_some() {
             return;
@@ -1176,6 +1505,7 @@ impl Node {
             }
             self.flush_waiting_reads();
             self.flush_awaiting_leader();
+            self.record_incarnations();
             if !self.raw.has_ready() {
                 break;
             }
@@ -1189,7 +1519,7 @@ impl Node {
             if !rd.snapshot().is_empty() {
                 let snap = rd.snapshot().clone();
                 if let Err(reason) = self.install_snapshot(snap) {
-                    self.fatal(reason);
+                    self.stop(reason);
                     return;
                 }
             }
@@ -1298,13 +1628,14 @@ impl Node {
     /// This node's routing header for outgoing frames.
     fn sender(&self) -> msgcodec::Sender<'_> {
         msgcodec::Sender {
-            cluster_id: self.cfg.cluster_id,
+            cluster_id: self.identity.cluster_id,
             id: self.cfg.id,
+            incarnation: self.identity.incarnation,
             addr: self
-                .kv
-                .members()
-                .get(&self.cfg.id)
-                .map_or("", |s| s.as_str()),
+                .own_url
+                .as_deref()
+                .or_else(|| self.kv.members().get(&self.cfg.id).map(|s| s.as_str()))
+                .unwrap_or(""),
         }
     }
 
@@ -1318,27 +1649,76 @@ impl Node {
             .map(|s| s.as_str())
     }
 
-    fn send(&mut self, m: Message) {
-        let snapshot = m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
-        let to = m.to;
-        let bytes = msgcodec::encode(&self.sender(), &m);
-        self.actions.push(Action::Send(Outgoing {
+    /// `id` as a recipient: with the incarnation the membership records for it (0 if none yet).
+    fn recipient(&self, id: u64) -> Recipient {
+        Recipient {
+            id,
+            incarnation: self.kv.incarnation(id).unwrap_or(0),
+        }
+    }
+
+    fn push_send(&mut self, to: u64, snapshot: bool, bytes: Vec<u8>) {
+        let out = Outgoing {
             to,
             snapshot,
             bytes,
-        }));
+        };
+        match &mut self.held_until_identity {
+            // Every frame names this incarnation, and the leader records what it hears: a frame
+            // (even a forwarded request) sent before the identity file is durable could get an
+            // incarnation recorded that a crash then loses, and the restarted node would be
+            // refused as a stranger.
+            Some(held) => held.push(out),
+            None => self.actions.push(Action::Send(out)),
+        }
+    }
+
+    fn send(&mut self, m: Message) {
+        let snapshot = m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
+        let to = self.recipient(m.to);
+        let bytes = msgcodec::encode(&self.sender(), to.incarnation, &m);
+        self.push_send(to.id, snapshot, bytes);
     }
 
     fn reply(&mut self, to: ReplyTo, result: Result<ClientReply, ClientError>) {
         match to {
             ReplyTo::Local(handle) => self.actions.push(Action::Reply { handle, result }),
             ReplyTo::Remote { peer, forward_id } => {
-                let bytes =
-                    msgcodec::encode_forward_reply(&self.sender(), peer, forward_id, result);
-                self.actions.push(Action::Send(Outgoing {
-                    to: peer,
-                    snapshot: false,
-                    bytes,
+                let to = self.recipient(peer);
+                let bytes = msgcodec::encode_forward_reply(&self.sender(), to, forward_id, result);
+                self.push_send(peer, false, bytes);
+            }
+        }
+    }
+
+    /// The leader records, through the log, the incarnation of every member it has heard from
+    /// (itself included) whose incarnation the membership does not hold yet. Runs outside Ready
+    /// handling (raft-rs forbids proposing between `ready` and `advance`). A proposal raft drops
+    /// is made again in a later term.
+    fn record_incarnations(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let term = self.raw.raft.term;
+        let me = (self.cfg.id, self.identity.incarnation);
+        let wanted: Vec<(u64, u64)> = std::iter::once(me)
+            .chain(self.seen_incarnations.iter().map(|(a, b)| (*a, *b)))
+            .filter(|(id, _)| {
+                self.kv.members().contains_key(id)
+                    && self.kv.incarnation(*id).is_none()
+                    && self.recording.get(id) != Some(&term)
+            })
+            .collect();
+        for (id, incarnation) in wanted {
+            let p = Proposal {
+                request_id: None,
+                command: crate::command::Command::RecordIncarnation { id, incarnation },
+            };
+            if self.raw.propose(vec![], p.encode()).is_ok() {
+                self.recording.insert(id, term);
+                self.actions.push(Action::Event(Event::IncarnationProposed {
+                    id,
+                    incarnation,
                 }));
             }
         }
@@ -1447,29 +1827,35 @@ impl Node {
                     self.finish_proposal(
                         e.index,
                         e.term,
-                        Err(ClientError::Rejected(
-                            "another membership change is in progress".into(),
-                        )),
+                        Err(ClientError::Rejected(RejectReason::ChangeInProgress)),
                     );
                 }
                 EntryType::EntryNormal => match Proposal::decode(&e.data) {
                     Some(p) => {
+                        if let crate::command::Command::RecordIncarnation { id, .. } = &p.command {
+                            self.recording.remove(id);
+                            self.seen_incarnations.remove(id);
+                        }
                         let result = match self.kv.apply_command(e.index, p.request_id, &p.command)
                         {
                             Applied::Fresh(r) | Applied::Duplicate(r) => {
                                 Ok(ClientReply::Written(r))
                             }
-                            Applied::Stale => Err(ClientError::Rejected(
-                                "request id older than this client's last write".into(),
-                            )),
+                            Applied::Stale => {
+                                Err(ClientError::Rejected(RejectReason::StaleRequest))
+                            }
+                            Applied::Admin(Ok(())) => {
+                                Ok(ClientReply::Members(self.kv.members().clone()))
+                            }
+                            Applied::Admin(Err(why)) => Err(ClientError::Rejected(why)),
                         };
                         self.finish_proposal(e.index, e.term, result);
                     }
-                    None => self.skip_entry(&e, "undecodable command"),
+                    None => self.skip_entry(&e, RejectReason::Undecodable),
                 },
                 EntryType::EntryConfChange => match MemberProposal::decode(&e.context) {
                     Some(mp) => self.apply_member_change(&e, mp.change),
-                    None => self.skip_entry(&e, "undecodable membership change"),
+                    None => self.skip_entry(&e, RejectReason::Undecodable),
                 },
                 EntryType::EntryConfChangeV2 => {
                     // Only raft's automatic leave-joint entry (empty) can appear: we never
@@ -1480,25 +1866,21 @@ impl Node {
                         }
                         self.kv.advance(e.index);
                     } else {
-                        self.skip_entry(&e, "joint conf change not supported");
+                        self.skip_entry(&e, RejectReason::JointChange);
                     }
                 }
             }
         }
     }
 
-    fn skip_entry(&mut self, e: &Entry, reason: &str) {
+    fn skip_entry(&mut self, e: &Entry, reason: RejectReason) {
         // Every replica skips the same entry, so state machines stay equal.
         self.kv.advance(e.index);
         self.actions.push(Action::Event(Event::EntrySkipped {
             index: e.index,
-            reason: reason.to_string(),
+            reason: reason.clone(),
         }));
-        self.finish_proposal(
-            e.index,
-            e.term,
-            Err(ClientError::Rejected(reason.to_string())),
-        );
+        self.finish_proposal(e.index, e.term, Err(ClientError::Rejected(reason)));
     }
 
     fn apply_member_change(&mut self, e: &Entry, change: MemberChange) {
@@ -1529,10 +1911,10 @@ impl Node {
                 self.finish_proposal(e.index, e.term, Ok(ClientReply::Members(members)));
                 if matches!(change, MemberChange::Remove { id } if id == self.cfg.id) {
                     self.actions.push(Action::Event(Event::RemovedFromCluster));
-                    self.stop("removed from the cluster".into());
+                    self.stop(StopReason::Removed);
                 }
             }
-            Err(err) => self.skip_entry(e, &format!("conf change refused: {err}")),
+            Err(_) => self.skip_entry(e, RejectReason::ConfChangeRefused),
         }
     }
 
@@ -1552,7 +1934,7 @@ impl Node {
         let result = match (p.kind, result) {
             (PendingKind::Write, Ok(ClientReply::Members(_)))
             | (PendingKind::Member, Ok(ClientReply::Written(_))) => {
-                Err(ClientError::Rejected("entry kind mismatch".into()))
+                Err(ClientError::Rejected(RejectReason::KindMismatch))
             }
             (_, r) => r,
         };
@@ -1561,7 +1943,7 @@ impl Node {
 
     // ---- snapshots ----
 
-    fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), String> {
+    fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), StopReason> {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
         if let Some((_, local)) = &self.snapshot_job {
@@ -1574,13 +1956,9 @@ impl Node {
             );
         }
         let kv = KvState::decode_snapshot(&snap.data)
-            .map_err(|e| format!("snapshot {index} from the leader: {e}"))?;
-        if kv.applied_index() != index {
-            return Err(format!(
-                "snapshot {index} carries state at applied index {}",
-                kv.applied_index()
-            ));
-        }
+            .ok()
+            .filter(|kv| kv.applied_index() == index)
+            .ok_or(StopReason::BadSnapshotFromLeader { index })?;
         self.actions
             .push(Action::Event(Event::LoadingSnapshot { term, index }));
         let conf_state = cs_to_rec(meta.get_conf_state());

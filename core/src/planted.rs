@@ -21,16 +21,20 @@ pub enum PlantedBug {
     CorruptMiddleAsTornTail,
     /// Build snapshots with an empty ConfState.
     SnapshotWithoutConfState,
+    /// Ignore incarnations in frames, both the sender's and the one addressed (a node whose
+    /// directory was wiped keeps voting under its old id).
+    IgnoreIncarnation,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 6] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::AckBeforeSync,
         PlantedBug::LocalLinearizableReads,
         PlantedBug::PersistedMessagesBeforeSync,
         PlantedBug::CompactPastSnapshot,
         PlantedBug::CorruptMiddleAsTornTail,
         PlantedBug::SnapshotWithoutConfState,
+        PlantedBug::IgnoreIncarnation,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +45,7 @@ impl PlantedBug {
             PlantedBug::CompactPastSnapshot => "compact-past-snapshot",
             PlantedBug::CorruptMiddleAsTornTail => "corrupt-middle-as-torn-tail",
             PlantedBug::SnapshotWithoutConfState => "snapshot-without-conf-state",
+            PlantedBug::IgnoreIncarnation => "ignore-incarnation",
         }
     }
 

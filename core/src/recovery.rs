@@ -97,7 +97,11 @@ pub fn recover(
     let wal = read_segments(&segment_files)?;
     drop(segment_files);
     let h = &wal.header;
-    if (h.cluster_id, h.node_id) != (id.cluster_id, id.node_id) {
+    // A joining node's WAL is created before it learns its cluster's id (identity.rs): an
+    // unknown cluster id in the WAL defers to the identity file.
+    let cluster_ok =
+        h.cluster_id == id.cluster_id || h.cluster_id == crate::identity::UNKNOWN_CLUSTER;
+    if !cluster_ok || h.node_id != id.node_id {
         return Err(WalError::WrongMember {
             cluster: id.cluster_id,
             node: id.node_id,

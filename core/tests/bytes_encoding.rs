@@ -98,6 +98,8 @@ fn same_bytes() {
         removed: std::collections::BTreeSet<u64>,
         sessions: BTreeMap<u64, Sess>,
         applied_index: u64,
+        /// Snapshot format 2 appended the recorded incarnations.
+        incarnations: BTreeMap<u64, u64>,
     }
     let mut kv = raftkv_core::kv::KvState::with_members([(1, "a".to_string())].into());
     let mut old = OldKv {
@@ -106,6 +108,7 @@ fn same_bytes() {
         removed: Default::default(),
         sessions: BTreeMap::new(),
         applied_index: 0,
+        incarnations: BTreeMap::new(),
     };
     for i in 1..200u64 {
         let k = format!("k{i}").into_bytes();
@@ -121,7 +124,7 @@ fn same_bytes() {
         old.data.insert(k, v);
         old.applied_index = i;
     }
-    let mut want = vec![1u8];
+    let mut want = vec![2u8];
     want.extend(postcard::to_allocvec(&old).unwrap());
     assert_eq!(kv.encode_snapshot(), want);
     assert_eq!(

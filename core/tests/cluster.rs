@@ -4,7 +4,7 @@
 
 mod harness;
 
-use harness::{Cluster, CLUSTER_ID};
+use harness::Cluster;
 use raftkv_core::command::RequestId;
 use raftkv_core::kv::WriteResult;
 use raftkv_core::memdir::CrashKind;
@@ -346,24 +346,27 @@ fn garbage_from_peers_is_rejected_and_the_node_carries_on() {
     m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
     m.from = 2;
     m.to = leader;
+    let cluster_id = node.identity().cluster_id;
     let foreign = raftkv_core::msgcodec::Sender {
-        cluster_id: CLUSTER_ID + 1,
+        cluster_id: cluster_id + 1,
         id: 2,
+        incarnation: 1,
         addr: "x",
     };
     assert!(
-        node.receive(&raftkv_core::msgcodec::encode(&foreign, &m))
+        node.receive(&raftkv_core::msgcodec::encode(&foreign, 0, &m))
             .is_err(),
         "wrong cluster"
     );
     m.to = leader + 1;
     let ours = raftkv_core::msgcodec::Sender {
-        cluster_id: CLUSTER_ID,
+        cluster_id,
         id: 2,
+        incarnation: 1,
         addr: "x",
     };
     assert!(
-        node.receive(&raftkv_core::msgcodec::encode(&ours, &m))
+        node.receive(&raftkv_core::msgcodec::encode(&ours, 0, &m))
             .is_err(),
         "wrong recipient"
     );

@@ -8,7 +8,7 @@
 //! data that is not. The node stops instead.
 
 use raftkv_core::fileop::{is_plain_name, FileOp};
-use raftkv_core::node::{DiskJob, SnapshotJob};
+use raftkv_core::node::{DiskFailure, DiskJob, SnapshotJob};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -32,8 +32,22 @@ pub enum DiskResult {
     },
     Failed {
         id: u64,
-        error: String,
+        failure: DiskFailure,
+        /// The OS's own words (errno text), for the log.
+        detail: String,
     },
+}
+
+fn op_name(op: &FileOp) -> &'static str {
+    match op {
+        FileOp::Create { .. } => "create",
+        FileOp::WriteAt { .. } => "write",
+        FileOp::SetLen { .. } => "truncate",
+        FileOp::SyncFile { .. } => "fsync",
+        FileOp::SyncDir => "fsync of the directory",
+        FileOp::Rename { .. } => "rename",
+        FileOp::Remove { .. } => "remove",
+    }
 }
 
 pub struct Disk {
@@ -174,14 +188,24 @@ impl Disk {
         Ok(())
     }
 
-    /// Applies `ops` in order; the number of syncs, or the first error.
-    fn apply_all(&mut self, ops: &[FileOp]) -> Result<u32, String> {
+    /// Applies `ops` in order; the number of syncs, or the first error (with the path).
+    fn apply_all(&mut self, ops: &[FileOp]) -> Result<u32, (DiskFailure, String)> {
         let mut sync_count = 0;
         for op in ops {
             if op.is_sync() {
                 sync_count += 1;
             }
-            self.apply(op).map_err(|e| format!("{op:?}: {e}"))?;
+            self.apply(op).map_err(|e| {
+                let file = op
+                    .file_name()
+                    .map(|n| self.dir.join(n).display().to_string());
+                let failure = DiskFailure {
+                    op: op_name(op),
+                    file: file.or_else(|| Some(self.dir.display().to_string())),
+                    kind: e.kind(),
+                };
+                (failure, e.to_string())
+            })?;
         }
         Ok(sync_count)
     }
@@ -191,8 +215,12 @@ impl Disk {
         for job in jobs {
             let start = Instant::now();
             match self.apply_all(&job.ops) {
-                Err(error) => {
-                    done(DiskResult::Failed { id: job.id, error });
+                Err((failure, detail)) => {
+                    done(DiskResult::Failed {
+                        id: job.id,
+                        failure,
+                        detail,
+                    });
                     return; // never carry on after a failed write or sync
                 }
                 Ok(sync_count) => done(DiskResult::Done {
@@ -215,8 +243,12 @@ impl Disk {
             // or removed files would keep their space.
             self.files.clear();
             match result {
-                Err(error) => {
-                    done(DiskResult::Failed { id: job.id, error });
+                Err((failure, detail)) => {
+                    done(DiskResult::Failed {
+                        id: job.id,
+                        failure,
+                        detail,
+                    });
                     return;
                 }
                 Ok(_) => done(DiskResult::SnapshotSaved {

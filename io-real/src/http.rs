@@ -39,7 +39,7 @@ pub fn router(api: Api, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/members", get(list_members).post(add_member_json))
-        .route("/v1/members/{id}", delete(remove_member))
+        .route("/v1/members/{id}", delete(remove_member).put(update_member))
         .route("/v1/kv", any(empty_key))
         .route("/v1/kv/", any(empty_key))
         .route(
@@ -349,6 +349,33 @@ async fn add_member_json(State(api): State<Api>, body: Bytes) -> Response {
     }
 }
 
+#[derive(Deserialize)]
+struct UpdateMember {
+    peer_url: String,
+}
+
+/// `PUT /v1/members/{id}` with `{"peer_url": "http://host:port"}`: a member's new peer URL,
+/// through the log. Restart the member with the new URL afterwards.
+async fn update_member(State(api): State<Api>, Path(id): Path<String>, body: Bytes) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let m: UpdateMember = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"peer_url\": \"http://host:port\"}}: {e}"),
+            )
+        }
+    };
+    match check_peer_url(&m.peer_url) {
+        Ok(addr) => member_op(&api, ClientOp::UpdateNode { id, addr }, StatusCode::OK).await,
+        Err(r) => r,
+    }
+}
+
 async fn remove_member(State(api): State<Api>, Path(id): Path<String>) -> Response {
     match parse_id(&id) {
         Ok(id) => member_op(&api, ClientOp::RemoveNode { id }, StatusCode::OK).await,
@@ -358,7 +385,18 @@ async fn remove_member(State(api): State<Api>, Path(id): Path<String>) -> Respon
 
 async fn list_members(State(api): State<Api>) -> Response {
     match api.status().await {
-        Ok(v) => Json(members_json(&v.status.members)).into_response(),
+        Ok(v) => {
+            let s = &v.status;
+            let list = s
+                .members
+                .iter()
+                .map(|(id, addr)| {
+                    let incarnation = s.incarnations.get(id).map(|i| format!("{i:#x}"));
+                    serde_json::json!({"id": id, "peer_url": addr, "incarnation": incarnation})
+                })
+                .collect();
+            Json(serde_json::Value::Array(list)).into_response()
+        }
         Err(r) => r,
     }
 }
@@ -371,6 +409,8 @@ async fn status(State(api): State<Api>) -> Response {
                 "id": s.id,
                 "role": format!("{:?}", s.role),
                 "leader": s.leader_id,
+                "cluster_id": format!("{:#x}", s.cluster_id),
+                "incarnation": format!("{:#x}", s.incarnation),
                 "term": s.term,
                 "commit_index": s.commit_index,
                 "applied_index": s.applied_index,

@@ -11,10 +11,10 @@ mod server;
 use anyhow::{bail, Context};
 use clap::Parser;
 use cli::{Cli, ClusterArgs, Command, RunArgs};
+use raftkv_core::boot::{boot, StartFlags};
 use raftkv_core::compaction::CompactionConfig;
-use raftkv_core::node::{Bootstrap, Node, NodeConfig};
-use raftkv_core::recovery::recover;
-use raftkv_core::wal::{WalConfig, WalIdentity};
+use raftkv_core::node::{Node, NodeConfig, StopReason};
+use raftkv_core::wal::WalConfig;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,13 +53,14 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn node_config(args: &RunArgs, cluster_id: u64) -> NodeConfig {
-    // The seed only drives election timeouts here; any value that differs per process will do.
+fn node_config(args: &RunArgs) -> NodeConfig {
+    // The seed drives election timeouts and a fresh directory's incarnation: it must differ per
+    // process and per machine, so it comes from the OS's randomness (std's RandomState keys).
     let seed = {
         use std::hash::{BuildHasher, RandomState};
         RandomState::new().hash_one((std::process::id(), args.id))
     };
-    let mut cfg = NodeConfig::new(args.id, cluster_id, seed);
+    let mut cfg = NodeConfig::new(args.id, seed);
     cfg.election_tick = args.election_ticks as usize;
     cfg.heartbeat_tick = args.heartbeat_ticks as usize;
     cfg.compaction = CompactionConfig {
@@ -102,7 +103,6 @@ fn run_node(args: RunArgs) -> anyhow::Result<()> {
         .map(|(i, u)| (i as u64 + 1, u.clone()))
         .collect();
     let peer_addr = cli::peer_socket_addr(&urls[args.id as usize - 1]).expect("validated");
-    let cluster_id = raftkv_core::rng::fnv64(args.cluster_token.as_bytes());
     let data_dir = args
         .data_dir
         .clone()
@@ -112,23 +112,16 @@ fn run_node(args: RunArgs) -> anyhow::Result<()> {
     let _lock = disk::lock_dir(&data_dir)?;
 
     let names = disk::list(&data_dir).with_context(|| format!("listing {}", data_dir.display()))?;
-    let id = WalIdentity {
-        cluster_id,
-        node_id: args.id,
+    let flags = StartFlags {
+        peers: members,
+        token: args.cluster_token.clone(),
+        join: args.join,
     };
-    let recovered = recover(&names, id, &mut |name| {
-        std::fs::read(data_dir.join(name)).map_err(|e| e.to_string())
+    let node = boot(node_config(&args), &flags, &names, &mut |name| {
+        let path = data_dir.join(name);
+        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
     })
-    .with_context(|| format!("recovering from {}", data_dir.display()))?;
-    if recovered.is_none() {
-        tracing::info!(dir = %data_dir.display(), join = args.join, "starting with an empty data directory");
-    }
-    let bootstrap = if args.join {
-        Bootstrap::Join { members }
-    } else {
-        Bootstrap::NewCluster { members }
-    };
-    let node = Node::start(node_config(&args, cluster_id), recovered, bootstrap)?;
+    .with_context(|| format!("data directory {}", data_dir.display()))?;
 
     // One thread avoids a cross-thread wake-up per request; on the 2-core benchmark machine it
     // raised the 64-client put rate by about a fifth (BENCHMARKS.md).
@@ -224,13 +217,13 @@ async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
     match exit {
         server::Exit::Shutdown => Ok(()),
-        server::Exit::Stopped(reason) => {
+        server::Exit::Stopped(
+            reason @ (StopReason::Removed | StopReason::RemovedReported { .. }),
+        ) => {
             tracing::warn!(%reason, "node stopped");
             Ok(())
         }
-        server::Exit::DiskFailed(e) => {
-            bail!("{e}; stopping (an fsync or write error is never retried)")
-        }
+        server::Exit::Stopped(reason) => bail!("{reason}"),
     }
 }
 

@@ -6,7 +6,7 @@ use crate::peer::{Peers, SendReport};
 use raftkv_core::command::RequestId;
 use raftkv_core::node::{
     Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskJob, Event, Node, NodeStatus,
-    SnapshotJob,
+    SendOutcome, SnapshotJob, StopReason,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -63,8 +63,7 @@ pub struct StatusView {
 /// How the loop ended.
 pub enum Exit {
     Shutdown,
-    Stopped(String),
-    DiskFailed(String),
+    Stopped(StopReason),
 }
 
 pub struct Server {
@@ -132,7 +131,7 @@ impl Server {
             }
             self.execute();
             if let Some(reason) = self.node.stopped() {
-                return Exit::Stopped(reason.to_string());
+                return Exit::Stopped(reason.clone());
             }
         }
     }
@@ -145,19 +144,29 @@ impl Server {
                     self.counters.peer_frames_rejected += 1;
                     // Raft refusing a well-formed message (e.g. from a peer it no longer tracks)
                     // is routine; anything else means the connection speaks nonsense.
-                    if !matches!(e, raftkv_core::node::PeerError::Refused(_)) {
+                    use raftkv_core::node::PeerError;
+                    let routine = matches!(
+                        e,
+                        PeerError::Raft(_)
+                            | PeerError::CampaignDeferred
+                            | PeerError::StaleIncarnation { .. }
+                            | PeerError::OldIncarnation { .. }
+                            | PeerError::CommitBeyondLog { .. }
+                            | PeerError::Stopped
+                    );
+                    if !routine {
                         tracing::warn!(conn_id, error = %e, "dropping peer frame and closing its connection");
                         self.peers.close_conn(conn_id);
                     }
                 }
             }
             Input::SendReport(r) => {
-                if r.snapshot {
-                    self.node.report_snapshot(r.to, r.delivered);
-                }
-                if !r.delivered {
+                let (to, snapshot) = (r.to, r.snapshot);
+                if r.delivered {
+                    self.node.sent(SendOutcome::Delivered { to, snapshot });
+                } else {
                     self.counters.peer_frames_dropped += 1;
-                    self.node.report_unreachable(r.to);
+                    self.node.sent(SendOutcome::Failed { to, snapshot });
                 }
             }
             Input::Client {
@@ -203,8 +212,13 @@ impl Server {
                 self.counters.snapshot_bytes_total += size_bytes;
                 self.node.snapshot_saved(id, data);
             }
-            Input::Disk(DiskResult::Failed { id, error }) => {
-                return Some(Exit::DiskFailed(format!("disk job {id} failed: {error}")));
+            Input::Disk(DiskResult::Failed {
+                id,
+                failure,
+                detail,
+            }) => {
+                tracing::error!(job = id, %failure, %detail, "disk job failed");
+                self.node.disk_failed(id, failure);
             }
         }
         None
@@ -237,10 +251,10 @@ impl Server {
                         self.counters.peer_frames_out += 1;
                     } else {
                         self.counters.peer_frames_dropped += 1;
-                        if o.snapshot {
-                            self.node.report_snapshot(o.to, false);
-                        }
-                        self.node.report_unreachable(o.to);
+                        self.node.sent(SendOutcome::Failed {
+                            to: o.to,
+                            snapshot: o.snapshot,
+                        });
                     }
                 }
                 Action::Reply { handle, result } => {
@@ -327,10 +341,38 @@ impl Server {
             Event::EntrySkipped { index, reason } => {
                 tracing::warn!(index, %reason, "skipped entry")
             }
-            Event::PeerMessageDropped { reason } => {
-                tracing::debug!(%reason, "peer message dropped")
+            Event::Booted {
+                kind,
+                cluster_id,
+                incarnation,
+            } => tracing::info!(
+                ?kind,
+                cluster_id = format_args!("{cluster_id:#x}"),
+                incarnation = format_args!("{incarnation:#x}"),
+                "data directory identity"
+            ),
+            Event::ClusterAdopted { cluster_id, from } => tracing::info!(
+                cluster_id = format_args!("{cluster_id:#x}"),
+                from,
+                "joined cluster"
+            ),
+            Event::IncarnationProposed { id, incarnation } => tracing::info!(
+                id,
+                incarnation = format_args!("{incarnation:#x}"),
+                "recording member incarnation"
+            ),
+            Event::PeerRefused { from, error } => {
+                tracing::warn!(from, %error, "refused a peer: its data directory is not the one the cluster knows")
             }
-            Event::Fatal { reason } => tracing::error!(%reason, "fatal"),
+            Event::Stopped { reason } => tracing::error!(%reason, "node stopped"),
+            Event::PeerUrlUnconfirmed { recorded, flag } => tracing::warn!(
+                %recorded,
+                %flag,
+                "started on a peer URL this data directory does not know; waiting for a member to reach it there"
+            ),
+            Event::PeerUrlConfirmed { url } => {
+                tracing::info!(%url, "a member reached this node at its new peer URL")
+            }
             Event::Applied { index, .. } => tracing::trace!(index, "applied"),
             Event::Durable { hard_state } => tracing::trace!(?hard_state, "durable"),
         }

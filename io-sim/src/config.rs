@@ -62,6 +62,9 @@ pub struct Swarm {
     pub disk_loss: bool,
     pub membership: bool,
     pub stale_messages: bool,
+    /// The operator errs: restarts a wiped disk under its old id, starts a node on a stale or
+    /// another node's directory, or with a changed `--cluster`.
+    pub operator_mistakes: bool,
 }
 
 /// Rare disk faults, per operation (or per restart for read faults).
@@ -75,6 +78,9 @@ pub struct RareDisk {
     pub latent_error: f64,
     /// Per crash.
     pub disk_loss: f64,
+    /// Per crash (a wiped disk restarted under its old id) and per restart (a stale or another
+    /// node's directory, a changed `--cluster`), when operator mistakes are on.
+    pub mistake: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -133,6 +139,7 @@ impl SimConfig {
             disk_loss: on(&mut r, 0.4),
             membership: on(&mut r, 0.5),
             stale_messages: on(&mut r, 0.5),
+            operator_mistakes: false,
         };
         let nodes = if r.below(4) == 0 { 5 } else { 3 };
         let drift = (0..nodes)
@@ -153,7 +160,7 @@ impl SimConfig {
                 }
             })
             .collect();
-        SimConfig {
+        let mut cfg = SimConfig {
             seed,
             nodes,
             clients: r.range(3, 7),
@@ -216,13 +223,18 @@ impl SimConfig {
                 read_corruption: pick(&mut r, 0.2, 0.6),
                 latent_error: pick(&mut r, 0.05, 0.2),
                 disk_loss: pick(&mut r, 0.05, 0.2),
+                mistake: 0.0,
             },
             swarm,
             drift,
             slowness,
             membership_every_s: pick(&mut r, 3.0, 8.0),
             pause_every_s: pick(&mut r, 2.0, 6.0),
-        }
+        };
+        // Drawn last, so adding this class left every earlier draw of a seed as it was.
+        cfg.swarm.operator_mistakes = on(&mut r, 0.5);
+        cfg.rare.mistake = pick(&mut r, 0.1, 0.4);
+        cfg
     }
 
     pub fn describe(&self) -> String {

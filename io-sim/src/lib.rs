@@ -44,6 +44,11 @@ pub const REQUIRED_COVERAGE: &[&str] = &[
     "misdirected_writes",
     "read_corruption_injected",
     "latent_sector_errors",
+    "incarnations_recorded",
+    "cluster_ids_adopted",
+    "peer_incarnations_refused",
+    "wiped_restarts_refused",
+    "operator_mistakes_refused",
 ];
 
 /// Required paths that a set of coverage totals never exercised.
@@ -73,6 +78,8 @@ pub fn expected_checkers(bug: raftkv_core::planted::PlantedBug) -> &'static [&'s
             "linearizability",
         ],
         CompactPastSnapshot => &["recovery"],
+        // A wiped node is never refused, so it keeps voting under its old id.
+        IgnoreIncarnation => &["identity"],
         CorruptMiddleAsTornTail => &[
             "durable-state",
             "replicas-agree",

@@ -13,16 +13,16 @@ use crate::history::{Op, OpKind, Output};
 use crate::observer::Observer;
 use madsim::runtime::{Handle, NodeHandle};
 use madsim::time::{sleep, sleep_until, Instant};
+use raftkv_core::boot::{boot, BootError, StartFlags};
 use raftkv_core::command::RequestId;
 use raftkv_core::fileop::FileOp;
 use raftkv_core::memdir::{CrashKind, MemDir};
 use raftkv_core::node::{
-    Action, Bootstrap, ClientError, ClientOp, ClientReply, ClientRequest, Event, Node, NodeConfig,
-    StateRole,
+    Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskFailure, Event, NodeConfig,
+    RejectReason, SendOutcome, StateRole, StopReason,
 };
-use raftkv_core::recovery::recover;
 use raftkv_core::rng::Rng;
-use raftkv_core::wal::{WalConfig, WalIdentity};
+use raftkv_core::wal::WalConfig;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,8 +30,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-pub const CLUSTER_ID: u64 = 0x51;
+/// `--cluster-token` of every simulated node.
+pub const TOKEN: &str = "sim";
 
+/// An operator mistake made when a node is next started (see `Swarm::operator_mistakes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mistake {
+    /// Started on a directory left from a single-node run of the same id.
+    StaleDirectory,
+    /// Started on a copy of another member's directory.
+    OtherNodesDirectory(u64),
+    /// Started with a `--cluster` naming a member its cluster never had.
+    ChangedCluster,
+}
 type Reply = Result<ClientReply, ClientError>;
 
 /// The last packets a node sent: (to, bytes).
@@ -88,8 +99,14 @@ pub struct World {
     operator_idle: AtomicBool,
     /// Current members (id -> address) as the supervisor drives membership.
     pub members: Mutex<BTreeMap<u64, String>>,
-    /// How each node id starts when its data directory is empty.
-    bootstraps: Mutex<BTreeMap<u64, Bootstrap>>,
+    /// The flags each node id is started with (what its operator types).
+    flags: Mutex<BTreeMap<u64, StartFlags>>,
+    /// Mistakes to make at each node's next start.
+    mistakes: Mutex<BTreeMap<u64, Mistake>>,
+    /// Nodes restarted on a wiped disk under their old id, not yet refused by their peers.
+    wiped: Mutex<BTreeSet<u64>>,
+    /// Each node's last applied view of the recorded incarnations (kept while it is down).
+    recorded: Mutex<BTreeMap<u64, BTreeMap<u64, u64>>>,
     /// Nodes whose disks may rot (read corruption, latent errors, misdirected writes): a
     /// minority of the initial members.
     bad_disks: BTreeSet<u64>,
@@ -116,12 +133,14 @@ impl World {
     pub fn new(cfg: SimConfig, keep_trace: bool, without_raft_rs_guard: bool) -> Self {
         let members: BTreeMap<u64, String> =
             (1..=cfg.nodes).map(|i| (i, format!("sim://{i}"))).collect();
-        let bootstraps = (1..=cfg.nodes)
+        let flags = (1..=cfg.nodes)
             .map(|i| {
                 (
                     i,
-                    Bootstrap::NewCluster {
-                        members: members.clone(),
+                    StartFlags {
+                        peers: members.clone(),
+                        token: TOKEN.into(),
+                        join: false,
                     },
                 )
             })
@@ -130,7 +149,10 @@ impl World {
             .map(|i| 1 + (cfg.seed + i) % cfg.nodes)
             .collect();
         World {
-            bootstraps: Mutex::new(bootstraps),
+            flags: Mutex::new(flags),
+            mistakes: Mutex::default(),
+            wiped: Mutex::default(),
+            recorded: Mutex::default(),
             bad_disks,
             exited: Mutex::default(),
             unrecoverable: Mutex::default(),
@@ -207,7 +229,6 @@ impl World {
     fn node_config(&self, id: u64, incarnation: u64) -> NodeConfig {
         let mut cfg = NodeConfig::new(
             id,
-            CLUSTER_ID,
             self.cfg
                 .seed
                 .wrapping_mul(31)
@@ -345,7 +366,7 @@ enum JobEnd {
     /// A snapshot job's file is durable; the state-machine bytes go back to the node.
     SnapshotSaved(u64, Vec<u8>),
     /// The disk reported an error: the node must stop (never retry an fsync).
-    Failed(&'static str),
+    Failed(u64, DiskFailure),
 }
 
 /// Runs one disk job op by op with latency; a kill stops it wherever it is. Injects the rare
@@ -413,7 +434,12 @@ async fn run_ops(
                 .crash(CrashKind::PowerLoss, &mut |n| rng.below(n));
             world.count("fsync_failures");
             world.io_end(id);
-            let _ = done.send(JobEnd::Failed("fsync failed"));
+            let failure = DiskFailure {
+                op: "fsync",
+                file: op.file_name().map(str::to_string),
+                kind: std::io::ErrorKind::Other,
+            };
+            let _ = done.send(JobEnd::Failed(job_id, failure));
             return;
         }
         let is_write = matches!(op, FileOp::WriteAt { .. } | FileOp::Create { .. });
@@ -428,7 +454,12 @@ async fn run_ops(
             }
             world.count("enospc");
             world.io_end(id);
-            let _ = done.send(JobEnd::Failed("no space left on device"));
+            let failure = DiskFailure {
+                op: "write",
+                file: op.file_name().map(str::to_string),
+                kind: std::io::ErrorKind::StorageFull,
+            };
+            let _ = done.send(JobEnd::Failed(job_id, failure));
             return;
         }
         let mut op = op.clone();
@@ -544,28 +575,35 @@ async fn node_main(world: Arc<World>, id: u64) {
         *e
     };
     let unreadable = incarnation > 1 && rot_disk(&world, id);
-    let recovered = {
+    let cfg = world.node_config(id, incarnation);
+    let flags = world.flags.lock().unwrap()[&id].clone();
+    if let Some(mistake) = world.mistakes.lock().unwrap().remove(&id) {
+        world.try_mistake(id, &cfg, &flags, mistake);
+    }
+    let booted = {
         let disks = world.disks.lock().unwrap();
         let d = &disks[&id];
         let mut first_read = true;
-        recover(
-            &d.list(),
-            WalIdentity {
-                cluster_id: CLUSTER_ID,
-                node_id: id,
-            },
-            &mut |n| {
-                if unreadable && std::mem::take(&mut first_read) {
-                    return Err("EIO: latent sector error".to_string());
-                }
-                d.read(n)
-                    .map(|b| b.to_vec())
-                    .ok_or_else(|| "missing".to_string())
-            },
-        )
+        boot(cfg, &flags, &d.list(), &mut |n| {
+            if unreadable && std::mem::take(&mut first_read) {
+                return Err("EIO: latent sector error".to_string());
+            }
+            d.read(n)
+                .map(|b| b.to_vec())
+                .ok_or_else(|| "missing".to_string())
+        })
     };
-    let recovered = match recovered {
-        Ok(r) => r,
+    let mut node = match booted {
+        Ok(n) => n,
+        Err(BootError::Removed { .. })
+        | Err(BootError::Node(raftkv_core::node::NodeError::Removed)) => {
+            world.record(
+                id,
+                "stopped",
+                serde_json::json!("data directory of a removed node"),
+            );
+            return;
+        }
         Err(e) => {
             // Expected only where the disk was made to rot: then the node is replaced.
             if world.bad_disks.contains(&id) {
@@ -579,38 +617,6 @@ async fn node_main(world: Arc<World>, id: u64) {
                 );
             }
             return;
-        }
-    };
-    if let Some(r) = &recovered {
-        if r.report.torn_tail.is_some() {
-            world.count("torn_tails_repaired");
-        }
-        if !r.report.removed_orphan_snapshots.is_empty() {
-            world.count("orphan_snapshots_removed");
-        }
-        if !r.report.set_aside.is_empty() {
-            world.count("snapshots_set_aside");
-        }
-        if r.snapshot.is_some() {
-            world.count("restarts_from_snapshot");
-        }
-    }
-    let bootstrap = world.bootstraps.lock().unwrap()[&id].clone();
-    let mut node = match Node::start(world.node_config(id, incarnation), recovered, bootstrap) {
-        Ok(n) => n,
-        Err(raftkv_core::node::NodeError::Removed) => {
-            world.record(
-                id,
-                "stopped",
-                serde_json::json!("data directory of a removed node"),
-            );
-            return;
-        }
-        Err(e) => {
-            return world.violation(
-                "recovery",
-                format!("node {id} incarnation {incarnation}: {e}"),
-            )
         }
     };
     world.record(id, "start", serde_json::json!({"incarnation": incarnation}));
@@ -642,6 +648,7 @@ async fn node_main(world: Arc<World>, id: u64) {
     let tick = Duration::from_micros((world.cfg.tick_ms as f64 * 1000.0 * drift) as u64);
     let mut next_tick = Instant::now() + tick;
     let mut last_applied = u64::MAX;
+    let mut last_hash = 0;
     loop {
         for action in node.drain() {
             match action {
@@ -661,13 +668,12 @@ async fn node_main(world: Arc<World>, id: u64) {
                     if o.snapshot {
                         world.count("snapshots_sent");
                     }
-                    let ok = world.net_send(id, o.to, o.bytes);
-                    if o.snapshot {
-                        node.report_snapshot(o.to, ok);
-                    }
-                    if !ok {
-                        node.report_unreachable(o.to);
-                    }
+                    let (to, snapshot) = (o.to, o.snapshot);
+                    node.sent(if world.net_send(id, to, o.bytes) {
+                        SendOutcome::Delivered { to, snapshot }
+                    } else {
+                        SendOutcome::Failed { to, snapshot }
+                    });
                 }
                 Action::Reply { handle, result } => {
                     if let Some(tx) = pending.remove(&handle) {
@@ -678,20 +684,31 @@ async fn node_main(world: Arc<World>, id: u64) {
             }
         }
         let s = node.status();
-        // Index 0 is a joiner before its first snapshot: not replicated state yet.
-        if s.applied_index != last_applied && s.applied_index > 0 {
+        // Index 0 is a joiner before its first snapshot: not replicated state yet. The state
+        // hash (a serialisation of the whole state machine) is taken only when applied moves.
+        if s.applied_index != last_applied {
             last_applied = s.applied_index;
-            let h = node.kv().hash();
-            world.obs.lock().unwrap().state(id, s.applied_index, h);
+            last_hash = node.kv().hash();
+            if s.applied_index > 0 {
+                world
+                    .obs
+                    .lock()
+                    .unwrap()
+                    .state(id, s.applied_index, last_hash);
+            }
+            world
+                .recorded
+                .lock()
+                .unwrap()
+                .insert(id, s.incarnations.clone());
         }
-        world.views.lock().unwrap().insert(
-            id,
-            (s.applied_index, node.kv().hash(), s.commit_index, s.role),
-        );
+        world
+            .views
+            .lock()
+            .unwrap()
+            .insert(id, (s.applied_index, last_hash, s.commit_index, s.role));
         if let Some(reason) = node.stopped() {
-            world.record(id, "stopped", serde_json::json!({"reason": reason}));
-            world.inboxes.lock().unwrap().remove(&id);
-            world.views.lock().unwrap().remove(&id);
+            world.node_stopped(id, reason);
             return;
         }
         tokio::select! {
@@ -699,14 +716,7 @@ async fn node_main(world: Arc<World>, id: u64) {
             Some(end) = done_rx.recv() => match end {
                 JobEnd::Done(job) => node.disk_done(job),
                 JobEnd::SnapshotSaved(job, data) => node.snapshot_saved(job, data),
-                JobEnd::Failed(why) => {
-                    // The real shell exits on a disk error; so does this node, until restarted.
-                    world.record(id, "disk_error", serde_json::json!(why));
-                    world.inboxes.lock().unwrap().remove(&id);
-                    world.views.lock().unwrap().remove(&id);
-                    world.exited.lock().unwrap().insert(id);
-                    return;
-                }
+                JobEnd::Failed(job, failure) => node.disk_failed(job, failure),
             },
             Some(m) = rx.recv() => match m {
                 Inbound::Peer(bytes) => {
@@ -745,7 +755,26 @@ fn observe_event(world: &World, id: u64, e: Event) {
             obs.durable(id, *hard_state);
             return;
         }
-        Event::Recovered { hard_state, .. } => obs.recovered(id, *hard_state),
+        Event::Recovered {
+            hard_state, report, ..
+        } => {
+            obs.recovered(id, *hard_state);
+            if report.torn_tail.is_some() {
+                obs.count("torn_tails_repaired");
+            }
+            if !report.removed_orphan_snapshots.is_empty() {
+                obs.count("orphan_snapshots_removed");
+            }
+            if !report.set_aside.is_empty() {
+                obs.count("snapshots_set_aside");
+            }
+            if report.snapshot.is_some() {
+                obs.count("restarts_from_snapshot");
+            }
+        }
+        Event::PeerRefused { .. } => obs.count("peer_incarnations_refused"),
+        Event::IncarnationProposed { .. } => obs.count("incarnations_recorded"),
+        Event::ClusterAdopted { .. } => obs.count("cluster_ids_adopted"),
         Event::RoleChanged {
             term,
             role: StateRole::Leader,
@@ -762,7 +791,6 @@ fn observe_event(world: &World, id: u64, e: Event) {
         Event::MemberAdded { .. } | Event::MemberRemoved { .. } => {
             obs.count("conf_changes_applied")
         }
-        Event::Fatal { reason } => obs.violation("fatal", format!("node {id}: {reason}")),
         _ => {}
     }
     let now = world.now_ns();
@@ -775,6 +803,133 @@ fn observe_event(world: &World, id: u64, e: Event) {
 }
 
 impl World {
+    /// A node stopped: decide what that means for the world (and the checkers).
+    fn node_stopped(&self, id: u64, reason: &StopReason) {
+        self.record(
+            id,
+            "stopped",
+            serde_json::json!({"reason": reason.to_string()}),
+        );
+        self.inboxes.lock().unwrap().remove(&id);
+        self.views.lock().unwrap().remove(&id);
+        let wiped = self.wiped.lock().unwrap().remove(&id);
+        match reason {
+            StopReason::Removed | StopReason::RemovedReported { .. } => {}
+            // The real shell exits on a disk error; so does this node, until restarted.
+            StopReason::Disk { .. } => {
+                self.exited.lock().unwrap().insert(id);
+            }
+            // A wiped disk under its old id must be refused by its incarnation (every member
+            // had recorded the old one before the wipe); then it is replaced.
+            StopReason::NotRecognized { .. } if wiped => {
+                self.count("wiped_restarts_refused");
+                self.unrecoverable.lock().unwrap().insert(id);
+            }
+            // Only raft's own commit invariant (guarded in core) noticed: the incarnation check
+            // did not fire, and until that heartbeat the node could vote.
+            StopReason::LogBehindLeader { .. } if wiped => {
+                self.unrecoverable.lock().unwrap().insert(id);
+                self.violation(
+                    "identity",
+                    format!("node {id} restarted on a wiped disk was not refused by its incarnation: {reason}"),
+                )
+            }
+            // An honest node refused, or one that lost synced writes without being told to: the
+            // storage or the protocol lost data.
+            StopReason::NotRecognized { .. } => {
+                self.violation("identity", format!("node {id}: {reason}"))
+            }
+            StopReason::LogBehindLeader { .. } => {
+                self.violation("durable-state", format!("node {id}: {reason}"))
+            }
+            StopReason::BadSnapshotFromLeader { .. } | StopReason::PeerUrlNotConfirmed { .. } => {
+                self.violation("fatal", format!("node {id}: {reason}"))
+            }
+        }
+    }
+
+    /// Starts `id` the wrong way first; the mistake must be refused at boot (then the operator
+    /// reads the error and starts it the right way).
+    fn try_mistake(&self, id: u64, cfg: &NodeConfig, flags: &StartFlags, mistake: Mistake) {
+        let dir = match mistake {
+            Mistake::StaleDirectory => {
+                // A single-node run of the same id, left behind: boot it and run its first job.
+                let solo = StartFlags {
+                    peers: [(id, flags.peers[&id].clone())].into(),
+                    token: flags.token.clone(),
+                    join: false,
+                };
+                let mut d = MemDir::new();
+                let mut n = boot(cfg.clone(), &solo, &[], &mut |_| Err("empty".into()))
+                    .expect("boot on an empty directory");
+                for a in n.drain() {
+                    if let Action::Disk(job) = a {
+                        for op in &job.ops {
+                            d.apply(op).expect("memdir op");
+                        }
+                        n.disk_done(job.id);
+                    }
+                }
+                d
+            }
+            Mistake::OtherNodesDirectory(other) => match self.disks.lock().unwrap().get(&other) {
+                Some(d) => d.clone(),
+                None => return,
+            },
+            Mistake::ChangedCluster => self.disks.lock().unwrap()[&id].clone(),
+        };
+        let mut wrong_flags = flags.clone();
+        if mistake == Mistake::ChangedCluster {
+            wrong_flags.peers.insert(999, "sim://999".into());
+        }
+        let r = boot(cfg.clone(), &wrong_flags, &dir.list(), &mut |n| {
+            dir.read(n)
+                .map(|b| b.to_vec())
+                .ok_or_else(|| "missing".to_string())
+        });
+        let expected = match (&r, mistake) {
+            (Err(BootError::StrangerPeers { .. }), Mistake::StaleDirectory) => true,
+            (Err(BootError::WrongNode { .. }), Mistake::OtherNodesDirectory(_)) => true,
+            (Err(BootError::StrangerPeers { .. }), Mistake::ChangedCluster) => true,
+            // A directory with nothing in it yet (its first job never ran) has no history to
+            // contradict the flags: nothing to refuse, nothing lost.
+            (Ok(_), Mistake::ChangedCluster | Mistake::OtherNodesDirectory(_)) => {
+                !dir.list().iter().any(|n| n.ends_with(".snap"))
+            }
+            _ => false,
+        };
+        let what = format!("{mistake:?}");
+        let outcome = match &r {
+            Ok(_) => "accepted".to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.record(
+            id,
+            "mistake",
+            serde_json::json!({"mistake": what, "outcome": outcome}),
+        );
+        if expected {
+            self.count("operator_mistakes_refused");
+        } else {
+            self.violation(
+                "identity",
+                format!(
+                    "node {id}: operator mistake {what} was not refused as expected: {outcome}"
+                ),
+            );
+        }
+    }
+
+    /// True if every member's last view holds `id`'s incarnation: a wipe of `id` is then a
+    /// mistake its peers can tell (before that, a wiped node is indistinguishable from one that
+    /// never ran, the documented first-contact window).
+    fn incarnation_known_everywhere(&self, id: u64) -> bool {
+        let recorded = self.recorded.lock().unwrap();
+        self.member_ids()
+            .iter()
+            .all(|m| recorded.get(m).is_some_and(|r| r.contains_key(&id)))
+    }
+
     /// The node that last reported itself leader, if any.
     fn leader(&self) -> Option<u64> {
         self.views
@@ -997,11 +1152,9 @@ impl Operator {
                     self.world.count("conf_changes");
                     return true;
                 }
-                Some(Err(ClientError::Rejected(why)))
-                    if why.contains("already a member") || why.contains("is not a member") =>
-                {
-                    return true
-                }
+                Some(Err(ClientError::Rejected(
+                    RejectReason::AlreadyMember { .. } | RejectReason::NotMember { .. },
+                ))) => return true,
                 Some(Err(ClientError::NotLeader { leader: Some(l) })) => target = l,
                 _ => {
                     sleep(Duration::from_millis(50)).await;
@@ -1022,11 +1175,14 @@ impl Operator {
         let addr = format!("sim://{id}");
         let mut members = self.world.members.lock().unwrap().clone();
         members.insert(id, addr);
-        self.world
-            .bootstraps
-            .lock()
-            .unwrap()
-            .insert(id, Bootstrap::Join { members });
+        self.world.flags.lock().unwrap().insert(
+            id,
+            StartFlags {
+                peers: members,
+                token: TOKEN.into(),
+                join: true,
+            },
+        );
         self.world.disks.lock().unwrap().insert(id, MemDir::new());
         self.world
             .record(id, "fault", serde_json::json!("joining as a new member"));
@@ -1210,7 +1366,8 @@ impl Supervisor {
     }
 
     fn crash(&mut self, victim: u64, kind: CrashKind, wipe: bool) {
-        let world = &self.world;
+        let world = self.world.clone();
+        let world = &world;
         let was_busy = world.busy.lock().unwrap().remove(&victim).is_some();
         if world.synced.lock().unwrap().remove(&victim) {
             world.count("crashes_between_sync_and_send");
@@ -1246,6 +1403,9 @@ impl Supervisor {
             world.count("disk_losses");
             world.unrecoverable.lock().unwrap().insert(victim);
         } else {
+            if world.cfg.swarm.operator_mistakes && self.rng.chance(world.cfg.rare.mistake) {
+                self.plan_mistake(victim);
+            }
             let down_s =
                 0.05 + world.cfg.process.down_max_s * (self.rng.below(1000) as f64 / 1000.0);
             world
@@ -1254,6 +1414,42 @@ impl Supervisor {
                 .unwrap()
                 .insert(victim, Instant::now() + sim_secs(down_s));
         }
+    }
+
+    /// The operator's next mistake with `victim`, which is down: wipe its disk and restart it
+    /// under its old id, or start it on the wrong directory or with the wrong flags.
+    fn plan_mistake(&mut self, victim: u64) {
+        let world = &self.world;
+        let members = world.member_ids();
+        let mistake = match self.rng.below(4) {
+            0 => {
+                let minority = {
+                    let damaged = world.damaged.lock().unwrap();
+                    !damaged.contains(&victim) && damaged.len() < (members.len() - 1) / 2
+                };
+                if !minority || !world.incarnation_known_everywhere(victim) {
+                    return;
+                }
+                world.disks.lock().unwrap().insert(victim, MemDir::new());
+                world.mark_damaged(victim);
+                world.wiped.lock().unwrap().insert(victim);
+                world.count("mistakes_wiped_restart");
+                world.record(
+                    victim,
+                    "fault",
+                    serde_json::json!("disk wiped; restarted under its old id"),
+                );
+                return;
+            }
+            1 => Mistake::StaleDirectory,
+            2 => {
+                let others: Vec<u64> = members.into_iter().filter(|&m| m != victim).collect();
+                Mistake::OtherNodesDirectory(others[self.rng.below(others.len() as u64) as usize])
+            }
+            _ => Mistake::ChangedCluster,
+        };
+        world.count("mistakes_at_start");
+        world.mistakes.lock().unwrap().insert(victim, mistake);
     }
 
     fn restart_due(&mut self, all: bool) {
@@ -1525,6 +1721,17 @@ pub async fn supervise(world: Arc<World>) {
     world.stop_clients.store(true, Ordering::Relaxed);
     for t in client_tasks {
         let _ = t.await;
+    }
+
+    // Identity: every node restarted on a wiped disk under its old id was refused (its peers
+    // hold its old incarnation), so it never voted and was replaced.
+    for id in world.wiped.lock().unwrap().clone() {
+        if world.members.lock().unwrap().contains_key(&id) {
+            world.violation(
+                "identity",
+                format!("node {id} was restarted on a wiped disk under its old id and its peers never refused it"),
+            );
+        }
     }
 
     // Convergence: every member applies the same index and holds the same state.

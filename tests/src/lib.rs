@@ -127,6 +127,15 @@ impl Drop for Cluster {
 impl Cluster {
     /// Starts `n` nodes with `extra` flags each.
     pub fn start(tag: &str, n: u64, extra: &[&str]) -> Cluster {
+        let mut c = Self::configure(tag, n, extra);
+        for i in 0..c.nodes.len() {
+            c.spawn(i);
+        }
+        c
+    }
+
+    /// Lays out `n` nodes (ports, directories, flags) without starting any.
+    pub fn configure(tag: &str, n: u64, extra: &[&str]) -> Cluster {
         let dir = TempDir::new(tag);
         let mut nodes: Vec<NodeProc> = (1..=n)
             .map(|id| NodeProc {
@@ -151,15 +160,17 @@ impl Cluster {
         let guard = ONE_CLUSTER_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut c = Cluster {
+        Cluster {
             dir,
             nodes,
             _one_at_a_time: guard,
-        };
-        for i in 0..c.nodes.len() {
-            c.spawn(i);
         }
-        c
+    }
+
+    /// Waits for node `i`'s process to exit on its own (a refusal at start, say).
+    pub fn wait_exited(&mut self, i: usize, within: Duration) -> std::process::ExitStatus {
+        let mut c = self.nodes[i].child.take().expect("started");
+        wait_exit(&mut c, within)
     }
 
     /// (Re)starts node at position `i` with its recorded flags.

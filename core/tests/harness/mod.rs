@@ -8,24 +8,24 @@
 #![allow(dead_code)]
 
 use raft::StateRole;
+use raftkv_core::boot::{boot, BootError, StartFlags};
 use raftkv_core::command::RequestId;
 use raftkv_core::memdir::{CrashKind, MemDir};
 use raftkv_core::node::{
-    Action, Bootstrap, ClientError, ClientOp, ClientReply, ClientRequest, DiskJob, Event, Node,
-    NodeConfig, SnapshotJob,
+    Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskJob, Event, Node, NodeConfig,
+    SendOutcome, SnapshotJob, StopReason,
 };
-use raftkv_core::recovery::recover;
 use raftkv_core::rng::{Fnv64, Rng};
-use raftkv_core::wal::{WalConfig, WalIdentity};
+use raftkv_core::wal::WalConfig;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-pub const CLUSTER_ID: u64 = 0xC1;
+pub const TOKEN: &str = "harness";
 
 pub struct SimNode {
     pub node: Option<Node>,
     pub dir: MemDir,
     pub cfg: NodeConfig,
-    pub bootstrap: Bootstrap,
+    pub flags: StartFlags,
     jobs: VecDeque<DiskJob>,
     /// The snapshot lane: at most one job, completed independently of `jobs`.
     snapshot_job: Option<SnapshotJob>,
@@ -57,6 +57,17 @@ pub struct Cluster {
     pub loss: f64,
     pub stats: Stats,
     next_client_seq: u64,
+    /// Panic when a node stops (off in tests that expect a refusal).
+    pub fatal_stops: bool,
+}
+
+/// Boots a node from the bytes of a directory.
+pub fn boot_from(cfg: &NodeConfig, flags: &StartFlags, dir: &MemDir) -> Result<Node, BootError> {
+    boot(cfg.clone(), flags, &dir.list(), &mut |name| {
+        dir.read(name)
+            .map(|b| b.to_vec())
+            .ok_or_else(|| "missing".to_string())
+    })
 }
 
 pub fn addr(id: u64) -> String {
@@ -64,7 +75,7 @@ pub fn addr(id: u64) -> String {
 }
 
 pub fn base_config(id: u64, seed: u64) -> NodeConfig {
-    let mut cfg = NodeConfig::new(id, CLUSTER_ID, seed);
+    let mut cfg = NodeConfig::new(id, seed);
     cfg.wal = WalConfig {
         segment_size_bytes: 16 * 1024,
     };
@@ -92,27 +103,31 @@ impl Cluster {
             loss: 0.0,
             stats: Stats::default(),
             next_client_seq: 1,
+            fatal_stops: true,
         };
         for id in 1..=n {
             let mut cfg = base_config(id, seed);
             tweak(&mut cfg);
-            let bootstrap = Bootstrap::NewCluster {
-                members: members.clone(),
+            let flags = StartFlags {
+                peers: members.clone(),
+                token: TOKEN.into(),
+                join: false,
             };
-            c.insert_node(id, cfg, bootstrap);
+            c.insert_node(id, cfg, flags);
         }
         c.pump_actions();
         c
     }
 
     /// Starts node `id` on an empty directory.
-    fn insert_node(&mut self, id: u64, cfg: NodeConfig, bootstrap: Bootstrap) {
-        let node = Node::start(cfg.clone(), None, bootstrap.clone()).expect("start");
+    fn insert_node(&mut self, id: u64, cfg: NodeConfig, flags: StartFlags) {
+        let dir = MemDir::new();
+        let node = boot_from(&cfg, &flags, &dir).expect("start");
         let sim = SimNode {
             node: Some(node),
-            dir: MemDir::new(),
+            dir,
             cfg,
-            bootstrap,
+            flags,
             jobs: VecDeque::new(),
             snapshot_job: None,
             incarnation: 0,
@@ -130,8 +145,12 @@ impl Cluster {
             .map(|&i| (i, addr(i)))
             .chain([(id, addr(id))])
             .collect();
-        let bootstrap = Bootstrap::Join { members };
-        self.insert_node(id, cfg, bootstrap);
+        let flags = StartFlags {
+            peers: members,
+            token: TOKEN.into(),
+            join: true,
+        };
+        self.insert_node(id, cfg, flags);
         self.pump_actions();
     }
 
@@ -209,7 +228,15 @@ impl Cluster {
                         Event::Recovered { report, .. } if report.torn_tail.is_some() => {
                             self.stats.torn_tails += 1
                         }
-                        Event::Fatal { reason } => panic!("node {id} fatal: {reason}"),
+                        Event::Stopped { reason }
+                            if self.fatal_stops
+                                && !matches!(
+                                    reason,
+                                    StopReason::Removed | StopReason::RemovedReported { .. }
+                                ) =>
+                        {
+                            panic!("node {id} stopped: {reason}")
+                        }
                         _ => {}
                     },
                 }
@@ -282,12 +309,11 @@ impl Cluster {
                 self.stats.messages_dropped += 1;
             }
             if let Some(sender) = self.nodes.get_mut(&from).and_then(|n| n.node.as_mut()) {
-                if snapshot {
-                    sender.report_snapshot(to, delivered);
-                }
-                if !delivered {
-                    sender.report_unreachable(to);
-                }
+                sender.sent(if delivered {
+                    SendOutcome::Delivered { to, snapshot }
+                } else {
+                    SendOutcome::Failed { to, snapshot }
+                });
             }
         }
         self.pump_actions();
@@ -416,26 +442,30 @@ impl Cluster {
 
     /// Restarts a node from the bytes of its directory.
     pub fn restart(&mut self, id: u64) {
+        let flags = self.nodes[&id].flags.clone();
+        self.try_restart_with(id, flags)
+            .unwrap_or_else(|e| panic!("node {id} restart: {e}"));
+    }
+
+    /// Restarts a node from its directory with these flags (an operator's mistake, say).
+    pub fn try_restart_with(&mut self, id: u64, flags: StartFlags) -> Result<(), BootError> {
         let n = self.nodes.get_mut(&id).unwrap();
         assert!(n.node.is_none());
         n.incarnation += 1;
-        let names = n.dir.list();
-        let dir = &n.dir;
-        let wal_id = WalIdentity {
-            cluster_id: n.cfg.cluster_id,
-            node_id: id,
-        };
-        let recovered = recover(&names, wal_id, &mut |name| {
-            dir.read(name)
-                .map(|b| b.to_vec())
-                .ok_or_else(|| "missing".to_string())
-        })
-        .unwrap_or_else(|e| panic!("node {id} recovery: {e}"));
         let mut cfg = n.cfg.clone();
         cfg.seed = cfg.seed.wrapping_add(n.incarnation);
-        let node = Node::start(cfg, recovered, n.bootstrap.clone()).expect("restart");
+        let node = boot_from(&cfg, &flags, &n.dir)?;
         n.node = Some(node);
         self.pump_actions();
+        Ok(())
+    }
+
+    /// Stops a node (a process that exits); its directory stays.
+    pub fn stop_node(&mut self, id: u64) {
+        let n = self.nodes.get_mut(&id).unwrap();
+        n.node = None;
+        n.jobs.clear();
+        n.snapshot_job = None;
     }
 
     /// Runs until every live node has applied the same index and holds the same state.
