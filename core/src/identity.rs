@@ -116,8 +116,10 @@ impl Identity {
         if crc32fast::hash(body) != crc {
             return Err(IdentityError::BadChecksum);
         }
+        // Canonical encodings only (postcard accepts over-long varints): one meaning per byte
+        // string under the crc. The fuzzer found the non-canonical case.
         let id: Identity = match postcard::take_from_bytes(body) {
-            Ok((id, [])) => id,
+            Ok((id, [])) if postcard::to_allocvec(&id).is_ok_and(|b| b == body) => id,
             _ => return Err(IdentityError::BadBody),
         };
         if id.format_version > DATA_DIR_FORMAT {
@@ -198,6 +200,20 @@ mod tests {
         assert_ne!(a, derive_cluster_id("other", &one));
         assert_eq!(b, derive_cluster_id("raftkv", &three.clone()));
         assert_ne!(a, UNKNOWN_CLUSTER);
+    }
+
+    #[test]
+    fn over_long_varints_are_refused() {
+        // Found by fuzz/fuzz_targets/identity_file.rs: format_version 2 as [0x82, 0x00].
+        let id = sample();
+        let body = postcard::to_allocvec(&id).unwrap();
+        let mut long = vec![0x82, 0x00];
+        long.extend_from_slice(&body[1..]);
+        let mut bytes = IDENTITY_MAGIC.to_vec();
+        bytes.extend_from_slice(&crc32fast::hash(&long).to_le_bytes());
+        bytes.extend_from_slice(&(long.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&long);
+        assert_eq!(Identity::decode(&bytes), Err(IdentityError::BadBody));
     }
 
     #[test]

@@ -232,6 +232,11 @@ fn from_wire(w: WireMessage) -> Result<Message, DecodeError> {
     m.commit = w.commit;
     m.commit_term = w.commit_term;
     if let Some(s) = w.snapshot {
+        // Encoders omit empty snapshots (index 0); one on the wire would decode to a message that
+        // re-encodes differently (found by fuzz/fuzz_targets/peer_frame.rs).
+        if s.index == 0 {
+            return Err(DecodeError::BadBody);
+        }
         let mut snap = Snapshot {
             data: s.data.into(),
             ..Default::default()

@@ -99,11 +99,18 @@ fn main() {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus"));
-    let dirs = ["wal_segment", "wal_frame_fixup", "snapshot_file"].map(|t| root.join(t));
+    let dirs = [
+        "wal_segment",
+        "wal_frame_fixup",
+        "snapshot_file",
+        "peer_frame",
+        "identity_file",
+    ]
+    .map(|t| root.join(t));
     for d in &dirs {
         std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
     }
-    let [seg_dir, frame_dir, snap_dir] = &dirs;
+    let [seg_dir, frame_dir, snap_dir, peer_dir, id_dir] = &dirs;
     let recs = records();
 
     // wal_segment: whole segments.
@@ -158,6 +165,69 @@ fn main() {
             data,
         };
         write(snap_dir, &format!("snapshot-{i}"), &snapfile::encode(&file));
+    }
+    // peer_frame: one frame of each kind.
+    let sender = raftkv_core::msgcodec::Sender {
+        cluster_id: 0x51,
+        id: 1,
+        incarnation: 0xABCD,
+        addr: "http://127.0.0.1:12379",
+    };
+    let to = raftkv_core::msgcodec::Recipient {
+        id: 2,
+        incarnation: 0x1234,
+    };
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgAppend);
+    m.from = 1;
+    m.to = 2;
+    m.term = 3;
+    m.index = 7;
+    m.commit = 6;
+    m.entries = vec![raft::eraftpb::Entry {
+        index: 8,
+        term: 3,
+        data: b"x".to_vec().into(),
+        ..Default::default()
+    }]
+    .into();
+    write(
+        peer_dir,
+        "append",
+        &raftkv_core::msgcodec::encode(&sender, to.incarnation, &m),
+    );
+    m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    m.entries = Vec::new().into();
+    write(
+        peer_dir,
+        "heartbeat",
+        &raftkv_core::msgcodec::encode(&sender, 0, &m),
+    );
+    write(
+        peer_dir,
+        "removed",
+        &raftkv_core::msgcodec::encode_removed(&sender, to),
+    );
+    write(
+        peer_dir,
+        "refused",
+        &raftkv_core::msgcodec::encode_refused(
+            &sender,
+            to,
+            raftkv_core::msgcodec::Refusal::StaleIncarnation { recorded: 9 },
+        ),
+    );
+
+    // identity_file: a new cluster member's and a joiner's.
+    for (i, cluster_id) in [0x51u64, 0].into_iter().enumerate() {
+        let id = raftkv_core::identity::Identity {
+            format_version: raftkv_core::identity::DATA_DIR_FORMAT,
+            cluster_id,
+            node_id: 3,
+            incarnation: 0xFEED + i as u64,
+            token_hash: raftkv_core::identity::token_hash("raftkv"),
+        };
+        write(id_dir, &format!("identity-{i}"), &id.encode());
     }
     println!("seed corpus written under {}", root.display());
 }
