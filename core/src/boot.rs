@@ -9,11 +9,13 @@
 //! - a `--cluster` naming members this directory's cluster never had (a directory left from a
 //!   single-node run restarted as one node of three would otherwise elect itself alone);
 //! - the directory of a removed member.
+//!
 //! A `--cluster` giving this node a peer URL other than the one its directory knows is not
 //! refused here, because the directory may simply be behind (the URL was changed with
 //! `PUT /v1/members/{id}` while the node was down): the node starts on the new URL, and stops
 //! with `StopReason::PeerUrlNotConfirmed` unless a member reaches it there in time (peers dial the
 //! URL their membership holds, so nothing arrives while they still hold the old one).
+//!
 //! Accepted: fewer URLs than members, URLs of members since removed, other members' URLs that
 //! changed through the log since (the log is right, the flags are history).
 //!

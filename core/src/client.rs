@@ -114,6 +114,8 @@ pub enum RejectReason {
     LastMember,
     #[error("peer URL {addr:?} is already used by member {id}")]
     UrlInUse { id: u64, addr: String },
+    #[error("the change would leave {active} live voters where {needed} make a quorum (etcd's strict reconfig check): remove a dead member first, or start the missing ones")]
+    WouldLoseQuorum { active: usize, needed: usize },
     #[error("another membership change is in progress")]
     ChangeInProgress,
     #[error("request id older than this client's last write")]

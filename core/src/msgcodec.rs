@@ -416,4 +416,22 @@ mod tests {
         );
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
     }
+
+    /// Found by fuzz/fuzz_targets/peer_frame.rs: a present but empty snapshot decoded to a
+    /// message that re-encoded without it.
+    #[test]
+    fn an_empty_snapshot_on_the_wire_is_refused() {
+        let mut w = to_wire(&Message::default());
+        w.msg_type = MessageType::MsgAppend as i32;
+        w.snapshot = Some(WireSnapshot {
+            index: 0,
+            term: 0,
+            conf_state: ConfStateRec {
+                auto_leave: true,
+                ..Default::default()
+            },
+            data: Vec::new(),
+        });
+        assert_eq!(from_wire(w).unwrap_err(), DecodeError::BadBody);
+    }
 }

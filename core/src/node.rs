@@ -545,6 +545,8 @@ pub struct Node {
     seen_incarnations: BTreeMap<u64, u64>,
     /// Frames held until the startup job that writes a fresh identity file completes.
     held_until_identity: Option<Vec<Outgoing>>,
+    /// When each peer last sent a frame this node accepted (for the strict reconfig check).
+    last_heard_tick: BTreeMap<u64, u64>,
     /// The peer URL this node listens on (its flags), advertised in every frame.
     own_url: Option<String>,
     url_change: Option<UrlChange>,
@@ -780,6 +782,7 @@ impl Node {
             held_until_identity: fresh_identity.then(Vec::new),
             own_url: None,
             url_change: None,
+            last_heard_tick: BTreeMap::new(),
             stopped: None,
         };
         node.staged.ops = ops;
@@ -1080,6 +1083,9 @@ impl Node {
             self.push_send(env.from, false, bytes);
             return Err(PeerError::UnknownSender(env.from));
         }
+        if self.kv.members().contains_key(&env.from) {
+            self.last_heard_tick.insert(env.from, self.now_tick);
+        }
         if self.url_change.is_some() && self.kv.members().contains_key(&env.from) {
             let c = self.url_change.take().expect("checked");
             self.actions
@@ -1329,6 +1335,7 @@ impl Node {
                     Some(RejectReason::AlreadyMember { id })
                 } else {
                     self.url_in_use(id, &addr)
+                        .or_else(|| self.quorum_after(Some(id), None))
                 };
                 if let Some(why) = refused {
                     return self.reply(to, Err(ClientError::Rejected(why)));
@@ -1353,6 +1360,9 @@ impl Node {
                 }
                 if self.kv.members().len() == 1 {
                     return self.reply(to, Err(ClientError::Rejected(RejectReason::LastMember)));
+                }
+                if let Some(why) = self.quorum_after(None, Some(id)) {
+                    return self.reply(to, Err(ClientError::Rejected(why)));
                 }
                 let mp = MemberProposal {
                     request_id,
@@ -1383,6 +1393,30 @@ impl Node {
                 });
             }
         }
+    }
+
+    /// etcd's strict reconfiguration check: refuse a change after which the voters this leader
+    /// has heard from lately (itself included) would fall short of a quorum. A new voter counts
+    /// toward the quorum before it has even started, and a dead one still counts: either makes a
+    /// cluster that can never commit again (the simulator found an operator removing a healthy
+    /// member while two others were lost, and another adding a voter beside a dead one).
+    fn quorum_after(&self, add: Option<u64>, remove: Option<u64>) -> Option<RejectReason> {
+        let mut voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
+        voters.extend(add);
+        voters.retain(|v| Some(*v) != remove);
+        let window = 2 * self.cfg.election_tick as u64;
+        let active = voters
+            .iter()
+            .filter(|&&v| {
+                v == self.cfg.id
+                    || self
+                        .last_heard_tick
+                        .get(&v)
+                        .is_some_and(|&t| t + window >= self.now_tick)
+            })
+            .count();
+        let needed = voters.len() / 2 + 1;
+        (active < needed).then_some(RejectReason::WouldLoseQuorum { active, needed })
     }
 
     fn url_in_use(&self, id: u64, addr: &str) -> Option<RejectReason> {
@@ -1899,6 +1933,10 @@ impl Node {
             Ok(cs) => {
                 self.raw.mut_store().set_conf_state(cs);
                 self.kv.apply_member_change(e.index, &change);
+                if let MemberChange::Remove { id } = &change {
+                    self.last_heard_tick.remove(id);
+                    self.seen_incarnations.remove(id);
+                }
                 let ev = match &change {
                     MemberChange::Add { id, addr } => Event::MemberAdded {
                         id: *id,

@@ -125,6 +125,12 @@ impl Observer {
     }
 
     /// A node made this HardState durable.
+    /// The node's disk was replaced by an empty one (an operator's mistake the simulator makes
+    /// on purpose): what the old disk made durable is no longer this node's to recover.
+    pub fn disk_replaced(&mut self, node: u64) {
+        self.durable.remove(&node);
+    }
+
     pub fn durable(&mut self, node: u64, hs: HardStateRec) {
         self.durable.insert(node, hs);
     }

@@ -105,6 +105,8 @@ pub struct World {
     mistakes: Mutex<BTreeMap<u64, Mistake>>,
     /// Nodes restarted on a wiped disk under their old id, not yet refused by their peers.
     wiped: Mutex<BTreeSet<u64>>,
+    /// Crashes of each node's disk so far: a job that outlives one stops quietly.
+    disk_epochs: Mutex<BTreeMap<u64, u64>>,
     /// Each node's last applied view of the recorded incarnations (kept while it is down).
     recorded: Mutex<BTreeMap<u64, BTreeMap<u64, u64>>>,
     /// Nodes whose disks may rot (read corruption, latent errors, misdirected writes): a
@@ -153,6 +155,7 @@ impl World {
             mistakes: Mutex::default(),
             wiped: Mutex::default(),
             recorded: Mutex::default(),
+            disk_epochs: Mutex::default(),
             bad_disks,
             exited: Mutex::default(),
             unrecoverable: Mutex::default(),
@@ -402,6 +405,7 @@ async fn run_ops(
     done: mpsc::UnboundedSender<JobEnd>,
 ) {
     world.io_begin(id);
+    let epoch = world.disk_epoch(id);
     let slowness = world
         .cfg
         .slowness
@@ -432,6 +436,7 @@ async fn run_ops(
                 .get_mut(&id)
                 .expect("disk")
                 .crash(CrashKind::PowerLoss, &mut |n| rng.below(n));
+            world.bump_disk_epoch(id);
             world.count("fsync_failures");
             world.io_end(id);
             let failure = DiskFailure {
@@ -490,6 +495,12 @@ async fn run_ops(
             .expect("disk")
             .apply(&op);
         if let Err(e) = r {
+            if world.disk_epoch(id) != epoch {
+                // The disk crashed under this job (the other lane's fsync failed, say): the job
+                // dies with its process, it did not misuse the disk.
+                world.io_end(id);
+                return;
+            }
             world.violation("disk", format!("node {id}: {op:?} failed: {e}"));
             return;
         }
@@ -891,10 +902,15 @@ impl World {
             (Err(BootError::StrangerPeers { .. }), Mistake::StaleDirectory) => true,
             (Err(BootError::WrongNode { .. }), Mistake::OtherNodesDirectory(_)) => true,
             (Err(BootError::StrangerPeers { .. }), Mistake::ChangedCluster) => true,
-            // A directory with nothing in it yet (its first job never ran) has no history to
-            // contradict the flags: nothing to refuse, nothing lost.
-            (Ok(_), Mistake::ChangedCluster | Mistake::OtherNodesDirectory(_)) => {
-                !dir.list().iter().any(|n| n.ends_with(".snap"))
+            // A rotten directory is refused for its damage first.
+            (Err(BootError::Recovery(_)), _) => self.bad_disks.contains(&id),
+            // A removed member's own directory is refused for that first.
+            (Err(BootError::Removed { .. }), Mistake::ChangedCluster) => true,
+            // A directory with no snapshot yet (its first job never completed, or a joiner's
+            // before its first one) has no history to contradict the flags: nothing to refuse,
+            // nothing lost.
+            (Ok(n), Mistake::ChangedCluster | Mistake::OtherNodesDirectory(_)) => {
+                n.status().snapshot_index == 0
             }
             _ => false,
         };
@@ -1123,6 +1139,15 @@ pub const LIVENESS_BOUND_S: u64 = 15;
 
 /// Membership work (replacing unrecoverable nodes, growing, shrinking) runs in a task of its own
 /// so the fault loop never stalls while a change waits for a quorum.
+/// How a membership change ended for the operator.
+enum ChangeOutcome {
+    Done,
+    /// Refused before it was proposed (it would have cost the cluster its quorum).
+    Refused,
+    /// No definite answer in time: it may still commit.
+    Unknown,
+}
+
 enum MemberCmd {
     Grow,
     Shrink(u64),
@@ -1143,26 +1168,38 @@ impl Operator {
     /// Drives one membership change through the client path (any member; followers forward).
     /// "Already a member" / "not a member" count as done: an earlier attempt whose outcome was
     /// unknown went through.
-    async fn member_change(&mut self, op: ClientOp) -> bool {
+    async fn member_change(&mut self, op: ClientOp) -> ChangeOutcome {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut target = self.world.random_member(&mut self.rng);
+        let mut maybe_applied = false;
         while Instant::now() < deadline {
             match call(&self.world, target, None, op.clone()).await {
                 Some(Ok(ClientReply::Members(_))) => {
                     self.world.count("conf_changes");
-                    return true;
+                    return ChangeOutcome::Done;
                 }
                 Some(Err(ClientError::Rejected(
                     RejectReason::AlreadyMember { .. } | RejectReason::NotMember { .. },
-                ))) => return true,
+                ))) => return ChangeOutcome::Done,
+                // Refused before proposing, and no earlier attempt can still commit.
+                Some(Err(ClientError::Rejected(RejectReason::WouldLoseQuorum { .. })))
+                    if !maybe_applied =>
+                {
+                    self.world.count("conf_changes_refused_for_quorum");
+                    return ChangeOutcome::Refused;
+                }
                 Some(Err(ClientError::NotLeader { leader: Some(l) })) => target = l,
-                _ => {
+                other => {
+                    maybe_applied |= match &other {
+                        Some(Err(e)) => e.outcome_unknown(),
+                        _ => true,
+                    };
                     sleep(Duration::from_millis(50)).await;
                     target = self.world.random_member(&mut self.rng);
                 }
             }
         }
-        false
+        ChangeOutcome::Unknown
     }
 
     /// Starts a new empty node and asks the cluster to add it. The node is started *before*
@@ -1193,14 +1230,20 @@ impl Operator {
 
     async fn confirm_add(&mut self, id: u64) -> bool {
         let addr = format!("sim://{id}");
-        if !self
-            .member_change(ClientOp::AddNode {
-                id,
-                addr: addr.clone(),
-            })
-            .await
-        {
-            return false;
+        let op = ClientOp::AddNode {
+            id,
+            addr: addr.clone(),
+        };
+        match self.member_change(op).await {
+            ChangeOutcome::Done => {}
+            ChangeOutcome::Unknown => return false,
+            ChangeOutcome::Refused => {
+                // Definitely never proposed: the node started for it goes away for good.
+                self.pending_adds.remove(&id);
+                self.world.retired.lock().unwrap().insert(id);
+                self.world.kill_node(id);
+                return false;
+            }
         }
         self.pending_adds.remove(&id);
         self.world.members.lock().unwrap().insert(id, addr);
@@ -1208,10 +1251,17 @@ impl Operator {
     }
 
     async fn remove_member(&mut self, id: u64) -> bool {
-        if !self.member_change(ClientOp::RemoveNode { id }).await {
-            // The outcome may be unknown: retried until definite.
-            self.pending_removes.insert(id);
-            return false;
+        match self.member_change(ClientOp::RemoveNode { id }).await {
+            ChangeOutcome::Done => {}
+            ChangeOutcome::Refused => {
+                self.pending_removes.remove(&id);
+                return false;
+            }
+            ChangeOutcome::Unknown => {
+                // The outcome may be unknown: retried until definite.
+                self.pending_removes.insert(id);
+                return false;
+            }
         }
         self.pending_removes.remove(&id);
         self.world.retired.lock().unwrap().insert(id);
@@ -1221,8 +1271,9 @@ impl Operator {
         true
     }
 
-    /// A node that cannot come back with its data is replaced: a new id is added (empty, it
-    /// joins by snapshot), then the old id is removed. A wiped node never rejoins as itself.
+    /// A node that cannot come back with its data is replaced, the README's way: the old id is
+    /// removed first (the live voters keep a quorum), then a new id is added (empty, it joins by
+    /// snapshot). A wiped node never rejoins as itself.
     async fn replace_one(&mut self) {
         let Some(id) = self
             .world
@@ -1236,26 +1287,28 @@ impl Operator {
             return;
         };
         self.world.kill_node(id);
-        if !self.pending_adds.is_empty() || !self.replacing.contains(&id) {
-            // One new node per lost one, confirmed before the old id goes.
-            if self.pending_adds.is_empty() {
-                self.replacing.insert(id);
-                self.add_member().await;
-            }
-            let pending: Vec<u64> = self.pending_adds.iter().copied().collect();
-            for p in pending {
-                self.confirm_add(p).await;
-            }
-            if !self.pending_adds.is_empty() {
+        if self.world.members.lock().unwrap().contains_key(&id) && !self.remove_member(id).await {
+            return;
+        }
+        if !self.replacing.contains(&id) {
+            self.replacing.insert(id);
+            if !self.add_member().await && self.pending_adds.is_empty() {
+                // Refused (a quorum short while others are down): try again later.
+                self.replacing.remove(&id);
                 return;
             }
         }
-        if self.remove_member(id).await {
-            self.replacing.remove(&id);
-            self.world.unrecoverable.lock().unwrap().remove(&id);
-            self.world.damaged.lock().unwrap().remove(&id);
-            self.world.count("replacements");
+        let pending: Vec<u64> = self.pending_adds.iter().copied().collect();
+        for p in pending {
+            self.confirm_add(p).await;
         }
+        if !self.pending_adds.is_empty() {
+            return;
+        }
+        self.replacing.remove(&id);
+        self.world.unrecoverable.lock().unwrap().remove(&id);
+        self.world.damaged.lock().unwrap().remove(&id);
+        self.world.count("replacements");
     }
 
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<MemberCmd>) {
@@ -1265,16 +1318,18 @@ impl Operator {
                 && self.pending_removes.is_empty()
                 && self.world.unrecoverable.lock().unwrap().is_empty();
             self.world.operator_idle.store(idle, Ordering::Relaxed);
+            // Lost members go first: until a dead voter is removed, an add may be refused for
+            // want of a quorum (and a pending one retried forever).
+            if !self.world.unrecoverable.lock().unwrap().is_empty() {
+                self.replace_one().await;
+                continue;
+            }
             if let Some(&p) = self.pending_adds.iter().next() {
                 self.confirm_add(p).await;
                 continue;
             }
             if let Some(&p) = self.pending_removes.iter().next() {
                 self.remove_member(p).await;
-                continue;
-            }
-            if !self.world.unrecoverable.lock().unwrap().is_empty() {
-                self.replace_one().await;
                 continue;
             }
             if !open {
@@ -1349,6 +1404,19 @@ impl World {
         }
     }
 
+    fn disk_epoch(&self, id: u64) -> u64 {
+        self.disk_epochs
+            .lock()
+            .unwrap()
+            .get(&id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn bump_disk_epoch(&self, id: u64) {
+        *self.disk_epochs.lock().unwrap().entry(id).or_default() += 1;
+    }
+
     fn mark_damaged(&self, id: u64) {
         self.damaged.lock().unwrap().insert(id);
     }
@@ -1387,6 +1455,7 @@ impl Supervisor {
             .get_mut(&victim)
             .unwrap()
             .crash(kind, &mut |n| rng.below(n));
+        world.bump_disk_epoch(victim);
         world.obs.lock().unwrap().faults_injected += 1;
         world.count(if kind == CrashKind::PowerLoss {
             "crashes_power_loss"
@@ -1431,6 +1500,7 @@ impl Supervisor {
                     return;
                 }
                 world.disks.lock().unwrap().insert(victim, MemDir::new());
+                world.obs.lock().unwrap().disk_replaced(victim);
                 world.mark_damaged(victim);
                 world.wiped.lock().unwrap().insert(victim);
                 world.count("mistakes_wiped_restart");

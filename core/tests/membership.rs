@@ -1,0 +1,98 @@
+//! Membership changes that would cost the cluster its quorum are refused (etcd's strict reconfig
+//! check). The scenario the simulator found (seed 41050 before this check, a seed naming that
+//! world only for that version of the code): in five voters two disks are lost, the operator
+//! removes a healthy member, and the four voters left hold two live nodes: the replacement it
+//! then adds stays at term 0 and the survivors stay PreCandidate forever.
+
+mod harness;
+
+use harness::{addr, Cluster};
+use raftkv_core::memdir::CrashKind;
+use raftkv_core::node::{ClientError, ClientOp, ClientReply, RejectReason};
+
+fn change(c: &mut Cluster, op: ClientOp) -> Result<ClientReply, ClientError> {
+    let leader = c.wait_leader();
+    let h = c.submit(leader, op, None);
+    c.wait_reply(h)
+}
+
+#[test]
+fn removing_a_healthy_member_beside_two_lost_ones_is_refused() {
+    let mut c = Cluster::new(5, 41050);
+    c.put("a", "1");
+    c.run(50);
+    let leader = c.wait_leader();
+    let lost: Vec<u64> = (1..=5).filter(|&i| i != leader).take(2).collect();
+    let healthy = (1..=5)
+        .find(|&i| i != leader && !lost.contains(&i))
+        .unwrap();
+    for &l in &lost {
+        c.crash(l, CrashKind::PowerLoss);
+    }
+    c.run(100); // long enough for the leader to notice who is gone
+    let r = change(&mut c, ClientOp::RemoveNode { id: healthy });
+    assert!(
+        matches!(
+            r,
+            Err(ClientError::Rejected(RejectReason::WouldLoseQuorum {
+                active: 2,
+                needed: 3
+            }))
+        ),
+        "{r:?}"
+    );
+    // The README's order works: remove the lost ones, then add a replacement.
+    for &l in &lost {
+        assert!(matches!(
+            change(&mut c, ClientOp::RemoveNode { id: l }),
+            Ok(ClientReply::Members(_))
+        ));
+    }
+    assert!(matches!(
+        change(
+            &mut c,
+            ClientOp::AddNode {
+                id: 6,
+                addr: addr(6)
+            }
+        ),
+        Ok(ClientReply::Members(_))
+    ));
+    c.start_joiner(6, 41050, |_| {});
+    c.put("b", "2");
+    c.wait_converged(500);
+    assert_eq!(c.node(6).kv().get(b"a"), Some(&b"1"[..]));
+}
+
+#[test]
+fn adding_a_voter_beside_a_dead_one_is_refused_until_it_is_removed() {
+    let mut c = Cluster::new(3, 20018);
+    c.put("a", "1");
+    let leader = c.wait_leader();
+    let dead = (1..=3).find(|&i| i != leader).unwrap();
+    c.crash(dead, CrashKind::PowerLoss);
+    c.run(100);
+    let add = ClientOp::AddNode {
+        id: 4,
+        addr: addr(4),
+    };
+    let r = change(&mut c, add.clone());
+    assert!(
+        matches!(
+            r,
+            Err(ClientError::Rejected(RejectReason::WouldLoseQuorum {
+                active: 2,
+                needed: 3
+            }))
+        ),
+        "four voters with two live ones could not commit: {r:?}"
+    );
+    assert!(matches!(
+        change(&mut c, ClientOp::RemoveNode { id: dead }),
+        Ok(ClientReply::Members(_))
+    ));
+    assert!(matches!(change(&mut c, add), Ok(ClientReply::Members(_))));
+    c.start_joiner(4, 20018, |_| {});
+    c.put("b", "2");
+    c.wait_converged(500);
+}
