@@ -255,10 +255,12 @@ fn membership_in_log(
     for e in entries {
         match e.kind {
             EntryKind::ConfChange => match MemberProposal::decode(&e.context).map(|p| p.change) {
-                Some(MemberChange::Add { id, addr }) => {
+                Some(MemberChange::Add { id, addr })
+                | Some(MemberChange::AddLearner { id, addr, .. }) => {
                     ever.insert(id);
                     members.insert(id, addr);
                 }
+                Some(MemberChange::Promote { .. }) => {}
                 Some(MemberChange::Remove { id }) => {
                     members.remove(&id);
                     removed.insert(id);

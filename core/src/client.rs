@@ -33,6 +33,16 @@ pub enum ClientOp {
     RemoveNode {
         id: u64,
     },
+    /// Add a non-voting member (promoted by the leader once caught up when `auto_promote`).
+    AddLearner {
+        id: u64,
+        addr: String,
+        auto_promote: bool,
+    },
+    /// Promote a learner to a voter; refused until it is within a bound of the leader's log.
+    PromoteNode {
+        id: u64,
+    },
     /// Change a member's peer URL (through the log, like any membership change).
     UpdateNode {
         id: u64,
@@ -116,6 +126,14 @@ pub enum RejectReason {
     UrlInUse { id: u64, addr: String },
     #[error("the change would leave {active} live voters where {needed} make a quorum (etcd's strict reconfig check): remove a dead member first, or start the missing ones")]
     WouldLoseQuorum { active: usize, needed: usize },
+    #[error("node {id} is not a learner")]
+    NotLearner { id: u64 },
+    #[error("learner {id} has {matched} of the leader's {last_index} entries; promote it once it has caught up")]
+    LearnerBehind {
+        id: u64,
+        matched: u64,
+        last_index: u64,
+    },
     #[error("another membership change is in progress")]
     ChangeInProgress,
     #[error("request id older than this client's last write")]

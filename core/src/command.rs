@@ -53,8 +53,24 @@ pub struct Proposal {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberChange {
-    Add { id: u64, addr: String },
-    Remove { id: u64 },
+    Add {
+        id: u64,
+        addr: String,
+    },
+    Remove {
+        id: u64,
+    },
+    /// A non-voting member: it receives entries and snapshots, never votes, never counts toward
+    /// a quorum. `auto_promote`: the leader promotes it once it has caught up.
+    AddLearner {
+        id: u64,
+        addr: String,
+        auto_promote: bool,
+    },
+    /// A learner becomes a voter (raft-rs: `AddNode` on a learner).
+    Promote {
+        id: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -48,6 +48,8 @@ pub struct KvState {
     /// Member id -> the incarnation of the data directory it speaks with (see `identity`).
     /// Absent until the leader first hears from the member and records it.
     incarnations: BTreeMap<u64, u64>,
+    /// Members that do not vote (yet), and whether the leader promotes them once caught up.
+    learners: BTreeMap<u64, bool>,
     /// (last applied index, client) of every session: the eviction order. Derived from
     /// `sessions`, so not serialised; rebuilt when a snapshot is decoded.
     #[serde(skip)]
@@ -123,6 +125,11 @@ impl KvState {
 
     pub fn incarnations(&self) -> &BTreeMap<u64, u64> {
         &self.incarnations
+    }
+
+    /// Learners (non-voting members), each with its auto-promotion flag.
+    pub fn learners(&self) -> &BTreeMap<u64, bool> {
+        &self.learners
     }
 
     pub fn applied_index(&self) -> u64 {
@@ -223,6 +230,18 @@ impl KvState {
                 self.members.remove(id);
                 self.removed.insert(*id);
                 self.incarnations.remove(id);
+                self.learners.remove(id);
+            }
+            MemberChange::AddLearner {
+                id,
+                addr,
+                auto_promote,
+            } => {
+                self.members.insert(*id, addr.clone());
+                self.learners.insert(*id, *auto_promote);
+            }
+            MemberChange::Promote { id } => {
+                self.learners.remove(id);
             }
         }
     }
@@ -248,6 +267,7 @@ impl KvState {
                     sessions: v1.sessions,
                     applied_index: v1.applied_index,
                     incarnations: BTreeMap::new(),
+                    learners: BTreeMap::new(),
                     session_lru: OrdSet::new(),
                 },
                 _ => return Err(KvError::BadSnapshot),
@@ -325,6 +345,7 @@ mod tests {
             sessions: BTreeMap<u64, Session>,
             applied_index: u64,
             incarnations: BTreeMap<u64, u64>,
+            learners: BTreeMap<u64, bool>,
         }
         mod serde_bytes_mirror {
             #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -380,6 +401,7 @@ mod tests {
             sessions: kv.sessions.iter().map(|(c, s)| (*c, s.clone())).collect(),
             applied_index: kv.applied_index,
             incarnations: kv.incarnations.clone(),
+            learners: kv.learners.clone(),
         };
         let mut expected = vec![SNAPSHOT_VERSION];
         expected.extend(postcard::to_allocvec(&mirror).unwrap());

@@ -45,7 +45,7 @@ use raft::eraftpb::{
 };
 pub use raft::StateRole;
 use raft::{RawNode, SnapshotStatus};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use thiserror::Error;
 
 /// Bound on remembered addresses of non-members.
@@ -181,6 +181,13 @@ pub enum Event {
         addr: String,
     },
     MemberRemoved {
+        id: u64,
+    },
+    LearnerAdded {
+        id: u64,
+        addr: String,
+    },
+    LearnerPromoted {
         id: u64,
     },
     RemovedFromCluster,
@@ -371,6 +378,11 @@ struct UrlChange {
     deadline_tick: u64,
 }
 
+/// Ticks a node that applied its own removal keeps answering votes (see `apply_member_change`).
+fn linger_ticks(cfg: &NodeConfig) -> u64 {
+    10 * cfg.election_tick as u64
+}
+
 /// Ticks a node started on a changed peer URL waits for a member to reach it there.
 fn url_confirm_ticks(cfg: &NodeConfig) -> u64 {
     20 * cfg.election_tick as u64
@@ -485,6 +497,8 @@ pub struct NodeStatus {
     pub incarnation: u64,
     /// Recorded incarnation of each member (absent until the leader has recorded it).
     pub incarnations: BTreeMap<u64, u64>,
+    /// Members that do not vote (yet).
+    pub learners: BTreeSet<u64>,
     pub role: StateRole,
     pub leader_id: u64,
     pub term: u64,
@@ -545,6 +559,10 @@ pub struct Node {
     seen_incarnations: BTreeMap<u64, u64>,
     /// Frames held until the startup job that writes a fresh identity file completes.
     held_until_identity: Option<Vec<Outgoing>>,
+    /// When this node applied its own removal (it lingers, then stops).
+    removed_at_tick: Option<u64>,
+    /// Learners the leader proposed to promote, and the term it did so in.
+    promoting: BTreeMap<u64, u64>,
     /// When each peer last sent a frame this node accepted (for the strict reconfig check).
     last_heard_tick: BTreeMap<u64, u64>,
     /// The peer URL this node listens on (its flags), advertised in every frame.
@@ -591,6 +609,21 @@ fn raft_config(cfg: &NodeConfig, applied: u64) -> raft::Config {
         max_committed_size_per_ready: 16 << 20,
         ..Default::default()
     }
+}
+
+/// The raft conf change that carries a membership change.
+fn conf_change_of(change: &MemberChange) -> ConfChange {
+    let mut cc = ConfChange::default();
+    let (t, id) = match change {
+        MemberChange::Add { id, .. } | MemberChange::Promote { id } => {
+            (ConfChangeType::AddNode, id)
+        }
+        MemberChange::AddLearner { id, .. } => (ConfChangeType::AddLearnerNode, id),
+        MemberChange::Remove { id } => (ConfChangeType::RemoveNode, id),
+    };
+    cc.set_change_type(t);
+    cc.node_id = *id;
+    cc
 }
 
 fn make_snapshot(meta: &SnapshotMeta, data: Vec<u8>) -> Snapshot {
@@ -783,6 +816,8 @@ impl Node {
             own_url: None,
             url_change: None,
             last_heard_tick: BTreeMap::new(),
+            promoting: BTreeMap::new(),
+            removed_at_tick: None,
             stopped: None,
         };
         node.staged.ops = ops;
@@ -845,6 +880,7 @@ impl Node {
             cluster_id: self.identity.cluster_id,
             incarnation: self.identity.incarnation,
             incarnations: self.kv.incarnations().clone(),
+            learners: self.kv.learners().keys().copied().collect(),
             role: self.role,
             leader_id: self.leader_id,
             term: self.raw.raft.term,
@@ -913,6 +949,12 @@ impl Node {
             return;
         }
         self.now_tick += 1;
+        if self
+            .removed_at_tick
+            .is_some_and(|t| t + linger_ticks(&self.cfg) <= self.now_tick)
+        {
+            return self.stop(StopReason::Removed);
+        }
         if let Some(c) = self
             .url_change
             .as_ref()
@@ -1124,7 +1166,10 @@ impl Node {
                     peer: env.from,
                     forward_id: f.forward_id,
                 };
-                if matches!(f.op, ClientOp::GetLocal { .. }) {
+                if self.removed_at_tick.is_some() {
+                    // Removed, lingering only as a voter: it serves nobody (never proposed).
+                    self.reply(to, Err(ClientError::NotLeader { leader: None }));
+                } else if matches!(f.op, ClientOp::GetLocal { .. }) {
                     self.reply(
                         to,
                         Err(ClientError::Rejected(RejectReason::LocalReadForwarded)),
@@ -1216,7 +1261,7 @@ impl Node {
     /// writes and linearizable reads are forwarded to the leader when one is known.
     pub fn client(&mut self, req: ClientRequest) {
         let to = ReplyTo::Local(req.handle);
-        if self.stopped.is_some() {
+        if self.stopped.is_some() || self.removed_at_tick.is_some() {
             return self.reply(to, Err(ClientError::Stopped));
         }
         let is_leader = self.raw.raft.state == StateRole::Leader;
@@ -1375,6 +1420,37 @@ impl Node {
                     raw.propose_conf_change(mp.encode(), cc)
                 });
             }
+            ClientOp::AddLearner {
+                id,
+                addr,
+                auto_promote,
+            } => {
+                let refused = if id == 0 {
+                    Some(RejectReason::ZeroId)
+                } else if self.kv.was_removed(id) {
+                    Some(RejectReason::IdRemoved { id })
+                } else if self.kv.members().contains_key(&id) {
+                    Some(RejectReason::AlreadyMember { id })
+                } else {
+                    self.url_in_use(id, &addr)
+                };
+                if let Some(why) = refused {
+                    return self.reply(to, Err(ClientError::Rejected(why)));
+                }
+                let change = MemberChange::AddLearner {
+                    id,
+                    addr,
+                    auto_promote,
+                };
+                self.propose_member_change(to, deadline_tick, request_id, change);
+            }
+            ClientOp::PromoteNode { id } => {
+                if let Some(why) = self.promotion_refused(id) {
+                    return self.reply(to, Err(ClientError::Rejected(why)));
+                }
+                let change = MemberChange::Promote { id };
+                self.propose_member_change(to, deadline_tick, request_id, change);
+            }
             ClientOp::UpdateNode { id, addr } => {
                 let refused = if !self.kv.members().contains_key(&id) {
                     Some(RejectReason::NotMember { id })
@@ -1391,6 +1467,67 @@ impl Node {
                 self.propose(to, deadline_tick, PendingKind::Member, |raw| {
                     raw.propose(vec![], p.encode())
                 });
+            }
+        }
+    }
+
+    fn propose_member_change(
+        &mut self,
+        to: ReplyTo,
+        deadline_tick: u64,
+        request_id: Option<RequestId>,
+        change: MemberChange,
+    ) {
+        let cc = conf_change_of(&change);
+        let mp = MemberProposal { request_id, change };
+        self.propose(to, deadline_tick, PendingKind::Member, |raw| {
+            raw.propose_conf_change(mp.encode(), cc)
+        });
+    }
+
+    /// Why learner `id` may not be promoted now: not a learner, too far behind the leader's log
+    /// (a voter that cannot vote yet would count toward the quorum), or the quorum check.
+    fn promotion_refused(&self, id: u64) -> Option<RejectReason> {
+        if !self.kv.learners().contains_key(&id) {
+            return Some(RejectReason::NotLearner { id });
+        }
+        let last_index = self.raw.raft.raft_log.last_index();
+        let matched = self.raw.raft.prs().get(id).map_or(0, |p| p.matched);
+        if matched + self.cfg.compaction.catch_up_entries.max(1) < last_index {
+            return Some(RejectReason::LearnerBehind {
+                id,
+                matched,
+                last_index,
+            });
+        }
+        self.quorum_after(Some(id), None)
+    }
+
+    /// The leader promotes learners added with `auto_promote` once they have caught up, one
+    /// membership change at a time. Runs outside Ready handling, like every proposal.
+    fn promote_learners(&mut self) {
+        if self.raw.raft.state != StateRole::Leader || self.raw.raft.has_pending_conf() {
+            return;
+        }
+        let term = self.raw.raft.term;
+        let ready = self
+            .kv
+            .learners()
+            .iter()
+            .filter(|(_, auto)| **auto)
+            .map(|(id, _)| *id)
+            .find(|id| {
+                self.promoting.get(id) != Some(&term) && self.promotion_refused(*id).is_none()
+            });
+        if let Some(id) = ready {
+            let change = MemberChange::Promote { id };
+            let cc = conf_change_of(&change);
+            let mp = MemberProposal {
+                request_id: None,
+                change,
+            };
+            if self.raw.propose_conf_change(mp.encode(), cc).is_ok() {
+                self.promoting.insert(id, term);
             }
         }
     }
@@ -1540,6 +1677,7 @@ impl Node {
             self.flush_waiting_reads();
             self.flush_awaiting_leader();
             self.record_incarnations();
+            self.promote_learners();
             if !self.raw.has_ready() {
                 break;
             }
@@ -1918,17 +2056,7 @@ impl Node {
     }
 
     fn apply_member_change(&mut self, e: &Entry, change: MemberChange) {
-        let mut cc = ConfChange::default();
-        match &change {
-            MemberChange::Add { id, .. } => {
-                cc.set_change_type(ConfChangeType::AddNode);
-                cc.node_id = *id;
-            }
-            MemberChange::Remove { id } => {
-                cc.set_change_type(ConfChangeType::RemoveNode);
-                cc.node_id = *id;
-            }
-        }
+        let cc = conf_change_of(&change);
         match self.raw.apply_conf_change(&cc) {
             Ok(cs) => {
                 self.raw.mut_store().set_conf_state(cs);
@@ -1937,19 +2065,37 @@ impl Node {
                     self.last_heard_tick.remove(id);
                     self.seen_incarnations.remove(id);
                 }
+                if let MemberChange::Promote { id } = &change {
+                    self.promoting.remove(id);
+                }
                 let ev = match &change {
                     MemberChange::Add { id, addr } => Event::MemberAdded {
                         id: *id,
                         addr: addr.clone(),
                     },
+                    MemberChange::AddLearner { id, addr, .. } => Event::LearnerAdded {
+                        id: *id,
+                        addr: addr.clone(),
+                    },
+                    MemberChange::Promote { id } => Event::LearnerPromoted { id: *id },
                     MemberChange::Remove { id } => Event::MemberRemoved { id: *id },
                 };
                 self.actions.push(Action::Event(ev));
                 let members = self.kv.members().clone();
                 self.finish_proposal(e.index, e.term, Ok(ClientReply::Members(members)));
                 if matches!(change, MemberChange::Remove { id } if id == self.cfg.id) {
+                    // Linger as a voter of the old configuration for a while: peers that have
+                    // the removal in their log but have not applied it (raft-rs changes the
+                    // configuration on apply) still count this node in their quorum, and with
+                    // another member lost they could never elect without its vote. It stops
+                    // when a peer reports the removal applied, or when the linger ends. A leader
+                    // stops at once: raft-rs keeps it leading a configuration it is not in.
                     self.actions.push(Action::Event(Event::RemovedFromCluster));
-                    self.stop(StopReason::Removed);
+                    if self.raw.raft.state == StateRole::Leader {
+                        self.stop(StopReason::Removed);
+                    } else {
+                        self.removed_at_tick.get_or_insert(self.now_tick);
+                    }
                 }
             }
             Err(_) => self.skip_entry(e, RejectReason::ConfChangeRefused),

@@ -111,8 +111,15 @@ pub fn recover(
         .into());
     }
     report.torn_tail = wal.torn.clone();
-    let hard_state = wal.hard_state().unwrap_or_default();
+    let mut hard_state = wal.hard_state().unwrap_or_default();
     let markers: Vec<(u64, u64)> = wal.markers().map(|(_, m)| (m.index, m.term)).collect();
+    // The bootstrap snapshot (index 1, term 1) is the initial configuration every initial member
+    // writes for itself: committed by construction. A power loss inside the first job can keep
+    // its marker and tear the HardState written after it (the simulator found one); the
+    // directory is still that snapshot, not garbage.
+    if markers.contains(&(1, 1)) {
+        hard_state.commit = hard_state.commit.max(1);
+    }
 
     // Newest first; only marked snapshots at or below the persisted commit are candidates.
     snap_names.sort_by_key(|(index, term, _)| std::cmp::Reverse((*index, *term)));

@@ -100,6 +100,7 @@ fn same_bytes() {
         applied_index: u64,
         /// Snapshot format 2 appended the recorded incarnations.
         incarnations: BTreeMap<u64, u64>,
+        learners: BTreeMap<u64, bool>,
     }
     let mut kv = raftkv_core::kv::KvState::with_members([(1, "a".to_string())].into());
     let mut old = OldKv {
@@ -109,6 +110,7 @@ fn same_bytes() {
         sessions: BTreeMap::new(),
         applied_index: 0,
         incarnations: BTreeMap::new(),
+        learners: BTreeMap::new(),
     };
     for i in 1..200u64 {
         let k = format!("k{i}").into_bytes();

@@ -96,3 +96,75 @@ fn adding_a_voter_beside_a_dead_one_is_refused_until_it_is_removed() {
     c.put("b", "2");
     c.wait_converged(500);
 }
+
+/// A learner receives everything, never counts toward a quorum, and is promoted by the leader
+/// once it has caught up; an explicit promotion of a learner that is behind is refused.
+#[test]
+fn a_learner_catches_up_then_is_promoted_and_never_counts_before() {
+    let mut c = Cluster::new(3, 77);
+    for i in 0..50 {
+        c.put(&format!("k{i}"), "v");
+    }
+    // Manual promotion: a learner that has not started is far behind.
+    let r = change(
+        &mut c,
+        ClientOp::AddLearner {
+            id: 4,
+            addr: addr(4),
+            auto_promote: false,
+        },
+    );
+    assert!(matches!(r, Ok(ClientReply::Members(_))), "{r:?}");
+    let r = change(&mut c, ClientOp::PromoteNode { id: 4 });
+    assert!(
+        matches!(
+            r,
+            Err(ClientError::Rejected(RejectReason::LearnerBehind {
+                id: 4,
+                ..
+            }))
+        ),
+        "{r:?}"
+    );
+    // With the learner registered but down, losing one voter still leaves a quorum of 2/3:
+    // the learner is not a voter.
+    let leader = c.wait_leader();
+    let v = (1..=3).find(|&i| i != leader).unwrap();
+    c.crash(v, CrashKind::Process);
+    c.put("while-one-voter-is-down", "1");
+    c.restart(v);
+    c.start_joiner(4, 77, |_| {});
+    c.wait_converged(500);
+    assert!(c.node(4).status().learners.contains(&4));
+    assert!(matches!(
+        change(&mut c, ClientOp::PromoteNode { id: 4 }),
+        Ok(ClientReply::Members(_))
+    ));
+    c.wait_converged(300);
+    assert!(c.node(1).status().learners.is_empty());
+
+    // Automatic promotion.
+    let r = change(
+        &mut c,
+        ClientOp::AddLearner {
+            id: 5,
+            addr: addr(5),
+            auto_promote: true,
+        },
+    );
+    assert!(matches!(r, Ok(ClientReply::Members(_))), "{r:?}");
+    c.run(100);
+    let leader = c.wait_leader();
+    assert!(
+        c.node(leader).status().learners.contains(&5),
+        "not promoted before it has started"
+    );
+    c.start_joiner(5, 77, |_| {});
+    c.run_until(500, "learner 5 promoted", |c| {
+        c.leader()
+            .is_some_and(|l| !c.node(l).status().learners.contains(&5))
+    });
+    c.put("after", "1");
+    c.wait_converged(300);
+    assert_eq!(c.node(5).kv().get(b"k0"), Some(&b"v"[..]));
+}

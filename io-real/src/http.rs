@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get};
+use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use raftkv_core::command::RequestId;
 use raftkv_core::kv::WriteResult;
@@ -40,6 +40,7 @@ pub fn router(api: Api, max_body_bytes: usize) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/members", get(list_members).post(add_member_json))
         .route("/v1/members/{id}", delete(remove_member).put(update_member))
+        .route("/v1/members/{id}/promote", post(promote_member))
         .route("/v1/kv", any(empty_key))
         .route("/v1/kv/", any(empty_key))
         .route(
@@ -321,6 +322,18 @@ async fn add_member_legacy(
 struct AddMember {
     id: u64,
     peer_url: String,
+    /// Join as a non-voting learner (the safe way to add a member: it counts toward no quorum
+    /// until it has caught up).
+    #[serde(default)]
+    learner: bool,
+    /// For a learner: promoted by the leader once caught up (default), or only by
+    /// `POST /v1/members/{id}/promote`.
+    #[serde(default = "yes")]
+    auto_promote: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 async fn add_member_json(State(api): State<Api>, body: Bytes) -> Response {
@@ -338,12 +351,16 @@ async fn add_member_json(State(api): State<Api>, body: Bytes) -> Response {
     }
     match check_peer_url(&m.peer_url) {
         Ok(addr) => {
-            member_op(
-                &api,
-                ClientOp::AddNode { id: m.id, addr },
-                StatusCode::CREATED,
-            )
-            .await
+            let op = if m.learner {
+                ClientOp::AddLearner {
+                    id: m.id,
+                    addr,
+                    auto_promote: m.auto_promote,
+                }
+            } else {
+                ClientOp::AddNode { id: m.id, addr }
+            };
+            member_op(&api, op, StatusCode::CREATED).await
         }
         Err(r) => r,
     }
@@ -376,6 +393,14 @@ async fn update_member(State(api): State<Api>, Path(id): Path<String>, body: Byt
     }
 }
 
+/// `POST /v1/members/{id}/promote`: a learner becomes a voter (409 while it is behind).
+async fn promote_member(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match parse_id(&id) {
+        Ok(id) => member_op(&api, ClientOp::PromoteNode { id }, StatusCode::OK).await,
+        Err(r) => r,
+    }
+}
+
 async fn remove_member(State(api): State<Api>, Path(id): Path<String>) -> Response {
     match parse_id(&id) {
         Ok(id) => member_op(&api, ClientOp::RemoveNode { id }, StatusCode::OK).await,
@@ -392,7 +417,12 @@ async fn list_members(State(api): State<Api>) -> Response {
                 .iter()
                 .map(|(id, addr)| {
                     let incarnation = s.incarnations.get(id).map(|i| format!("{i:#x}"));
-                    serde_json::json!({"id": id, "peer_url": addr, "incarnation": incarnation})
+                    let role = if s.learners.contains(id) {
+                        "learner"
+                    } else {
+                        "voter"
+                    };
+                    serde_json::json!({"id": id, "peer_url": addr, "role": role, "incarnation": incarnation})
                 })
                 .collect();
             Json(serde_json::Value::Array(list)).into_response()

@@ -335,6 +335,8 @@ impl Server {
             }
             Event::MemberAdded { id, addr } => tracing::info!(id, %addr, "member added"),
             Event::MemberRemoved { id } => tracing::info!(id, "member removed"),
+            Event::LearnerAdded { id, addr } => tracing::info!(id, %addr, "learner added"),
+            Event::LearnerPromoted { id } => tracing::info!(id, "learner promoted to voter"),
             Event::RemovedFromCluster => {
                 tracing::warn!("this node was removed from the cluster; stopping")
             }

@@ -45,6 +45,7 @@ pub const REQUIRED_COVERAGE: &[&str] = &[
     "read_corruption_injected",
     "latent_sector_errors",
     "incarnations_recorded",
+    "learners_promoted",
     "cluster_ids_adopted",
     "peer_incarnations_refused",
     "wiped_restarts_refused",

@@ -799,8 +799,12 @@ fn observe_event(world: &World, id: u64, e: Event) {
         Event::SnapshotInstalled { .. } => obs.count("snapshots_installed"),
         Event::CompactedLog { .. } => obs.count("compactions"),
         Event::Purged { .. } => obs.count("purges"),
-        Event::MemberAdded { .. } | Event::MemberRemoved { .. } => {
+        Event::MemberAdded { .. } | Event::MemberRemoved { .. } | Event::LearnerAdded { .. } => {
             obs.count("conf_changes_applied")
+        }
+        Event::LearnerPromoted { .. } => {
+            obs.count("conf_changes_applied");
+            obs.count("learners_promoted");
         }
         _ => {}
     }
@@ -823,7 +827,14 @@ impl World {
         );
         self.inboxes.lock().unwrap().remove(&id);
         self.views.lock().unwrap().remove(&id);
-        let wiped = self.wiped.lock().unwrap().remove(&id);
+        // Still wiped until its peers refuse it (a disk error may stop it first).
+        let wiped = self.wiped.lock().unwrap().contains(&id);
+        if matches!(
+            reason,
+            StopReason::NotRecognized { .. } | StopReason::LogBehindLeader { .. }
+        ) {
+            self.wiped.lock().unwrap().remove(&id);
+        }
         match reason {
             StopReason::Removed | StopReason::RemovedReported { .. } => {}
             // The real shell exits on a disk error; so does this node, until restarted.
@@ -910,7 +921,7 @@ impl World {
             // before its first one) has no history to contradict the flags: nothing to refuse,
             // nothing lost.
             (Ok(n), Mistake::ChangedCluster | Mistake::OtherNodesDirectory(_)) => {
-                n.status().snapshot_index == 0
+                n.status().snapshot_index == 0 || !dir.list().iter().any(|f| f.ends_with(".snap"))
             }
             _ => false,
         };
@@ -1179,7 +1190,9 @@ impl Operator {
                     return ChangeOutcome::Done;
                 }
                 Some(Err(ClientError::Rejected(
-                    RejectReason::AlreadyMember { .. } | RejectReason::NotMember { .. },
+                    RejectReason::AlreadyMember { .. }
+                    | RejectReason::NotMember { .. }
+                    | RejectReason::NotLearner { .. },
                 ))) => return ChangeOutcome::Done,
                 // Refused before proposing, and no earlier attempt can still commit.
                 Some(Err(ClientError::Rejected(RejectReason::WouldLoseQuorum { .. })))
@@ -1230,9 +1243,12 @@ impl Operator {
 
     async fn confirm_add(&mut self, id: u64) -> bool {
         let addr = format!("sim://{id}");
-        let op = ClientOp::AddNode {
+        // Learner first: a new member counts toward no quorum until the leader promotes it,
+        // once it has caught up.
+        let op = ClientOp::AddLearner {
             id,
             addr: addr.clone(),
+            auto_promote: true,
         };
         match self.member_change(op).await {
             ChangeOutcome::Done => {}
@@ -1245,16 +1261,30 @@ impl Operator {
                 return false;
             }
         }
+        // A member only once it votes: until then the operator's other changes (a shrink, say)
+        // must not count it. The leader promotes it when it has caught up; asking is idempotent.
+        if !matches!(
+            self.member_change(ClientOp::PromoteNode { id }).await,
+            ChangeOutcome::Done
+        ) {
+            return false;
+        }
         self.pending_adds.remove(&id);
         self.world.members.lock().unwrap().insert(id, addr);
         true
     }
 
     async fn remove_member(&mut self, id: u64) -> bool {
+        // Counted out while the outcome is open: damage budgets (a minority of the members)
+        // must hold whether or not the removal went through.
+        let addr = self.world.members.lock().unwrap().remove(&id);
         match self.member_change(ClientOp::RemoveNode { id }).await {
             ChangeOutcome::Done => {}
             ChangeOutcome::Refused => {
                 self.pending_removes.remove(&id);
+                if let Some(a) = addr {
+                    self.world.members.lock().unwrap().insert(id, a);
+                }
                 return false;
             }
             ChangeOutcome::Unknown => {
@@ -1266,7 +1296,8 @@ impl Operator {
         self.pending_removes.remove(&id);
         self.world.retired.lock().unwrap().insert(id);
         self.world.members.lock().unwrap().remove(&id);
-        self.world.kill_node(id);
+        // Not killed: a removed node lingers as a voter for members that have not applied its
+        // removal yet, then stops by itself (and is never restarted: it is retired).
         self.world.record(id, "fault", serde_json::json!("removed"));
         true
     }
@@ -1287,7 +1318,8 @@ impl Operator {
             return;
         };
         self.world.kill_node(id);
-        if self.world.members.lock().unwrap().contains_key(&id) && !self.remove_member(id).await {
+        let member = self.world.members.lock().unwrap().contains_key(&id);
+        if (member || self.pending_removes.contains(&id)) && !self.remove_member(id).await {
             return;
         }
         if !self.replacing.contains(&id) {
@@ -1344,7 +1376,12 @@ impl Operator {
                         self.add_member().await;
                     }
                     Some(MemberCmd::Shrink(id)) => {
-                        if self.world.members.lock().unwrap().len() > 3 {
+                        // Shrink only while the damage already injected (possibly not yet
+                        // detected) stays a minority of what is left: a smaller cluster
+                        // tolerates fewer failures.
+                        let left = self.world.members.lock().unwrap().len().saturating_sub(1);
+                        let damaged = self.world.damaged.lock().unwrap().len();
+                        if left >= 3 && damaged <= (left - 1) / 2 {
                             self.remove_member(id).await;
                         }
                     }
