@@ -2,7 +2,7 @@
 //!
 //! One rule picks the snapshot for both raft storage and the state machine (raftexample used two
 //! and could disagree): the newest snapshot file that verifies *and* matches a WAL snapshot
-//! marker at or below the persisted commit index. A file that fails to verify is set aside
+//! marker (a marked snapshot is committed by construction: see `recover`). A file that fails to verify is set aside
 //! (renamed `.broken`) and the next older one is tried. Then the WAL after that snapshot is
 //! replayed. Repairs are returned as `FileOp`s for the shell to perform before anything else:
 //! truncating a torn tail, setting aside broken snapshots, removing temp files and snapshot
@@ -113,15 +113,13 @@ pub fn recover(
     report.torn_tail = wal.torn.clone();
     let mut hard_state = wal.hard_state().unwrap_or_default();
     let markers: Vec<(u64, u64)> = wal.markers().map(|(_, m)| (m.index, m.term)).collect();
-    // The bootstrap snapshot (index 1, term 1) is the initial configuration every initial member
-    // writes for itself: committed by construction. A power loss inside the first job can keep
-    // its marker and tear the HardState written after it (the simulator found one); the
-    // directory is still that snapshot, not garbage.
-    if markers.contains(&(1, 1)) {
-        hard_state.commit = hard_state.commit.max(1);
-    }
+    // Every snapshot our writers mark is of committed state (a node snapshots what it applied; a
+    // leader sends what it applied; the bootstrap snapshot is the initial configuration), so a
+    // marked snapshot is committed by construction. Its HardState is written after the marker,
+    // and a failure in between (ENOSPC on the segment cut that follows, a power loss tearing the
+    // next sector: the simulator found both) must not make the directory unrecoverable.
 
-    // Newest first; only marked snapshots at or below the persisted commit are candidates.
+    // Newest first; only marked snapshots are candidates.
     snap_names.sort_by_key(|(index, term, _)| std::cmp::Reverse((*index, *term)));
     let mut chosen: Option<SnapshotFile> = None;
     let mut entries = None;
@@ -135,11 +133,6 @@ pub fn recover(
                 name: (*name).clone(),
             });
             report.removed_orphan_snapshots.push((*name).clone());
-            continue;
-        }
-        if *index > hard_state.commit {
-            // Marked but not known committed (cannot happen with our writers, which persist the
-            // commit with the marker); keep the file, do not trust it.
             continue;
         }
         if chosen.is_some() {
@@ -186,6 +179,7 @@ pub fn recover(
         }
     };
     let snap_index = chosen.as_ref().map_or(0, |s| s.meta.index);
+    hard_state.commit = hard_state.commit.max(snap_index);
     if hard_state.commit < snap_index {
         return Err(RecoveryError::CommitBelowSnapshot {
             commit: hard_state.commit,

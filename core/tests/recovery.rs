@@ -432,3 +432,18 @@ fn conflict_below_snapshot_index_does_not_resurrect_entries() {
         indexes(&rec.entries)
     );
 }
+
+/// A snapshot received from the leader, marked, and then the job failed before the HardState
+/// that commits it was written (ENOSPC on the segment cut that followed, found by the
+/// simulator): the marker discards the older log, so the snapshot is the only way back, and a
+/// marked snapshot is committed by construction.
+#[test]
+fn a_marked_snapshot_without_its_hard_state_is_recovered_and_commits() {
+    let mut disk = Disk::new(WalConfig::default());
+    disk.entries(1, 10, 10);
+    disk.snapshot(40, 2, true, true);
+    let rec = run_recover(&disk.dir, ID).unwrap().expect("not fresh");
+    assert_eq!(rec.report.snapshot, Some((2, 40)));
+    assert!(rec.hard_state.commit >= 40, "{:?}", rec.hard_state);
+    assert!(rec.entries.is_empty());
+}

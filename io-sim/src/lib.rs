@@ -50,6 +50,8 @@ pub const REQUIRED_COVERAGE: &[&str] = &[
     "peer_incarnations_refused",
     "wiped_restarts_refused",
     "operator_mistakes_refused",
+    "mistakes_started_late",
+    "never_started_members_removed",
 ];
 
 /// Required paths that a set of coverage totals never exercised.

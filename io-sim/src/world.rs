@@ -1236,8 +1236,53 @@ impl Operator {
         self.world.disks.lock().unwrap().insert(id, MemDir::new());
         self.world
             .record(id, "fault", serde_json::json!("joining as a new member"));
-        self.world.spawn_node(id);
+        let world = self.world.clone();
+        let mistake = world.cfg.swarm.operator_mistakes && self.rng.chance(world.cfg.rare.mistake);
+        if !mistake {
+            world.spawn_node(id);
+            self.pending_adds.insert(id);
+            return self.confirm_add(id).await;
+        }
+        // The operator's mistake: the member is added, but its process is started late, or
+        // never (then noticed and removed). Learner first, it costs the cluster no quorum.
+        let never = self.rng.below(2) == 0;
+        world.count(if never {
+            "mistakes_never_started"
+        } else {
+            "mistakes_started_late"
+        });
+        world.record(
+            id,
+            "mistake",
+            serde_json::json!({"mistake": if never { "never started" } else { "started late" }}),
+        );
         self.pending_adds.insert(id);
+        let op = ClientOp::AddLearner {
+            id,
+            addr: format!("sim://{id}"),
+            auto_promote: true,
+        };
+        match self.member_change(op).await {
+            ChangeOutcome::Refused => {
+                self.pending_adds.remove(&id);
+                world.retired.lock().unwrap().insert(id);
+                return false;
+            }
+            ChangeOutcome::Done if never => {
+                self.pending_adds.remove(&id);
+                if self.remove_member(id).await {
+                    world.count("never_started_members_removed");
+                }
+                return false;
+            }
+            ChangeOutcome::Done => {
+                let late_ms = 500 + self.rng.below(2500);
+                sleep(Duration::from_millis(late_ms)).await;
+            }
+            // It may have been added: start it, as a careful operator would.
+            ChangeOutcome::Unknown => {}
+        }
+        world.spawn_node(id);
         self.confirm_add(id).await
     }
 
