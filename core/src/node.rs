@@ -1372,16 +1372,9 @@ impl Node {
                 });
             }
             ClientOp::AddNode { id, addr } => {
-                let refused = if id == 0 {
-                    Some(RejectReason::ZeroId)
-                } else if self.kv.was_removed(id) {
-                    Some(RejectReason::IdRemoved { id })
-                } else if self.kv.members().contains_key(&id) {
-                    Some(RejectReason::AlreadyMember { id })
-                } else {
-                    self.url_in_use(id, &addr)
-                        .or_else(|| self.quorum_after(Some(id), None))
-                };
+                let refused = self
+                    .new_member_refused(id, &addr)
+                    .or_else(|| self.quorum_after(Some(id), None));
                 if let Some(why) = refused {
                     return self.reply(to, Err(ClientError::Rejected(why)));
                 }
@@ -1425,15 +1418,7 @@ impl Node {
                 addr,
                 auto_promote,
             } => {
-                let refused = if id == 0 {
-                    Some(RejectReason::ZeroId)
-                } else if self.kv.was_removed(id) {
-                    Some(RejectReason::IdRemoved { id })
-                } else if self.kv.members().contains_key(&id) {
-                    Some(RejectReason::AlreadyMember { id })
-                } else {
-                    self.url_in_use(id, &addr)
-                };
+                let refused = self.new_member_refused(id, &addr);
                 if let Some(why) = refused {
                     return self.reply(to, Err(ClientError::Rejected(why)));
                 }
@@ -1554,6 +1539,19 @@ impl Node {
             .count();
         let needed = voters.len() / 2 + 1;
         (active < needed).then_some(RejectReason::WouldLoseQuorum { active, needed })
+    }
+
+    /// Why `id` at `addr` cannot join (as a voter or a learner), if it cannot.
+    fn new_member_refused(&self, id: u64, addr: &str) -> Option<RejectReason> {
+        if id == 0 {
+            Some(RejectReason::ZeroId)
+        } else if self.kv.was_removed(id) {
+            Some(RejectReason::IdRemoved { id })
+        } else if self.kv.members().contains_key(&id) {
+            Some(RejectReason::AlreadyMember { id })
+        } else {
+            self.url_in_use(id, addr)
+        }
     }
 
     fn url_in_use(&self, id: u64, addr: &str) -> Option<RejectReason> {

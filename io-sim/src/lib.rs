@@ -70,10 +70,12 @@ pub fn expected_checkers(bug: raftkv_core::planted::PlantedBug) -> &'static [&'s
         AckBeforeSync => &["durability", "linearizability"],
         LocalLinearizableReads => &["linearizability"],
         // A follower that acknowledged entries it had not synced loses them in a crash; when the
-        // leader then tells it to commit them, raft-rs's own invariant (commit within the log)
-        // panics ("to_commit N is out of range"): the seed fails as `panic`, before the
-        // history checkers see the lost write. Either counts.
+        // leader then tells it to commit them, core's heartbeat guard (raft-rs's own invariant,
+        // `to_commit N is out of range`, would panic) stops it as a log behind what the leader
+        // knows it matched: `durable-state`, before the history checkers see the lost write.
+        // Any of these counts.
         PersistedMessagesBeforeSync => &[
+            "durable-state",
             "panic",
             "raft-safety",
             "replicas-agree",
