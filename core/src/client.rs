@@ -124,7 +124,7 @@ pub enum RejectReason {
     LastMember,
     #[error("peer URL {addr:?} is already used by member {id}")]
     UrlInUse { id: u64, addr: String },
-    #[error("the change would leave {active} live voters where {needed} make a quorum (etcd's strict reconfig check): remove a dead member first, or start the missing ones")]
+    #[error("the change would leave {active} live voters where {needed} make a quorum (etcd's strict reconfig check): remove a dead member first, start the missing ones, or add the new member as a learner (\"learner\": true), which counts toward no quorum until it is promoted")]
     WouldLoseQuorum { active: usize, needed: usize },
     #[error("node {id} is not a learner")]
     NotLearner { id: u64 },
