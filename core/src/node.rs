@@ -1478,7 +1478,18 @@ impl Node {
         }
         let last_index = self.raw.raft.raft_log.last_index();
         let matched = self.raw.raft.prs().get(id).map_or(0, |p| p.matched);
-        if matched + self.cfg.compaction.catch_up_entries.max(1) < last_index {
+        // Caught up means it has acknowledged entries lately, not merely that the log is short:
+        // a learner that never started must never be promoted (the simulator caught one in a
+        // young cluster, whose four voters then lost their quorum to one crash).
+        let window = 2 * self.cfg.election_tick as u64;
+        let alive = self
+            .last_heard_tick
+            .get(&id)
+            .is_some_and(|&t| t + window >= self.now_tick);
+        if !alive
+            || matched == 0
+            || matched + self.cfg.compaction.catch_up_entries.max(1) < last_index
+        {
             return Some(RejectReason::LearnerBehind {
                 id,
                 matched,
