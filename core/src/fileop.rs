@@ -70,6 +70,28 @@ impl std::fmt::Debug for FileOp {
     }
 }
 
+/// Ops that make `bytes` durable under `name`, replacing any older file: write `{name}.tmp`,
+/// sync it, rename it over `name`, sync the directory. A crash leaves the old file or the new
+/// one, never a mix (a leftover temp file is removed by recovery).
+pub fn atomic_write_ops(name: &str, bytes: Vec<u8>, ops: &mut Vec<FileOp>) {
+    let tmp = format!("{name}.tmp");
+    ops.push(FileOp::Create {
+        name: tmp.clone(),
+        size_bytes: 0,
+    });
+    ops.push(FileOp::WriteAt {
+        name: tmp.clone(),
+        offset: 0,
+        bytes,
+    });
+    ops.push(FileOp::SyncFile { name: tmp.clone() });
+    ops.push(FileOp::Rename {
+        from: tmp,
+        to: name.to_string(),
+    });
+    ops.push(FileOp::SyncDir);
+}
+
 /// True if `name` is a plain file name that is safe to join onto a data directory.
 pub fn is_plain_name(name: &str) -> bool {
     !name.is_empty()

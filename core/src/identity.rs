@@ -30,7 +30,6 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 pub const IDENTITY_FILE: &str = "raftkv.identity";
-const IDENTITY_TEMP: &str = "raftkv.identity.tmp";
 pub const IDENTITY_MAGIC: [u8; 8] = *b"RKVIDNT\x01";
 /// Version of the data directory as a whole. 1: WAL and snapshots only (no identity file).
 /// 2: identity file, incarnations in the membership.
@@ -136,24 +135,7 @@ impl Identity {
     /// Ops that make this identity durable under [`IDENTITY_FILE`], replacing any older one:
     /// temp file, sync, rename, sync dir. A crash leaves the old file or the new one, never a mix.
     pub fn write_ops(&self, ops: &mut Vec<FileOp>) {
-        let bytes = self.encode();
-        ops.push(FileOp::Create {
-            name: IDENTITY_TEMP.into(),
-            size_bytes: 0,
-        });
-        ops.push(FileOp::WriteAt {
-            name: IDENTITY_TEMP.into(),
-            offset: 0,
-            bytes,
-        });
-        ops.push(FileOp::SyncFile {
-            name: IDENTITY_TEMP.into(),
-        });
-        ops.push(FileOp::Rename {
-            from: IDENTITY_TEMP.into(),
-            to: IDENTITY_FILE.into(),
-        });
-        ops.push(FileOp::SyncDir);
+        crate::fileop::atomic_write_ops(IDENTITY_FILE, self.encode(), ops);
     }
 }
 

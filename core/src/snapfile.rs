@@ -163,21 +163,7 @@ pub fn decode_named(name: &str, bytes: &[u8]) -> Result<SnapshotFile, SnapFileEr
 /// The ops that make `file` durable under its final name: temp, sync, rename, sync dir.
 pub fn write_ops(file: &SnapshotFile, ops: &mut Vec<FileOp>) -> String {
     let name = file_name(file.meta.term, file.meta.index);
-    let tmp = format!("{name}{TEMP_SUFFIX}");
-    ops.push(FileOp::Create {
-        name: tmp.clone(),
-        size_bytes: 0,
-    });
-    ops.push(FileOp::WriteAt {
-        name: tmp.clone(),
-        offset: 0,
-        bytes: encode(file),
-    });
-    ops.push(FileOp::SyncFile { name: tmp.clone() });
-    ops.push(FileOp::Rename {
-        from: tmp,
-        to: name.clone(),
-    });
-    ops.push(FileOp::SyncDir);
+    debug_assert_eq!(TEMP_SUFFIX, ".tmp");
+    crate::fileop::atomic_write_ops(&name, encode(file), ops);
     name
 }
