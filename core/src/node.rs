@@ -1378,16 +1378,12 @@ impl Node {
                 if let Some(why) = refused {
                     return self.reply(to, Err(ClientError::Rejected(why)));
                 }
-                let mp = MemberProposal {
+                self.propose_member_change(
+                    to,
+                    deadline_tick,
                     request_id,
-                    change: MemberChange::Add { id, addr },
-                };
-                let mut cc = ConfChange::default();
-                cc.set_change_type(ConfChangeType::AddNode);
-                cc.node_id = id;
-                self.propose(to, deadline_tick, PendingKind::Member, |raw| {
-                    raw.propose_conf_change(mp.encode(), cc)
-                });
+                    MemberChange::Add { id, addr },
+                );
             }
             ClientOp::RemoveNode { id } => {
                 if !self.kv.members().contains_key(&id) {
@@ -1402,16 +1398,12 @@ impl Node {
                 if let Some(why) = self.quorum_after(None, Some(id)) {
                     return self.reply(to, Err(ClientError::Rejected(why)));
                 }
-                let mp = MemberProposal {
+                self.propose_member_change(
+                    to,
+                    deadline_tick,
                     request_id,
-                    change: MemberChange::Remove { id },
-                };
-                let mut cc = ConfChange::default();
-                cc.set_change_type(ConfChangeType::RemoveNode);
-                cc.node_id = id;
-                self.propose(to, deadline_tick, PendingKind::Member, |raw| {
-                    raw.propose_conf_change(mp.encode(), cc)
-                });
+                    MemberChange::Remove { id },
+                );
             }
             ClientOp::AddLearner {
                 id,
