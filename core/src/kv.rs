@@ -13,11 +13,17 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
+mod stream;
+pub use stream::{Decoder as SnapshotDecoder, Encoder as SnapshotEncoder, MAX_RECORD_BYTES};
+
 /// Sessions kept for de-duplication; the least recently used is evicted beyond this.
 pub const MAX_SESSIONS: usize = 100_000;
-/// 1: before incarnations (still decoded); 2: with `incarnations`.
-const SNAPSHOT_VERSION: u8 = 2;
+/// 1: before incarnations; 2: with incarnations and learners (both one postcard value, still
+/// decoded); 3: a stream of records (`stream`), written and read in bounded pieces.
+const SNAPSHOT_VERSION_2: u8 = 2;
 const SNAPSHOT_VERSION_1: u8 = 1;
+/// Pieces the whole-payload helpers (`encode_snapshot`, `hash`) work in.
+const PIECE_BYTES: usize = 1 << 16;
 
 /// Result of applying a write, returned to the client (and cached for retries).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,15 +252,25 @@ impl KvState {
         }
     }
 
+    /// The whole snapshot payload in one buffer (small states and tests; snapshot files and
+    /// transfers use [`SnapshotEncoder`] piece by piece).
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let mut out = vec![SNAPSHOT_VERSION];
-        out.extend(postcard::to_allocvec(self).expect("postcard encoding of the state machine"));
+        let mut out = Vec::new();
+        for piece in SnapshotEncoder::new(self, PIECE_BYTES) {
+            out.extend_from_slice(&piece);
+        }
         out
     }
 
+    /// Decodes a whole payload of any format version (3 also piece by piece: [`SnapshotDecoder`]).
     pub fn decode_snapshot(bytes: &[u8]) -> Result<Self, KvError> {
         let mut s = match bytes.split_first() {
-            Some((&SNAPSHOT_VERSION, rest)) => match postcard::take_from_bytes::<KvState>(rest) {
+            Some((&stream::VERSION, rest)) => {
+                let mut d = SnapshotDecoder::after_version();
+                d.feed(rest)?;
+                return d.finish();
+            }
+            Some((&SNAPSHOT_VERSION_2, rest)) => match postcard::take_from_bytes::<KvState>(rest) {
                 Ok((s, [])) => s,
                 _ => return Err(KvError::BadSnapshot),
             },
@@ -280,7 +296,11 @@ impl KvState {
 
     /// Stable fingerprint of the whole state (data, members, sessions, applied index).
     pub fn hash(&self) -> u64 {
-        crate::rng::fnv64(&self.encode_snapshot())
+        let mut h = crate::rng::Fnv64::default();
+        for piece in SnapshotEncoder::new(self, PIECE_BYTES) {
+            h.update(&piece);
+        }
+        h.finish()
     }
 }
 
@@ -333,10 +353,10 @@ mod tests {
         assert!(KvState::decode_snapshot(&bytes[..bytes.len() - 1]).is_err());
     }
 
-    /// The persistent maps must not change the snapshot format (core/FORMAT.md): the same
-    /// state laid out in std `BTreeMap`s, as it was first written, encodes to the same bytes.
+    /// Format 2 (the state laid out in std `BTreeMap`s, one postcard value) still decodes to the
+    /// same state, which format 3 then carries in pieces of any size.
     #[test]
-    fn snapshot_bytes_match_the_btreemap_layout() {
+    fn format_2_snapshots_decode_and_format_3_round_trips() {
         #[derive(Serialize)]
         struct Mirror {
             data: BTreeMap<serde_bytes_mirror::B, serde_bytes_mirror::B>,
@@ -403,9 +423,57 @@ mod tests {
             incarnations: kv.incarnations.clone(),
             learners: kv.learners.clone(),
         };
-        let mut expected = vec![SNAPSHOT_VERSION];
-        expected.extend(postcard::to_allocvec(&mirror).unwrap());
-        assert_eq!(kv.encode_snapshot(), expected);
+        let mut v2 = vec![SNAPSHOT_VERSION_2];
+        v2.extend(postcard::to_allocvec(&mirror).unwrap());
+        assert_eq!(KvState::decode_snapshot(&v2).unwrap(), kv);
+        // Format 3 carries the same state, in any piece size, and re-encodes to itself.
+        let v3 = kv.encode_snapshot();
+        assert_eq!(SnapshotEncoder::encoded_len(&kv), v3.len() as u64);
+        for piece_bytes in [1, 7, 64, 1 << 20] {
+            let pieces: Vec<Vec<u8>> = SnapshotEncoder::new(&kv, piece_bytes).collect();
+            assert_eq!(pieces.concat(), v3);
+        }
+        let back = KvState::decode_snapshot(&v3).unwrap();
+        assert_eq!(back, kv);
+        assert_eq!(back.encode_snapshot(), v3);
+    }
+
+    /// A decoder fed a payload split at any point (and in pieces of any size) builds the same
+    /// state, and refuses every truncation.
+    #[test]
+    fn streamed_snapshots_decode_in_any_pieces() {
+        let mut kv = KvState::with_members([(1, "http://a".to_string())].into());
+        for i in 0..40u64 {
+            let rid = Some(RequestId {
+                client: i % 3,
+                seq: i,
+            });
+            kv.apply_command(
+                i + 1,
+                rid,
+                &put(&format!("key{i:02}"), &"v".repeat(i as usize)),
+            );
+        }
+        let bytes = kv.encode_snapshot();
+        for cut in 0..bytes.len() {
+            let mut d = SnapshotDecoder::default();
+            d.feed(&bytes[..cut]).unwrap();
+            d.feed(&bytes[cut..]).unwrap();
+            assert_eq!(d.finish().unwrap(), kv, "split at {cut}");
+            let mut d = SnapshotDecoder::default();
+            d.feed(&bytes[..cut]).unwrap();
+            assert!(d.finish().is_err(), "truncation to {cut} accepted");
+        }
+        for step in [1, 3, 17] {
+            let mut d = SnapshotDecoder::default();
+            for piece in bytes.chunks(step) {
+                d.feed(piece).unwrap();
+            }
+            assert_eq!(d.finish().unwrap(), kv);
+        }
+        let mut d = SnapshotDecoder::default();
+        d.feed(&bytes).unwrap();
+        assert!(d.feed(&[0]).is_err(), "bytes after the end record");
     }
 
     #[test]

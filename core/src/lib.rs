@@ -21,4 +21,5 @@ pub mod recovery;
 pub mod rng;
 pub mod snapfile;
 pub mod storage;
+pub mod transfer;
 pub mod wal;

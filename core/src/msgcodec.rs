@@ -19,6 +19,7 @@
 use crate::client::{ClientError, ClientOp, ClientReply};
 use crate::command::RequestId;
 use crate::convert::{cs_to_rec, entry_to_rec, rec_to_cs, rec_to_entry};
+use crate::transfer::{Ack, SnapKey};
 use crate::wal::{ConfStateRec, EntryRec};
 use raft::eraftpb::{Message, MessageType, Snapshot};
 use serde::{Deserialize, Serialize};
@@ -117,6 +118,19 @@ enum WireBody {
         forward_id: u64,
         result: Result<ClientReply, ClientError>,
     },
+    SnapshotChunk(WireChunk),
+    SnapshotAck(Ack),
+}
+
+/// One chunk of a snapshot file, with the `MsgSnapshot` it belongs to (small: metadata and a
+/// descriptor), so a receiver can start from any transfer's first chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct WireChunk {
+    message: WireMessage,
+    key: SnapKey,
+    offset: u64,
+    #[serde(with = "crate::as_bytes")]
+    bytes: Vec<u8>,
 }
 
 /// A client request a follower forwards to the leader.
@@ -144,6 +158,15 @@ pub enum Body {
         forward_id: u64,
         result: Result<ClientReply, ClientError>,
     },
+    /// A chunk of the snapshot file `message` (a `MsgSnapshot`) describes.
+    SnapshotChunk {
+        message: Message,
+        key: SnapKey,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// The receiver's answer to chunks.
+    SnapshotAck(Ack),
 }
 
 /// A decoded peer frame with its routing header.
@@ -169,7 +192,6 @@ fn accepted_from_network(t: MessageType) -> bool {
             | MsgRequestVoteResponse
             | MsgRequestPreVote
             | MsgRequestPreVoteResponse
-            | MsgSnapshot
             | MsgHeartbeat
             | MsgHeartbeatResponse
             | MsgTimeoutNow
@@ -210,10 +232,17 @@ fn to_wire(m: &Message) -> WireMessage {
     }
 }
 
-fn from_wire(w: WireMessage) -> Result<Message, DecodeError> {
+/// `MsgSnapshot` is accepted only inside a chunk (`snapshot_chunk`), never on its own: its file
+/// travels beside it.
+fn from_wire(w: WireMessage, snapshot_chunk: bool) -> Result<Message, DecodeError> {
     use protobuf::ProtobufEnum;
     let t = MessageType::from_i32(w.msg_type).ok_or(DecodeError::BadType(w.msg_type))?;
-    if !accepted_from_network(t) {
+    let allowed = if snapshot_chunk {
+        t == MessageType::MsgSnapshot
+    } else {
+        accepted_from_network(t)
+    };
+    if !allowed {
         return Err(DecodeError::BadType(w.msg_type));
     }
     let mut m = Message::default();
@@ -277,6 +306,34 @@ pub fn encode(from: &Sender, to_incarnation: u64, m: &Message) -> Vec<u8> {
     envelope(from, to, WireBody::Raft(to_wire(m)))
 }
 
+/// Encodes one chunk of the snapshot file that `m` (a `MsgSnapshot`) describes.
+pub fn encode_chunk(
+    from: &Sender,
+    to_incarnation: u64,
+    m: &Message,
+    key: SnapKey,
+    offset: u64,
+    bytes: Vec<u8>,
+) -> Vec<u8> {
+    debug_assert_eq!(m.get_msg_type(), MessageType::MsgSnapshot);
+    let to = Recipient {
+        id: m.to,
+        incarnation: to_incarnation,
+    };
+    let chunk = WireChunk {
+        message: to_wire(m),
+        key,
+        offset,
+        bytes,
+    };
+    envelope(from, to, WireBody::SnapshotChunk(chunk))
+}
+
+/// Encodes a receiver's acknowledgement of snapshot chunks.
+pub fn encode_ack(from: &Sender, to: Recipient, ack: Ack) -> Vec<u8> {
+    envelope(from, to, WireBody::SnapshotAck(ack))
+}
+
 /// Encodes a "you were removed" notice.
 pub fn encode_removed(from: &Sender, to: Recipient) -> Vec<u8> {
     envelope(from, to, WireBody::Removed)
@@ -333,8 +390,36 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
             if m.from != env.from || m.to != env.to {
                 return Err(DecodeError::BadBody);
             }
-            Body::Raft(from_wire(m)?)
+            Body::Raft(from_wire(m, false)?)
         }
+        WireBody::SnapshotChunk(c) => {
+            if c.message.from != env.from || c.message.to != env.to {
+                return Err(DecodeError::BadBody);
+            }
+            let message = from_wire(c.message, true)?;
+            // The message must describe exactly the file the chunk belongs to.
+            let s = message.get_snapshot();
+            let meta = s.get_metadata();
+            let described = (
+                meta.index,
+                meta.term,
+                crate::snapfile::parse_descriptor(&s.data),
+            );
+            if described != (c.key.index, c.key.term, Some(c.key.file_bytes))
+                || c.offset
+                    .checked_add(c.bytes.len() as u64)
+                    .is_none_or(|end| end > c.key.file_bytes)
+            {
+                return Err(DecodeError::BadBody);
+            }
+            Body::SnapshotChunk {
+                message,
+                key: c.key,
+                offset: c.offset,
+                bytes: c.bytes,
+            }
+        }
+        WireBody::SnapshotAck(a) => Body::SnapshotAck(a),
         WireBody::Removed => Body::Removed,
         WireBody::Refused(r) => Body::Refused(r),
         WireBody::Forward(f) => Body::Forward(f),
@@ -432,6 +517,6 @@ mod tests {
             },
             data: Vec::new(),
         });
-        assert_eq!(from_wire(w).unwrap_err(), DecodeError::BadBody);
+        assert_eq!(from_wire(w, false).unwrap_err(), DecodeError::BadBody);
     }
 }

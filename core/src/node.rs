@@ -31,7 +31,7 @@ use crate::compaction::{self, CompactionConfig, SnapshotOnDisk};
 use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs, rec_to_entry, rec_to_hs};
 use crate::fileop::FileOp;
 use crate::identity::{Identity, UNKNOWN_CLUSTER};
-use crate::kv::{Applied, KvState};
+use crate::kv::{Applied, KvState, SnapshotEncoder};
 use crate::msgcodec::Forward;
 use crate::msgcodec::{self, DecodeError, Recipient, Refusal};
 use crate::planted::{active as planted, PlantedBug};
@@ -39,6 +39,11 @@ use crate::recovery::{Recovered, RecoveryReport};
 use crate::rng::Rng;
 use crate::snapfile::{self, SnapshotFile, SnapshotMeta};
 use crate::storage::NodeStorage;
+pub use crate::transfer::ReadJob;
+use crate::transfer::{
+    Ack, AckStatus, ChunkOutcome, ChunkRefusal, Received, Receiver, SendFailure, SendStep, Senders,
+    SnapKey, TransferConfig,
+};
 use crate::wal::{HardStateRec, Record, SnapshotMarker, WalConfig, WalIdentity, WalWriter};
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
@@ -71,6 +76,11 @@ pub struct NodeConfig {
     /// Work around raft-rs 0.7's campaign-after-snapshot panic (see `snapshot_unpersisted`).
     /// Always on outside the regression test that reproduces the raft-rs bug.
     pub raft_rs_snapshot_campaign_guard: bool,
+    /// Snapshot files travel in chunks of this size (they must fit a peer frame with room for
+    /// the envelope), and are written in pieces of this size.
+    pub snapshot_chunk_bytes: usize,
+    /// Chunks of one snapshot transfer sent and not yet acknowledged, at most.
+    pub snapshot_window_chunks: usize,
 }
 
 impl NodeConfig {
@@ -89,6 +99,8 @@ impl NodeConfig {
             max_pending_reads: 4096,
             seeded_election_timeout: true,
             raft_rs_snapshot_campaign_guard: true,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_window_chunks: 4,
         }
     }
 }
@@ -114,8 +126,7 @@ pub struct DiskJob {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
     pub to: u64,
-    /// Carries a snapshot: report the send's outcome with [`Node::sent`] (always, not only on
-    /// failure: raft waits for it before sending the follower anything else).
+    /// Carries a chunk of a snapshot file (a failed send makes the transfer go back).
     pub snapshot: bool,
     pub bytes: Vec<u8>,
 }
@@ -223,6 +234,56 @@ pub enum Event {
     Stopped {
         reason: StopReason,
     },
+    /// The leader began streaming its snapshot file to a follower.
+    SnapshotSendStarted {
+        to: u64,
+        index: u64,
+        file_bytes: u64,
+    },
+    /// A follower had part of this snapshot from an earlier transfer: sending resumes there.
+    SnapshotSendResumed {
+        to: u64,
+        index: u64,
+        offset: u64,
+    },
+    /// Chunks from `offset` on are sent again (one was lost, reordered or corrupted).
+    SnapshotChunksResent {
+        to: u64,
+        index: u64,
+        offset: u64,
+    },
+    SnapshotSent {
+        to: u64,
+        index: u64,
+    },
+    SnapshotSendFailed {
+        to: u64,
+        index: u64,
+        why: SendFailure,
+    },
+    /// A follower found the leader's snapshot file damaged: it is set aside and a new one made.
+    SnapshotSetAside {
+        name: String,
+    },
+    /// A follower received a whole snapshot file and verified it.
+    SnapshotReceived {
+        from: u64,
+        index: u64,
+        file_bytes: u64,
+    },
+    /// A follower refused a snapshot file (it does not verify).
+    SnapshotRefused {
+        from: u64,
+        index: u64,
+        why: ChunkRefusal,
+    },
+    /// A snapshot transfer fell silent, or gave way to a newer snapshot; its partial file was
+    /// removed.
+    SnapshotReceiveAbandoned {
+        from: u64,
+        index: u64,
+        received_bytes: u64,
+    },
     /// An entry was applied (one per entry; shells may ignore it, checkers compare replicas).
     Applied {
         index: u64,
@@ -233,8 +294,9 @@ pub enum Event {
 }
 
 /// Serialise the state machine as of `meta.index` and write it as a snapshot file. CPU-heavy and
-/// a large write, so a shell runs it beside (never inside) the WAL's disk jobs: call
-/// [`SnapshotJob::build`], execute the ops in order, then report with `snapshot_saved(id, data)`.
+/// a large write, so a shell runs it beside (never inside) the WAL's disk jobs: execute the ops of
+/// [`SnapshotJob::write`] in order as it yields them, then report with
+/// `snapshot_saved(id, file_bytes)`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SnapshotJob {
     pub id: u64,
@@ -242,40 +304,21 @@ pub struct SnapshotJob {
     /// A clone of the state at `meta.index`: persistent maps, so taking it cost O(1) and later
     /// writes do not reach it.
     state: KvState,
-}
-
-/// A serialised snapshot: the file ops that make it durable, and the state-machine bytes the
-/// node needs back (to send to followers that fall behind).
-pub struct BuiltSnapshot {
-    pub ops: Vec<FileOp>,
-    pub data: Vec<u8>,
-    /// Size of the snapshot file the ops write.
-    pub file_size_bytes: u64,
+    piece_bytes: usize,
 }
 
 impl SnapshotJob {
-    /// The expensive part (serialisation, checksum), pure: safe to run on any thread.
-    pub fn build(&self) -> BuiltSnapshot {
-        let data = self.state.encode_snapshot();
+    /// The file's length, and its ops: the payload is encoded piece by piece as the ops are
+    /// taken, so memory stays at one piece whatever the state's size. Pure: any thread.
+    pub fn write(&self) -> (u64, impl Iterator<Item = FileOp> + '_) {
         debug_assert_eq!(self.state.applied_index(), self.meta.index);
-        let file = SnapshotFile {
-            meta: self.meta.clone(),
-            data,
-        };
-        let mut ops = Vec::with_capacity(5);
-        snapfile::write_ops(&file, &mut ops);
-        let file_size_bytes = ops
-            .iter()
-            .map(|op| match op {
-                FileOp::WriteAt { bytes, .. } => bytes.len() as u64,
-                _ => 0,
-            })
-            .sum();
-        BuiltSnapshot {
-            ops,
-            data: file.data,
-            file_size_bytes,
-        }
+        let data_len = SnapshotEncoder::encoded_len(&self.state);
+        let pieces = SnapshotEncoder::new(&self.state, self.piece_bytes);
+        let file_bytes = snapfile::file_len(&self.meta, data_len);
+        (
+            file_bytes,
+            snapfile::StreamWriter::new(&self.meta, data_len, pieces),
+        )
     }
 }
 
@@ -290,6 +333,9 @@ pub enum Action {
     Disk(DiskJob),
     /// Runs concurrently with `Disk` jobs; at most one at a time.
     Snapshot(SnapshotJob),
+    /// Read part of a snapshot file (to stream it to a follower); runs beside both lanes, on a
+    /// file no job writes or removes while it is read.
+    Read(ReadJob),
     Send(Outgoing),
     Reply {
         handle: u64,
@@ -312,7 +358,7 @@ pub struct DiskFailure {
 /// What became of an `Action::Send`, reported with [`Node::sent`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendOutcome {
-    /// Handed to the transport (a snapshot: written out whole).
+    /// Handed to the transport.
     Delivered { to: u64, snapshot: bool },
     /// Could not be sent (no address, queue full, connection refused).
     Failed { to: u64, snapshot: bool },
@@ -467,6 +513,8 @@ struct StagedJob {
     wal_written: bool,
     ready_number: Option<u64>,
     gated: Vec<Message>,
+    /// Frames released once the job completes (acknowledgements of snapshot chunks it writes).
+    gated_frames: Vec<Outgoing>,
     /// The last HardState written in this job: durable once it completes.
     hard_state: Option<HardStateRec>,
 }
@@ -478,6 +526,7 @@ impl StagedJob {
             && !self.wal_written
             && self.ready_number.is_none()
             && self.gated.is_empty()
+            && self.gated_frames.is_empty()
     }
 }
 
@@ -486,6 +535,7 @@ struct InFlightJob {
     id: u64,
     ready_number: Option<u64>,
     gated: Vec<Message>,
+    gated_frames: Vec<Outgoing>,
     hard_state: Option<HardStateRec>,
 }
 
@@ -513,6 +563,10 @@ pub struct NodeStatus {
     pub pending_reads: usize,
     pub disk_job_in_flight: bool,
     pub snapshot_job_in_flight: bool,
+    /// Snapshot files this node (as leader) is streaming to followers.
+    pub snapshot_sends: usize,
+    /// The snapshot file this node is receiving: (index, bytes received, file bytes).
+    pub snapshot_receiving: Option<(u64, u64, u64)>,
 }
 
 pub struct Node {
@@ -568,6 +622,12 @@ pub struct Node {
     /// The peer URL this node listens on (its flags), advertised in every frame.
     own_url: Option<String>,
     url_change: Option<UrlChange>,
+    /// Snapshot files this node streams to followers (as leader).
+    senders: Senders,
+    /// The snapshot file this node receives (as follower).
+    receiver: Receiver,
+    /// A received, verified snapshot that raft has taken and the next Ready installs.
+    received: Option<Box<Received>>,
     stopped: Option<StopReason>,
 }
 
@@ -576,6 +636,16 @@ pub struct Node {
 pub struct Restored {
     pub recovered: Recovered,
     pub kv: KvState,
+}
+
+fn transfer_config(cfg: &NodeConfig) -> TransferConfig {
+    let election = cfg.election_tick as u64;
+    TransferConfig {
+        chunk_bytes: cfg.snapshot_chunk_bytes,
+        window_chunks: cfg.snapshot_window_chunks,
+        resend_ticks: (election / 2).max(1),
+        give_up_ticks: 10 * election,
+    }
 }
 
 /// Removes and returns, in key order, the entries whose deadline has passed.
@@ -626,9 +696,10 @@ fn conf_change_of(change: &MemberChange) -> ConfChange {
     cc
 }
 
-fn make_snapshot(meta: &SnapshotMeta, data: Vec<u8>) -> Snapshot {
+/// The `Snapshot` raft sees: metadata and a descriptor of the file (never the state itself).
+fn make_snapshot(meta: &SnapshotMeta, file_bytes: u64) -> Snapshot {
     let mut s = Snapshot {
-        data: data.into(),
+        data: snapfile::descriptor(file_bytes).into(),
         ..Default::default()
     };
     let m = s.mut_metadata();
@@ -676,7 +747,8 @@ impl Node {
                         term: file.meta.term,
                         index: file.meta.index,
                     });
-                    storage.apply_snapshot(make_snapshot(&file.meta, file.data.clone()));
+                    let file_bytes = snapfile::file_len(&file.meta, file.data.len() as u64);
+                    storage.apply_snapshot(make_snapshot(&file.meta, file_bytes));
                 }
                 if kv.was_removed(cfg.id) {
                     return Err(NodeError::Removed);
@@ -742,6 +814,7 @@ impl Node {
                         meta: meta.clone(),
                         data: kv.encode_snapshot(),
                     };
+                    let file_bytes = snapfile::file_len(&meta, file.data.len() as u64);
                     let name = snapfile::write_ops(&file, &mut ops);
                     wal.append(
                         &Record::Snapshot(SnapshotMarker {
@@ -752,7 +825,7 @@ impl Node {
                         }),
                         &mut ops,
                     );
-                    storage.apply_snapshot(make_snapshot(&meta, file.data));
+                    storage.apply_snapshot(make_snapshot(&meta, file_bytes));
                     wal.append(
                         &Record::HardState(hs_to_rec(storage.hard_state())),
                         &mut ops,
@@ -782,6 +855,7 @@ impl Node {
         // Ids that travel the network start at a random point per incarnation (see ForwardReply).
         let first_forward_id = rng.next_u64() >> 1;
         let first_read_id = rng.next_u64() >> 1;
+        let cfg_transfer = cfg.clone();
         let mut node = Node {
             rng,
             cfg,
@@ -818,6 +892,9 @@ impl Node {
             last_heard_tick: BTreeMap::new(),
             promoting: BTreeMap::new(),
             removed_at_tick: None,
+            senders: Senders::new(transfer_config(&cfg_transfer)),
+            receiver: Receiver::default(),
+            received: None,
             stopped: None,
         };
         node.staged.ops = ops;
@@ -895,6 +972,11 @@ impl Node {
             pending_reads: self.reads.len(),
             disk_job_in_flight: self.in_flight.is_some(),
             snapshot_job_in_flight: self.snapshot_job.is_some(),
+            snapshot_sends: self.senders.len(),
+            snapshot_receiving: self
+                .receiver
+                .progress()
+                .map(|(k, received)| (k.index, received, k.file_bytes)),
         }
     }
 
@@ -974,6 +1056,7 @@ impl Node {
         }
         self.fix_election_timeout();
         self.expire_requests();
+        self.tick_transfers();
     }
 
     /// A snapshot from the leader is installed but its disk job has not completed. raft-rs 0.7
@@ -1197,6 +1280,19 @@ impl Node {
                 self.stop(StopReason::RemovedReported { by: env.from });
                 Ok(())
             }
+            msgcodec::Body::SnapshotChunk {
+                message,
+                key,
+                offset,
+                bytes,
+            } => self.on_snapshot_chunk(env.from, message, key, offset, bytes),
+            msgcodec::Body::SnapshotAck(ack) => {
+                let mut steps = Vec::new();
+                self.senders
+                    .on_ack(env.from, ack, self.now_tick, &mut steps);
+                self.run_send_steps(steps);
+                Ok(())
+            }
             msgcodec::Body::Refused(Refusal::StaleIncarnation { recorded }) => {
                 // Only a member speaks for the membership; `to_incarnation` was checked above.
                 if self.kv.members().contains_key(&env.from)
@@ -1231,14 +1327,11 @@ impl Node {
             return;
         }
         match outcome {
-            SendOutcome::Delivered { to, snapshot } => {
-                if snapshot {
-                    self.raw.report_snapshot(to, SnapshotStatus::Finish);
-                }
-            }
+            // A chunk's delivery says nothing: the receiver's acknowledgement does.
+            SendOutcome::Delivered { .. } => {}
             SendOutcome::Failed { to, snapshot } => {
                 if snapshot {
-                    self.raw.report_snapshot(to, SnapshotStatus::Failure);
+                    self.senders.send_failed(to);
                 }
                 self.raw.report_unreachable(to);
             }
@@ -1649,6 +1742,9 @@ impl Node {
         for m in job.gated {
             self.send(m);
         }
+        for o in job.gated_frames {
+            self.push_send(o.to, o.snapshot, o.bytes);
+        }
         self.advance_apply();
         self.issue_job();
     }
@@ -1793,6 +1889,7 @@ impl Node {
             id,
             ready_number: staged.ready_number,
             gated: staged.gated,
+            gated_frames: staged.gated_frames,
             hard_state: staged.hard_state,
         });
         self.actions.push(Action::Disk(DiskJob { id, ops }));
@@ -1847,10 +1944,252 @@ impl Node {
     }
 
     fn send(&mut self, m: Message) {
-        let snapshot = m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot;
+        if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+            return self.start_snapshot_send(m);
+        }
         let to = self.recipient(m.to);
         let bytes = msgcodec::encode(&self.sender(), to.incarnation, &m);
-        self.push_send(to.id, snapshot, bytes);
+        self.push_send(to.id, false, bytes);
+    }
+
+    // ---- snapshot transfer (see `transfer`) ----
+
+    /// raft wants a follower to have a snapshot: stream its file instead of sending the message.
+    fn start_snapshot_send(&mut self, m: Message) {
+        let meta = m.get_snapshot().get_metadata();
+        let file_bytes = snapfile::parse_descriptor(&m.get_snapshot().data)
+            .expect("storage hands raft descriptors, never state");
+        let key = SnapKey {
+            term: meta.term,
+            index: meta.index,
+            file_bytes,
+        };
+        let name = snapfile::file_name(key.term, key.index);
+        assert!(
+            self.snapshots_on_disk.iter().any(|s| s.name == name),
+            "raft sends snapshot {name}, which is not on disk"
+        );
+        self.actions.push(Action::Event(Event::SnapshotSendStarted {
+            to: m.to,
+            index: key.index,
+            file_bytes,
+        }));
+        let mut steps = Vec::new();
+        self.senders.start(m, name, key, self.now_tick, &mut steps);
+        self.run_send_steps(steps);
+    }
+
+    fn run_send_steps(&mut self, steps: Vec<SendStep>) {
+        for step in steps {
+            match step {
+                SendStep::Read(job) => self.actions.push(Action::Read(job)),
+                SendStep::Chunk {
+                    to,
+                    message,
+                    key,
+                    offset,
+                    bytes,
+                } => {
+                    let inc = self.recipient(to).incarnation;
+                    let frame =
+                        msgcodec::encode_chunk(&self.sender(), inc, &message, key, offset, bytes);
+                    self.push_send(to, true, frame);
+                }
+                SendStep::Finished { to, key } => {
+                    self.raw.report_snapshot(to, SnapshotStatus::Finish);
+                    self.actions.push(Action::Event(Event::SnapshotSent {
+                        to,
+                        index: key.index,
+                    }));
+                }
+                SendStep::Failed { to, key, why } => {
+                    self.raw.report_snapshot(to, SnapshotStatus::Failure);
+                    self.actions.push(Action::Event(Event::SnapshotSendFailed {
+                        to,
+                        index: key.index,
+                        why,
+                    }));
+                    // Frames are checksummed on the wire, so a file that fails to verify at the
+                    // receiver is damaged here (a misdirected write, bit rot).
+                    if matches!(
+                        why,
+                        SendFailure::Refused(ChunkRefusal::BadChecksum | ChunkRefusal::BadFile)
+                    ) {
+                        self.set_aside_snapshot(snapfile::file_name(key.term, key.index), why);
+                    }
+                }
+                SendStep::Resumed { to, key, offset } => {
+                    self.actions.push(Action::Event(Event::SnapshotSendResumed {
+                        to,
+                        index: key.index,
+                        offset,
+                    }));
+                }
+                SendStep::Resent { to, key, offset } => {
+                    self.actions
+                        .push(Action::Event(Event::SnapshotChunksResent {
+                            to,
+                            index: key.index,
+                            offset,
+                        }));
+                }
+            }
+        }
+    }
+
+    /// A follower found this snapshot file damaged (its checksum fails there, so here too):
+    /// stop sending it, set it aside as recovery would, and make a fresh snapshot instead.
+    fn set_aside_snapshot(&mut self, name: String, why: SendFailure) {
+        if self.snapshots_on_disk.iter().any(|s| s.name == name) {
+            self.snapshots_on_disk.retain(|s| s.name != name);
+            self.staged.post_sync.push(FileOp::Rename {
+                from: name.clone(),
+                to: format!("{name}{}", snapfile::BROKEN_SUFFIX),
+            });
+            self.staged.post_sync.push(FileOp::SyncDir);
+            let latest = self.raw.store().latest_snapshot().map(|s| {
+                let m = s.get_metadata();
+                snapfile::file_name(m.term, m.index)
+            });
+            if latest.as_deref() == Some(name.as_str()) {
+                self.raw.mut_store().forget_latest_snapshot();
+            }
+            self.snapshot_wanted = true;
+            self.actions.push(Action::Event(Event::SnapshotSetAside {
+                name: name.clone(),
+            }));
+        }
+        // Other followers' transfers of the same file end too (set aside above, so the failures
+        // they report do not come back here for more).
+        let mut steps = Vec::new();
+        self.senders.abandon_file(&name, why, &mut steps);
+        self.run_send_steps(steps);
+    }
+
+    /// The read `id` of a snapshot file completed (or failed: the transfer reading it ends, and
+    /// raft retries; a read error does not stop the node, since nothing durable is at stake).
+    pub fn read_done(&mut self, id: u64, result: Result<Vec<u8>, DiskFailure>) {
+        if self.stopped.is_some() {
+            return;
+        }
+        let mut steps = Vec::new();
+        self.senders
+            .read_done(id, result.ok(), self.now_tick, &mut steps);
+        self.run_send_steps(steps);
+    }
+
+    fn on_snapshot_chunk(
+        &mut self,
+        from: u64,
+        message: Message,
+        key: SnapKey,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> Result<(), PeerError> {
+        let to = self.recipient(from);
+        if message.term < self.raw.raft.term {
+            let ack = Ack {
+                key,
+                received: 0,
+                status: AckStatus::Refused(ChunkRefusal::StaleTerm),
+            };
+            let frame = msgcodec::encode_ack(&self.sender(), to, ack);
+            self.push_send(from, false, frame);
+            return Err(PeerError::Raft("snapshot chunk from an older term".into()));
+        }
+        let committed = self.raw.raft.raft_log.committed;
+        let outcome = self.receiver.on_chunk(
+            from,
+            key,
+            offset,
+            &bytes,
+            self.now_tick,
+            committed,
+            &mut self.staged.ops,
+        );
+        if let Some((from, key, received_bytes)) = self.receiver.take_replaced() {
+            self.actions
+                .push(Action::Event(Event::SnapshotReceiveAbandoned {
+                    from,
+                    index: key.index,
+                    received_bytes,
+                }));
+        }
+        let (ack, gated) = match outcome {
+            ChunkOutcome::Written { ack } => (ack, true),
+            ChunkOutcome::AckNow { ack } => (ack, false),
+            ChunkOutcome::NotNeeded { ack } => (ack, false),
+            ChunkOutcome::Refused { ack, why } => {
+                self.actions.push(Action::Event(Event::SnapshotRefused {
+                    from,
+                    index: key.index,
+                    why,
+                }));
+                (ack, false)
+            }
+            ChunkOutcome::Complete { ack, received } => {
+                self.actions.push(Action::Event(Event::SnapshotReceived {
+                    from,
+                    index: key.index,
+                    file_bytes: key.file_bytes,
+                }));
+                self.raw
+                    .step(message)
+                    .map_err(|e| PeerError::Raft(e.to_string()))?;
+                let taken = self
+                    .raw
+                    .raft
+                    .raft_log
+                    .unstable
+                    .snapshot
+                    .as_ref()
+                    .is_some_and(|s| s.get_metadata().index == key.index);
+                if taken {
+                    self.received = Some(received);
+                } else {
+                    // raft did not need it after all (it caught up meanwhile).
+                    self.staged.ops.push(FileOp::Remove { name: received.tmp });
+                }
+                (ack, true)
+            }
+        };
+        let frame = msgcodec::encode_ack(&self.sender(), to, ack);
+        if gated {
+            self.staged.gated_frames.push(Outgoing {
+                to: from,
+                snapshot: false,
+                bytes: frame,
+            });
+        } else {
+            self.push_send(from, false, frame);
+        }
+        Ok(())
+    }
+
+    /// Timers of both ends of snapshot transfers; transfers to peers that left end.
+    fn tick_transfers(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            self.senders.retain(|_| false);
+        } else {
+            let prs = self.raw.raft.prs();
+            let ids: BTreeSet<u64> = prs.iter().map(|(id, _)| *id).collect();
+            self.senders.retain(|id| ids.contains(&id));
+        }
+        let mut steps = Vec::new();
+        self.senders.tick(self.now_tick, &mut steps);
+        self.run_send_steps(steps);
+        let give_up = transfer_config(&self.cfg).give_up_ticks;
+        if let Some((from, key, received_bytes)) =
+            self.receiver
+                .tick(self.now_tick, give_up, &mut self.staged.ops)
+        {
+            self.actions
+                .push(Action::Event(Event::SnapshotReceiveAbandoned {
+                    from,
+                    index: key.index,
+                    received_bytes,
+                }));
+        }
     }
 
     fn reply(&mut self, to: ReplyTo, result: Result<ClientReply, ClientError>) {
@@ -1911,6 +2250,8 @@ impl Node {
         let leader = Some(leader_id).filter(|&l| l != 0);
         if was_leader && role != StateRole::Leader {
             self.fail_pending(ClientError::LeaderChanged { leader });
+            // raft forgot its followers' progress: the transfers it was waiting on are moot.
+            self.senders.retain(|_| false);
         }
         // Requests forwarded to a node that is no longer the leader would otherwise wait out
         // their whole deadline (the old leader may be dead): answer them now, outcome unknown,
@@ -2140,22 +2481,27 @@ impl Node {
                 local.index
             );
         }
-        let kv = KvState::decode_snapshot(&snap.data)
-            .ok()
-            .filter(|kv| kv.applied_index() == index)
+        // raft only ever restores a snapshot this node stepped in after receiving its file.
+        let received = self
+            .received
+            .take()
+            .filter(|r| (r.key.index, r.key.term) == (index, term))
             .ok_or(StopReason::BadSnapshotFromLeader { index })?;
+        let conf_state = cs_to_rec(meta.get_conf_state());
+        if received.meta.conf_state != conf_state {
+            return Err(StopReason::BadSnapshotFromLeader { index });
+        }
         self.actions
             .push(Action::Event(Event::LoadingSnapshot { term, index }));
-        let conf_state = cs_to_rec(meta.get_conf_state());
-        let file = SnapshotFile {
-            meta: SnapshotMeta {
-                index,
-                term,
-                conf_state: conf_state.clone(),
-            },
-            data: snap.data.to_vec(),
-        };
-        let name = snapfile::write_ops(&file, &mut self.staged.ops);
+        // The file was synced under its temp name with the last chunk: rename it, make the name
+        // durable, and only then log the marker that points to it.
+        let name = snapfile::file_name(term, index);
+        self.staged.ops.push(FileOp::Rename {
+            from: received.tmp,
+            to: name.clone(),
+        });
+        self.staged.ops.push(FileOp::SyncDir);
+        let kv = received.kv;
         self.stage_snapshot_marker(index, term, conf_state, true);
         self.raw.mut_store().apply_snapshot(snap);
         self.kv = kv;
@@ -2220,13 +2566,14 @@ impl Node {
             id,
             meta,
             state: self.kv.clone(),
+            piece_bytes: self.cfg.snapshot_chunk_bytes,
         }));
     }
 
     /// The snapshot job `id` completed: its file is durable under its final name, and `data`
     /// is the state machine it holds. Logs the WAL marker (after the file, never before: a crash
     /// in between leaves an orphan file that recovery removes) and compacts the log.
-    pub fn snapshot_saved(&mut self, id: u64, data: Vec<u8>) {
+    pub fn snapshot_saved(&mut self, id: u64, file_bytes: u64) {
         let (job_id, meta) = self
             .snapshot_job
             .take()
@@ -2262,7 +2609,7 @@ impl Node {
         self.stage_hard_state(hs_to_rec(&hs));
         self.raw
             .mut_store()
-            .set_latest_snapshot(make_snapshot(&meta, data));
+            .set_latest_snapshot(make_snapshot(&meta, file_bytes));
         let ci = compaction::compact_index(&self.cfg.compaction, index);
         self.raw.mut_store().compact(ci);
         self.actions
@@ -2292,6 +2639,9 @@ impl Node {
             plan.keep_wal_from_seq
         };
         let segments = self.wal.purge_before(keep_from, &mut self.staged.post_sync);
+        let mut plan = plan;
+        // A file streaming to a follower stays until its transfer ends (a later purge takes it).
+        plan.remove_snapshots.retain(|n| !self.senders.pinned(n));
         for name in &plan.remove_snapshots {
             self.staged
                 .post_sync

@@ -65,6 +65,17 @@ pub enum SnapFileError {
     },
 }
 
+/// What raft's `Snapshot.data` carries instead of the state: the length of the snapshot file, which
+/// travels beside the message (see `transfer`).
+pub fn descriptor(file_bytes: u64) -> Vec<u8> {
+    file_bytes.to_le_bytes().to_vec()
+}
+
+/// The file length in a descriptor, if `data` is one.
+pub fn parse_descriptor(data: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(data.try_into().ok()?))
+}
+
 pub fn file_name(term: u64, index: u64) -> String {
     format!("{term:016x}-{index:016x}{SNAP_SUFFIX}")
 }
@@ -86,61 +97,303 @@ pub fn parse_name(name: &str) -> Option<(u64, u64)> {
     Some((hex(a)?, hex(b)?))
 }
 
-pub fn encode(file: &SnapshotFile) -> Vec<u8> {
-    let meta = postcard::to_allocvec(&file.meta).expect("postcard encoding of snapshot meta");
-    let mut out = Vec::with_capacity(32 + meta.len() + file.data.len());
+/// The bytes before the payload: magic, version, metadata, payload length.
+fn head(meta: &SnapshotMeta, data_len: u64) -> Vec<u8> {
+    let meta = postcard::to_allocvec(meta).expect("postcard encoding of snapshot meta");
+    let mut out = Vec::with_capacity(24 + meta.len());
     out.extend_from_slice(&SNAP_MAGIC);
     out.extend_from_slice(&crate::wal::record::FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
     out.extend_from_slice(&meta);
-    out.extend_from_slice(&(file.data.len() as u64).to_le_bytes());
-    out.extend_from_slice(&file.data);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&SNAP_END_MAGIC);
+    out.extend_from_slice(&data_len.to_le_bytes());
     out
 }
 
+fn trailer(crc: u32) -> [u8; 8] {
+    let mut t = [0u8; 8];
+    t[..4].copy_from_slice(&crc.to_le_bytes());
+    t[4..].copy_from_slice(&SNAP_END_MAGIC);
+    t
+}
+
+/// Size of the file holding `meta` and a payload of `data_len` bytes.
+pub fn file_len(meta: &SnapshotMeta, data_len: u64) -> u64 {
+    head(meta, data_len).len() as u64 + data_len + 8
+}
+
+pub fn encode(file: &SnapshotFile) -> Vec<u8> {
+    let mut out = head(&file.meta, file.data.len() as u64);
+    out.extend_from_slice(&file.data);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&trailer(crc));
+    out
+}
+
+/// Writes a snapshot file from payload pieces without holding it whole: the ops of
+/// [`write_ops`], with one `WriteAt` per piece. An iterator, so a shell executes each op as it is
+/// produced and memory stays at one piece.
+pub struct StreamWriter<I> {
+    tmp: String,
+    name: String,
+    head: Option<Vec<u8>>,
+    pieces: I,
+    data_len: u64,
+    written_data: u64,
+    offset: u64,
+    crc: crc32fast::Hasher,
+    step: u8,
+}
+
+impl<I: Iterator<Item = Vec<u8>>> StreamWriter<I> {
+    /// `pieces` must yield exactly `data_len` bytes.
+    pub fn new(meta: &SnapshotMeta, data_len: u64, pieces: I) -> Self {
+        let name = file_name(meta.term, meta.index);
+        StreamWriter {
+            tmp: format!("{name}{TEMP_SUFFIX}"),
+            name,
+            head: Some(head(meta, data_len)),
+            pieces,
+            data_len,
+            written_data: 0,
+            offset: 0,
+            crc: crc32fast::Hasher::new(),
+            step: 0,
+        }
+    }
+
+    /// The final file name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn write(&mut self, bytes: Vec<u8>) -> FileOp {
+        let op = FileOp::WriteAt {
+            name: self.tmp.clone(),
+            offset: self.offset,
+            bytes,
+        };
+        if let FileOp::WriteAt { bytes, .. } = &op {
+            self.offset += bytes.len() as u64;
+        }
+        op
+    }
+}
+
+impl<I: Iterator<Item = Vec<u8>>> Iterator for StreamWriter<I> {
+    type Item = FileOp;
+
+    fn next(&mut self) -> Option<FileOp> {
+        loop {
+            let op = match self.step {
+                0 => FileOp::Create {
+                    name: self.tmp.clone(),
+                    size_bytes: 0,
+                },
+                1 => {
+                    let head = self.head.take().expect("written once");
+                    self.crc.update(&head);
+                    self.step += 1;
+                    return Some(self.write(head));
+                }
+                2 => match self.pieces.next() {
+                    Some(piece) if piece.is_empty() => continue,
+                    Some(piece) => {
+                        self.written_data += piece.len() as u64;
+                        assert!(
+                            self.written_data <= self.data_len,
+                            "payload longer than announced"
+                        );
+                        self.crc.update(&piece);
+                        return Some(self.write(piece));
+                    }
+                    None => {
+                        assert_eq!(self.written_data, self.data_len, "payload length");
+                        self.step += 1;
+                        let crc = std::mem::take(&mut self.crc).finalize();
+                        return Some(self.write(trailer(crc).to_vec()));
+                    }
+                },
+                3 => FileOp::SyncFile {
+                    name: self.tmp.clone(),
+                },
+                4 => FileOp::Rename {
+                    from: self.tmp.clone(),
+                    to: self.name.clone(),
+                },
+                5 => FileOp::SyncDir,
+                _ => return None,
+            };
+            self.step += 1;
+            return Some(op);
+        }
+    }
+}
+
+/// Where a [`StreamDecoder`] is in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// Collecting magic, version and the metadata length (16 bytes).
+    Prefix,
+    /// Collecting the metadata and the payload length.
+    Meta {
+        meta_len: usize,
+    },
+    Payload {
+        left: u64,
+    },
+    Trailer,
+    End,
+}
+
+/// Checks a snapshot file fed in pieces of any size, handing its payload on as it passes (to a
+/// state-machine decoder), so a file received in chunks is verified without being held whole.
+pub struct StreamDecoder {
+    at: At,
+    buf: Vec<u8>,
+    crc: crc32fast::Hasher,
+    seen: u64,
+    meta: Option<SnapshotMeta>,
+}
+
+impl Default for StreamDecoder {
+    fn default() -> Self {
+        StreamDecoder {
+            at: At::Prefix,
+            buf: Vec::new(),
+            crc: crc32fast::Hasher::new(),
+            seen: 0,
+            meta: None,
+        }
+    }
+}
+
+impl StreamDecoder {
+    /// The metadata, once its bytes have passed.
+    pub fn meta(&self) -> Option<&SnapshotMeta> {
+        self.meta.as_ref()
+    }
+
+    /// Consumes `bytes`; every payload byte goes to `payload` in order.
+    pub fn feed<E>(
+        &mut self,
+        mut bytes: &[u8],
+        payload: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), StreamError<E>> {
+        self.seen += bytes.len() as u64;
+        while !bytes.is_empty() {
+            match self.at {
+                At::Prefix | At::Meta { .. } | At::Trailer => {
+                    let want = match self.at {
+                        At::Prefix => 16,
+                        At::Meta { meta_len } => meta_len + 8,
+                        _ => 8,
+                    };
+                    let take = (want - self.buf.len()).min(bytes.len());
+                    self.buf.extend_from_slice(&bytes[..take]);
+                    if self.at != At::Trailer {
+                        self.crc.update(&bytes[..take]);
+                    }
+                    bytes = &bytes[take..];
+                    if self.buf.len() == want {
+                        let buf = std::mem::take(&mut self.buf);
+                        self.section(&buf).map_err(StreamError::File)?;
+                    }
+                }
+                At::Payload { left } => {
+                    let take = (left.min(bytes.len() as u64)) as usize;
+                    self.crc.update(&bytes[..take]);
+                    payload(&bytes[..take]).map_err(StreamError::Payload)?;
+                    bytes = &bytes[take..];
+                    self.at = match left - take as u64 {
+                        0 => At::Trailer,
+                        left => At::Payload { left },
+                    };
+                }
+                At::End => return Err(StreamError::File(SnapFileError::Trailing)),
+            }
+        }
+        Ok(())
+    }
+
+    fn section(&mut self, buf: &[u8]) -> Result<(), SnapFileError> {
+        match self.at {
+            At::Prefix => {
+                if buf[..8] != SNAP_MAGIC {
+                    return Err(SnapFileError::BadMagic);
+                }
+                let version = u32::from_le_bytes(buf[8..12].try_into().expect("4"));
+                if version != crate::wal::record::FORMAT_VERSION {
+                    return Err(SnapFileError::Version(version));
+                }
+                let meta_len = u32::from_le_bytes(buf[12..16].try_into().expect("4")) as usize;
+                if meta_len > MAX_META_BYTES {
+                    return Err(SnapFileError::BadMeta);
+                }
+                self.at = At::Meta { meta_len };
+            }
+            At::Meta { meta_len } => {
+                let meta_bytes = &buf[..meta_len];
+                // Exactly the canonical encoding: postcard accepts over-long varints, which would
+                // give one snapshot several valid files (see `wal::record::Record::decode_payload`).
+                let meta = match postcard::take_from_bytes::<SnapshotMeta>(meta_bytes) {
+                    Ok((m, [])) if postcard::to_allocvec(&m).is_ok_and(|b| b == meta_bytes) => m,
+                    _ => return Err(SnapFileError::BadMeta),
+                };
+                self.meta = Some(meta);
+                let left = u64::from_le_bytes(buf[meta_len..].try_into().expect("8"));
+                self.at = if left == 0 {
+                    At::Trailer
+                } else {
+                    At::Payload { left }
+                };
+            }
+            At::Trailer => {
+                let crc = u32::from_le_bytes(buf[..4].try_into().expect("4"));
+                if buf[4..] != SNAP_END_MAGIC {
+                    return Err(SnapFileError::BadMagic);
+                }
+                if std::mem::take(&mut self.crc).finalize() != crc {
+                    return Err(SnapFileError::BadChecksum);
+                }
+                self.at = At::End;
+            }
+            At::Payload { .. } | At::End => unreachable!("not a buffered section"),
+        }
+        Ok(())
+    }
+
+    /// The metadata of a file that ended exactly where it should, checksum verified.
+    pub fn finish(self) -> Result<SnapshotMeta, SnapFileError> {
+        match (self.at, self.meta) {
+            (At::End, Some(meta)) => Ok(meta),
+            _ => Err(SnapFileError::Truncated(self.seen as usize)),
+        }
+    }
+}
+
+/// Why a streamed file was refused: the file's framing, or the payload's consumer.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StreamError<E> {
+    #[error(transparent)]
+    File(SnapFileError),
+    #[error("snapshot payload refused")]
+    Payload(E),
+}
+
 pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, SnapFileError> {
-    let short = || SnapFileError::Truncated(bytes.len());
-    let take = |at: usize, n: usize| bytes.get(at..at.checked_add(n)?);
-    if take(0, 8).ok_or_else(short)? != SNAP_MAGIC {
-        return Err(SnapFileError::BadMagic);
-    }
-    let version = u32::from_le_bytes(take(8, 4).ok_or_else(short)?.try_into().expect("4"));
-    if version != crate::wal::record::FORMAT_VERSION {
-        return Err(SnapFileError::Version(version));
-    }
-    let meta_len =
-        u32::from_le_bytes(take(12, 4).ok_or_else(short)?.try_into().expect("4")) as usize;
-    if meta_len > MAX_META_BYTES {
-        return Err(SnapFileError::BadMeta);
-    }
-    let meta_bytes = take(16, meta_len).ok_or_else(short)?;
-    let at = 16 + meta_len;
-    let data_len = u64::from_le_bytes(take(at, 8).ok_or_else(short)?.try_into().expect("8"));
-    let data_len = usize::try_from(data_len).map_err(|_| short())?;
-    let data = take(at + 8, data_len).ok_or_else(short)?;
-    let end = at + 8 + data_len;
-    let crc = u32::from_le_bytes(take(end, 4).ok_or_else(short)?.try_into().expect("4"));
-    if take(end + 4, 4).ok_or_else(short)? != SNAP_END_MAGIC {
-        return Err(SnapFileError::BadMagic);
-    }
-    if bytes.len() != end + 8 {
-        return Err(SnapFileError::Trailing);
-    }
-    if crc32fast::hash(&bytes[..end]) != crc {
-        return Err(SnapFileError::BadChecksum);
-    }
-    // Exactly the canonical encoding: postcard accepts over-long varints, which would give one
-    // snapshot several valid files (see `wal::record::Record::decode_payload`).
-    let meta = match postcard::take_from_bytes::<SnapshotMeta>(meta_bytes) {
-        Ok((m, [])) if postcard::to_allocvec(&m).is_ok_and(|b| b == meta_bytes) => m,
-        _ => return Err(SnapFileError::BadMeta),
-    };
+    let mut d = StreamDecoder::default();
+    let mut data = Vec::new();
+    d.feed(bytes, &mut |p: &[u8]| {
+        data.extend_from_slice(p);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .map_err(|e| match e {
+        StreamError::File(e) => e,
+        StreamError::Payload(never) => match never {},
+    })?;
     Ok(SnapshotFile {
-        meta,
-        data: data.to_vec(),
+        meta: d.finish()?,
+        data,
     })
 }
 

@@ -1,7 +1,8 @@
 //! The raft log as raft-rs sees it: an in-memory `raft::Storage` rebuilt from disk at start.
 //!
 //! Durability is the WAL's job; this type is the read side that raft consults. It also holds the
-//! latest snapshot (with data) for sending to followers, and refuses to hand out a snapshot whose
+//! latest snapshot's metadata and a descriptor of its file (never the state: the file is streamed
+//! to followers, see `transfer`), and refuses to hand out a snapshot whose
 //! ConfState is not the current one or does not contain the receiver: raft-rs followers silently
 //! ignore a snapshot that does not list them, so the node makes a fresh one instead.
 
@@ -98,6 +99,12 @@ impl NodeStorage {
     /// Records a snapshot this node made of its own state; the log is compacted separately.
     pub fn set_latest_snapshot(&mut self, snap: Snapshot) {
         self.latest_snapshot = Some(snap);
+    }
+
+    /// Forgets the latest snapshot (its file turned out damaged): raft's next request for one
+    /// makes the node take a fresh one.
+    pub fn forget_latest_snapshot(&mut self) {
+        self.latest_snapshot = None;
     }
 
     /// Appends entries, replacing any conflicting suffix.

@@ -126,9 +126,9 @@ fn same_bytes() {
         old.data.insert(k, v);
         old.applied_index = i;
     }
+    // Format 2 files (written before snapshots were streamed, format 3) still decode.
     let mut want = vec![2u8];
     want.extend(postcard::to_allocvec(&old).unwrap());
-    assert_eq!(kv.encode_snapshot(), want);
     assert_eq!(
         raftkv_core::kv::KvState::decode_snapshot(&want).unwrap(),
         kv

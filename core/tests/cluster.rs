@@ -188,6 +188,43 @@ fn a_follower_behind_the_compaction_point_gets_a_snapshot() {
     );
 }
 
+/// A snapshot many chunks long reaches a lagging follower through a network that loses and
+/// reorders chunks and acknowledgements: gaps are resent, and the state arrives whole.
+#[test]
+fn a_snapshot_streams_in_chunks_through_a_lossy_network() {
+    let mut c = Cluster::with_config(3, 21, |cfg| {
+        cfg.compaction.snap_count = 30;
+        cfg.compaction.catch_up_entries = 10;
+        cfg.snapshot_chunk_bytes = 97;
+        cfg.snapshot_window_chunks = 3;
+    });
+    let leader = c.wait_leader();
+    let lagger = c.up_ids().into_iter().find(|&id| id != leader).unwrap();
+    c.isolated.insert(lagger);
+    for i in 0..200 {
+        c.put(&format!("key-{i:04}"), &"v".repeat(i % 40));
+    }
+    let installed_before = c.stats.snapshots_installed;
+    c.isolated.clear();
+    c.loss = 0.2;
+    for _ in 0..300 {
+        c.step();
+        if c.stats.snapshots_installed > installed_before {
+            break;
+        }
+    }
+    c.loss = 0.0;
+    c.wait_converged(500);
+    assert!(
+        c.stats.snapshots_installed > installed_before && c.stats.snapshot_chunks_resent > 0,
+        "{:?}",
+        c.stats
+    );
+    let l = c.leader().unwrap();
+    assert_eq!(c.node(lagger).kv().hash(), c.node(l).kv().hash());
+    assert_eq!(c.node(lagger).kv().len(), 200);
+}
+
 #[test]
 fn members_are_added_and_removed() {
     let mut c = Cluster::with_config(3, 13, |cfg| {

@@ -71,8 +71,9 @@ pub struct RunArgs {
     /// Largest HTTP request body accepted (larger bodies get 413).
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
-    /// Largest peer frame accepted or sent (bounds snapshot size on the wire).
-    #[arg(long, default_value_t = 512 << 20)]
+    /// Largest peer frame accepted or sent: an append batch, or a chunk of a snapshot file
+    /// (snapshots stream in chunks of at most 1 MiB, so this does not bound the state's size).
+    #[arg(long, default_value_t = 64 << 20)]
     pub max_frame_bytes: usize,
     /// Deadline for a client request, after which its outcome is reported unknown (504).
     #[arg(long, default_value_t = 5_000)]

@@ -8,7 +8,7 @@
 //! data that is not. The node stops instead.
 
 use raftkv_core::fileop::{is_plain_name, FileOp};
-use raftkv_core::node::{DiskFailure, DiskJob, SnapshotJob};
+use raftkv_core::node::{DiskFailure, DiskJob, ReadJob, SnapshotJob};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -26,9 +26,13 @@ pub enum DiskResult {
     },
     SnapshotSaved {
         id: u64,
-        data: Vec<u8>,
         size_bytes: u64,
         elapsed_us: u64,
+    },
+    /// A read of a snapshot file being streamed to a follower.
+    Read {
+        id: u64,
+        result: Result<Vec<u8>, DiskFailure>,
     },
     Failed {
         id: u64,
@@ -237,8 +241,15 @@ impl Disk {
         lower_thread_priority();
         for job in jobs {
             let start = Instant::now();
-            let built = job.build();
-            let result = self.apply_all(&built.ops);
+            // Encoded piece by piece as the ops are taken: never the whole file in memory.
+            let (size_bytes, ops) = job.write();
+            let mut result = Ok(0);
+            for op in ops {
+                if let Err(e) = self.apply_all(std::slice::from_ref(&op)) {
+                    result = Err(e);
+                    break;
+                }
+            }
             // Purges (on the WAL lane) remove old snapshot files: hold no descriptor past a job,
             // or removed files would keep their space.
             self.files.clear();
@@ -253,12 +264,34 @@ impl Disk {
                 }
                 Ok(_) => done(DiskResult::SnapshotSaved {
                     id: job.id,
-                    data: built.data,
-                    size_bytes: built.file_size_bytes,
+                    size_bytes,
                     elapsed_us: start.elapsed().as_micros() as u64,
                 }),
             }
         }
+    }
+
+    /// The read lane: chunks of snapshot files streaming to followers. Its own thread, so a
+    /// transfer neither waits behind a snapshot being written nor holds up a WAL sync.
+    pub fn run_reads(self, jobs: mpsc::Receiver<ReadJob>, done: impl Fn(DiskResult)) {
+        for job in jobs {
+            let result = self.read(&job).map_err(|e| {
+                tracing::warn!(file = %job.name, offset = job.offset, error = %e, "reading a snapshot file failed");
+                DiskFailure {
+                    op: "read",
+                    file: Some(self.dir.join(&job.name).display().to_string()),
+                    kind: e.kind(),
+                }
+            });
+            done(DiskResult::Read { id: job.id, result });
+        }
+    }
+
+    fn read(&self, job: &ReadJob) -> io::Result<Vec<u8>> {
+        let file = File::open(self.path(&job.name)?)?;
+        let mut buf = vec![0u8; job.len];
+        file.read_exact_at(&mut buf, job.offset)?;
+        Ok(buf)
     }
 }
 

@@ -71,7 +71,17 @@ fn node_config(args: &RunArgs) -> NodeConfig {
     cfg.wal = WalConfig {
         segment_size_bytes: args.segment_size_bytes,
     };
+    cfg.snapshot_chunk_bytes = snapshot_chunk_bytes(args.max_frame_bytes);
     cfg
+}
+
+const MIN_FRAME_BYTES: usize = 128 << 10;
+/// Room in a frame for the envelope and an entry's own framing around a request body.
+const FRAME_OVERHEAD_BYTES: usize = 64 << 10;
+
+/// Snapshot files stream in chunks that leave half a frame for the envelope, up to 1 MiB.
+fn snapshot_chunk_bytes(max_frame_bytes: usize) -> usize {
+    (max_frame_bytes / 2).min(1 << 20)
 }
 
 fn run_node(args: RunArgs) -> anyhow::Result<()> {
@@ -83,6 +93,12 @@ fn run_node(args: RunArgs) -> anyhow::Result<()> {
         .collect();
     if urls.is_empty() {
         bail!("--cluster needs at least one peer URL");
+    }
+    if args.max_frame_bytes < MIN_FRAME_BYTES {
+        bail!(
+            "--max-frame-bytes {} is too small: a peer frame must hold at least {MIN_FRAME_BYTES} bytes",
+            args.max_frame_bytes
+        );
     }
     for u in &urls {
         cli::peer_socket_addr(u).map_err(anyhow::Error::msg)?;
@@ -166,6 +182,17 @@ async fn serve(
             })
         })?;
 
+    let (read_tx, read_rx) = std::sync::mpsc::channel();
+    let read_inputs = input_tx.clone();
+    let read_dir = snap_dir.clone();
+    let read_thread = std::thread::Builder::new()
+        .name("raftkv-read".into())
+        .spawn(move || {
+            disk::Disk::new(read_dir).run_reads(read_rx, |r| {
+                let _ = read_inputs.blocking_send(server::Input::Disk(r));
+            })
+        })?;
+
     let (snap_tx, snap_rx) = std::sync::mpsc::channel();
     let snap_inputs = input_tx.clone();
     let snap_thread = std::thread::Builder::new()
@@ -183,7 +210,20 @@ async fn serve(
         inputs: input_tx.clone(),
         wait: Duration::from_millis(args.request_timeout_ms + 1000),
     };
-    let app = http::router(api, args.max_body_bytes);
+    // Every write travels to the followers inside one append frame: a body that could not is
+    // refused up front (413), never accepted and then stuck.
+    let max_body_bytes = args
+        .max_body_bytes
+        .min(args.max_frame_bytes - FRAME_OVERHEAD_BYTES);
+    if max_body_bytes < args.max_body_bytes {
+        tracing::warn!(
+            max_body_bytes = args.max_body_bytes,
+            max_frame_bytes = args.max_frame_bytes,
+            effective_max_body_bytes = max_body_bytes,
+            "--max-body-bytes does not fit a peer frame; larger request bodies get 413"
+        );
+    }
+    let app = http::router(api, max_body_bytes);
     let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
     let http_task = tokio::spawn(async move {
         axum::serve(api_listener, app)
@@ -200,7 +240,7 @@ async fn serve(
         tracing::info!("shutting down");
         let _ = stop_tx.send(());
     });
-    let mut srv = server::Server::new(node, peers, disk_tx, snap_tx, timeout_ticks);
+    let mut srv = server::Server::new(node, peers, disk_tx, snap_tx, read_tx, timeout_ticks);
     let exit = srv
         .run(input_rx, Duration::from_millis(args.tick_ms), stop_rx)
         .await;
@@ -208,10 +248,12 @@ async fn serve(
     // Let the disk thread finish the job in hand: dropping the sender ends its loop.
     srv.disk = None;
     srv.snapshots = None;
+    srv.reads = None;
     drop(srv);
     let _ = tokio::task::spawn_blocking(move || {
         let _ = disk_thread.join();
         let _ = snap_thread.join();
+        let _ = read_thread.join();
     })
     .await;
     let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;

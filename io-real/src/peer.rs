@@ -214,18 +214,15 @@ async fn writer(
             .await
             .is_ok()
             && w.write_all(&bytes).await.is_ok();
-        // Flush when the queue is momentarily empty (batches frames under load), and always
-        // after a snapshot, whose delivery is reported to raft.
-        if ok && (rx.is_empty() || snapshot) {
+        // Flush when the queue is momentarily empty (batches frames under load).
+        if ok && rx.is_empty() {
             ok = w.flush().await.is_ok();
         }
         if !ok {
             conn = None;
             retry_at = Instant::now() + backoff;
             backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
-        if snapshot || !ok {
-            report(snapshot, ok).await;
+            report(snapshot, false).await;
         }
     }
 }

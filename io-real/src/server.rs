@@ -6,7 +6,7 @@ use crate::peer::{Peers, SendReport};
 use raftkv_core::command::RequestId;
 use raftkv_core::node::{
     Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskJob, Event, Node, NodeStatus,
-    SendOutcome, SnapshotJob, StopReason,
+    ReadJob, SendOutcome, SnapshotJob, StopReason,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -49,6 +49,8 @@ pub struct Counters {
     pub snapshot_bytes_total: u64,
     pub snapshots_saved: u64,
     pub snapshots_installed: u64,
+    pub snapshot_bytes_sent: u64,
+    pub snapshot_sends_failed: u64,
     pub compactions: u64,
     pub purges: u64,
     pub elections_won: u64,
@@ -71,6 +73,7 @@ pub struct Server {
     pub peers: Peers,
     pub disk: Option<std::sync::mpsc::Sender<DiskJob>>,
     pub snapshots: Option<std::sync::mpsc::Sender<SnapshotJob>>,
+    pub reads: Option<std::sync::mpsc::Sender<ReadJob>>,
     pub timeout_ticks: u64,
     pending: HashMap<u64, oneshot::Sender<ClientResult>>,
     next_handle: u64,
@@ -83,6 +86,7 @@ impl Server {
         peers: Peers,
         disk: std::sync::mpsc::Sender<DiskJob>,
         snapshots: std::sync::mpsc::Sender<SnapshotJob>,
+        reads: std::sync::mpsc::Sender<ReadJob>,
         timeout_ticks: u64,
     ) -> Self {
         Server {
@@ -90,6 +94,7 @@ impl Server {
             peers,
             disk: Some(disk),
             snapshots: Some(snapshots),
+            reads: Some(reads),
             timeout_ticks,
             pending: HashMap::new(),
             next_handle: 1,
@@ -203,14 +208,19 @@ impl Server {
             }
             Input::Disk(DiskResult::SnapshotSaved {
                 id,
-                data,
                 size_bytes,
                 elapsed_us,
             }) => {
                 self.counters.snapshot_jobs += 1;
                 self.counters.snapshot_job_us_total += elapsed_us;
                 self.counters.snapshot_bytes_total += size_bytes;
-                self.node.snapshot_saved(id, data);
+                self.node.snapshot_saved(id, size_bytes);
+            }
+            Input::Disk(DiskResult::Read { id, result }) => {
+                if let Ok(bytes) = &result {
+                    self.counters.snapshot_bytes_sent += bytes.len() as u64;
+                }
+                self.node.read_done(id, result);
             }
             Input::Disk(DiskResult::Failed {
                 id,
@@ -236,6 +246,11 @@ impl Server {
                 Action::Snapshot(job) => {
                     if let Some(s) = &self.snapshots {
                         let _ = s.send(job);
+                    }
+                }
+                Action::Read(job) => {
+                    if let Some(r) = &self.reads {
+                        let _ = r.send(job);
                     }
                 }
                 Action::Send(o) => {
@@ -375,6 +390,56 @@ impl Server {
             Event::PeerUrlConfirmed { url } => {
                 tracing::info!(%url, "a member reached this node at its new peer URL")
             }
+            Event::SnapshotSendStarted {
+                to,
+                index,
+                file_bytes,
+            } => tracing::info!(to, index, file_bytes, "streaming snapshot file to follower"),
+            Event::SnapshotSendResumed { to, index, offset } => {
+                tracing::info!(
+                    to,
+                    index,
+                    offset,
+                    "follower had part of the snapshot: resuming"
+                )
+            }
+            Event::SnapshotChunksResent { to, index, offset } => {
+                tracing::debug!(to, index, offset, "resending snapshot chunks")
+            }
+            Event::SnapshotSent { to, index } => {
+                tracing::info!(to, index, "follower received the snapshot file")
+            }
+            Event::SnapshotSendFailed { to, index, why } => {
+                self.counters.snapshot_sends_failed += 1;
+                tracing::warn!(to, index, %why, "snapshot transfer failed; raft retries")
+            }
+            Event::SnapshotSetAside { name } => tracing::error!(
+                file = %name,
+                "a follower found this snapshot file damaged; set aside as .broken, taking a new snapshot"
+            ),
+            Event::SnapshotReceived {
+                from,
+                index,
+                file_bytes,
+            } => tracing::info!(
+                from,
+                index,
+                file_bytes,
+                "received and verified snapshot file"
+            ),
+            Event::SnapshotRefused { from, index, why } => {
+                tracing::warn!(from, index, %why, "refused a snapshot file from the leader")
+            }
+            Event::SnapshotReceiveAbandoned {
+                from,
+                index,
+                received_bytes,
+            } => tracing::warn!(
+                from,
+                index,
+                received_bytes,
+                "snapshot transfer fell silent; partial file removed"
+            ),
             Event::Applied { index, .. } => tracing::trace!(index, "applied"),
             Event::Durable { hard_state } => tracing::trace!(?hard_state, "durable"),
         }

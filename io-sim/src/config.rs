@@ -108,6 +108,9 @@ pub struct SimConfig {
     /// Mean seconds between membership changes (add, remove) when on.
     pub membership_every_s: f64,
     pub pause_every_s: f64,
+    /// Snapshot files stream in chunks this small, so one transfer is many chunks long.
+    pub snapshot_chunk_bytes: usize,
+    pub snapshot_window_chunks: usize,
 }
 
 impl SimConfig {
@@ -230,10 +233,14 @@ impl SimConfig {
             slowness,
             membership_every_s: pick(&mut r, 3.0, 8.0),
             pause_every_s: pick(&mut r, 2.0, 6.0),
+            snapshot_chunk_bytes: 0,
+            snapshot_window_chunks: 0,
         };
         // Drawn last, so adding this class left every earlier draw of a seed as it was.
         cfg.swarm.operator_mistakes = on(&mut r, 0.5);
         cfg.rare.mistake = pick(&mut r, 0.1, 0.4);
+        cfg.snapshot_chunk_bytes = r.range(16, 256) as usize;
+        cfg.snapshot_window_chunks = r.range(1, 5) as usize;
         cfg
     }
 

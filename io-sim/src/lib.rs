@@ -26,6 +26,11 @@ pub const REQUIRED_COVERAGE: &[&str] = &[
     "snapshots_taken",
     "snapshots_sent",
     "snapshots_installed",
+    "snapshot_chunks_resent",
+    "snapshot_sends_resumed",
+    "snapshot_sends_failed",
+    "snapshot_receives_abandoned",
+    "damaged_snapshots_refused_by_followers",
     "compactions",
     "purges",
     "torn_tails_repaired",
@@ -91,7 +96,10 @@ pub fn expected_checkers(bug: raftkv_core::planted::PlantedBug) -> &'static [&'s
             "raft-safety",
             "durability",
         ],
-        SnapshotWithoutConfState => &["liveness"],
+        // A follower sent such a snapshot ignores it and never catches up (liveness); a node
+        // that restarts from one recovers an empty configuration, refuses the next conf change
+        // its peers apply, and diverges from them (replicas-agree). Either counts.
+        SnapshotWithoutConfState => &["liveness", "replicas-agree"],
     }
 }
 

@@ -25,6 +25,10 @@ struct Cli {
     /// Run the seed twice and compare trace hashes.
     #[arg(long)]
     check_determinism: bool,
+    /// Replay the seed with a planted bug (a build with `--cfg raftkv_planted_bugs`), to study
+    /// how a checker catches it.
+    #[arg(long, value_name = "BUG")]
+    plant: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -99,7 +103,18 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 .seed
                 .ok_or_else(|| anyhow::anyhow!("give --seed N, or use `sweep --seeds A..B`"))?;
             let keep = cli.trace.is_some();
-            let r = run_seed(seed, keep, None);
+            let bug = match &cli.plant {
+                None => None,
+                Some(name) => {
+                    let bug = raftkv_core::planted::PlantedBug::from_name(name)
+                        .ok_or_else(|| anyhow::anyhow!("unknown bug {name:?}"))?;
+                    if !raftkv_core::planted::PLANTABLE {
+                        anyhow::bail!("this build cannot plant bugs; build with RUSTFLAGS=\"--cfg madsim --cfg raftkv_planted_bugs\"");
+                    }
+                    Some(bug)
+                }
+            };
+            let r = run_seed(seed, keep, bug);
             if let Some(p) = &cli.trace {
                 let mut f = std::io::BufWriter::new(std::fs::File::create(p)?);
                 for l in r.trace_lines.as_deref().unwrap_or_default() {
@@ -131,7 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 println!("FAILED [{}] {}", v.checker, v.detail);
             }
             if cli.check_determinism {
-                let again = run_seed(seed, false, None);
+                let again = run_seed(seed, false, bug);
                 if again.trace_hash == r.trace_hash {
                     println!("determinism: second run has the same trace hash");
                 } else {

@@ -246,6 +246,8 @@ impl World {
         cfg.max_pending_proposals = 256;
         cfg.max_pending_reads = 256;
         cfg.raft_rs_snapshot_campaign_guard = !self.without_raft_rs_guard;
+        cfg.snapshot_chunk_bytes = self.cfg.snapshot_chunk_bytes;
+        cfg.snapshot_window_chunks = self.cfg.snapshot_window_chunks;
         cfg
     }
 
@@ -366,8 +368,10 @@ async fn net_loop(world: Arc<World>, mut rx: mpsc::UnboundedReceiver<Packet>) {
 /// How a disk job ended.
 enum JobEnd {
     Done(u64),
-    /// A snapshot job's file is durable; the state-machine bytes go back to the node.
-    SnapshotSaved(u64, Vec<u8>),
+    /// A snapshot job's file (of this many bytes) is durable.
+    SnapshotSaved(u64, u64),
+    /// A read of a snapshot file streaming to a follower.
+    Read(u64, Result<Vec<u8>, DiskFailure>),
     /// The disk reported an error: the node must stop (never retry an fsync).
     Failed(u64, DiskFailure),
 }
@@ -383,24 +387,54 @@ async fn disk_job(
     run_ops(world, id, job.id, job.ops, JobEnd::Done(job.id), done).await
 }
 
-/// The snapshot lane: serialise (no simulated time: CPU), then write like any disk job, running
-/// concurrently with the node's WAL jobs.
+/// The snapshot lane: serialise piece by piece as the ops are taken (no simulated time: CPU),
+/// writing like any disk job, concurrently with the node's WAL jobs.
 async fn snapshot_job(
     world: Arc<World>,
     id: u64,
     job: raftkv_core::node::SnapshotJob,
     done: mpsc::UnboundedSender<JobEnd>,
 ) {
-    let built = job.build();
-    let end = JobEnd::SnapshotSaved(job.id, built.data);
-    run_ops(world, id, job.id, built.ops, end, done).await
+    let (file_bytes, ops) = job.write();
+    let end = JobEnd::SnapshotSaved(job.id, file_bytes);
+    run_ops(world, id, job.id, ops, end, done).await
+}
+
+/// Reads part of a snapshot file (streaming to a follower) after a disk op's latency. A read
+/// sees the page cache; one cut short by a crash never completes.
+async fn read_job(
+    world: Arc<World>,
+    id: u64,
+    job: raftkv_core::node::ReadJob,
+    done: mpsc::UnboundedSender<JobEnd>,
+) {
+    let epoch = world.disk_epoch(id);
+    let d = &world.cfg.disk;
+    let tail = exp_sample(&mut world.rng.lock().unwrap(), d.tail_us);
+    sleep(Duration::from_micros(d.op_us + tail)).await;
+    if world.disk_epoch(id) != epoch {
+        return;
+    }
+    let bytes = world.disks.lock().unwrap().get(&id).and_then(|disk| {
+        let end = job.offset as usize + job.len;
+        disk.read(&job.name)
+            .and_then(|b| b.get(job.offset as usize..end))
+            .map(|b| b.to_vec())
+    });
+    world.count("snapshot_reads");
+    let result = bytes.ok_or(DiskFailure {
+        op: "read",
+        file: Some(job.name.clone()),
+        kind: std::io::ErrorKind::UnexpectedEof,
+    });
+    let _ = done.send(JobEnd::Read(job.id, result));
 }
 
 async fn run_ops(
     world: Arc<World>,
     id: u64,
     job_id: u64,
-    ops: Vec<FileOp>,
+    ops: impl IntoIterator<Item = FileOp>,
     end: JobEnd,
     done: mpsc::UnboundedSender<JobEnd>,
 ) {
@@ -413,7 +447,8 @@ async fn run_ops(
         .copied()
         .unwrap_or(1);
     let (sw, rare) = (&world.cfg.swarm, &world.cfg.rare);
-    for op in &ops {
+    for op in ops {
+        let op = &op;
         // Slow disks are a fault: they recover when the world heals.
         let slow = if world.net.lock().unwrap().calm {
             1
@@ -471,7 +506,9 @@ async fn run_ops(
         // Misdirected writes hit snapshot files, whose checksum must catch them. In the WAL's
         // tail a write that lands elsewhere leaves zeros where it belonged, which reads as a
         // torn write: a documented limit of a single-copy log.
-        let to_snapshot = op.file_name().is_some_and(|n| n.ends_with(".snap.tmp"));
+        let to_snapshot = op
+            .file_name()
+            .is_some_and(|n| n.ends_with(".snap.tmp") || n.ends_with(".snap.recv.tmp"));
         if !calm
             && sw.misdirected_writes
             && to_snapshot
@@ -670,6 +707,9 @@ async fn node_main(world: Arc<World>, id: u64) {
                     world.count("snapshot_jobs");
                     madsim::task::spawn(snapshot_job(world.clone(), id, job, done_tx.clone()));
                 }
+                Action::Read(job) => {
+                    madsim::task::spawn(read_job(world.clone(), id, job, done_tx.clone()));
+                }
                 Action::Send(o) => {
                     {
                         let mut obs = world.obs.lock().unwrap();
@@ -677,7 +717,7 @@ async fn node_main(world: Arc<World>, id: u64) {
                         obs.record_bytes(&o.bytes);
                     }
                     if o.snapshot {
-                        world.count("snapshots_sent");
+                        world.count("snapshot_chunks_sent");
                     }
                     let (to, snapshot) = (o.to, o.snapshot);
                     node.sent(if world.net_send(id, to, o.bytes) {
@@ -726,7 +766,8 @@ async fn node_main(world: Arc<World>, id: u64) {
             biased;
             Some(end) = done_rx.recv() => match end {
                 JobEnd::Done(job) => node.disk_done(job),
-                JobEnd::SnapshotSaved(job, data) => node.snapshot_saved(job, data),
+                JobEnd::SnapshotSaved(job, file_bytes) => node.snapshot_saved(job, file_bytes),
+                JobEnd::Read(job, result) => node.read_done(job, result),
                 JobEnd::Failed(job, failure) => node.disk_failed(job, failure),
             },
             Some(m) = rx.recv() => match m {
@@ -797,6 +838,15 @@ fn observe_event(world: &World, id: u64, e: Event) {
         Event::SnapshotSaved { .. } => obs.count("snapshots_taken"),
         Event::SnapshotSuperseded { .. } => obs.count("snapshots_superseded"),
         Event::SnapshotInstalled { .. } => obs.count("snapshots_installed"),
+        Event::SnapshotSendStarted { .. } => obs.count("snapshot_sends_started"),
+        Event::SnapshotSent { .. } => obs.count("snapshots_sent"),
+        Event::SnapshotSendResumed { .. } => obs.count("snapshot_sends_resumed"),
+        Event::SnapshotChunksResent { .. } => obs.count("snapshot_chunks_resent"),
+        Event::SnapshotSendFailed { .. } => obs.count("snapshot_sends_failed"),
+        Event::SnapshotSetAside { .. } => obs.count("damaged_snapshots_refused_by_followers"),
+        Event::SnapshotReceived { .. } => obs.count("snapshots_received"),
+        Event::SnapshotRefused { .. } => obs.count("snapshots_refused"),
+        Event::SnapshotReceiveAbandoned { .. } => obs.count("snapshot_receives_abandoned"),
         Event::CompactedLog { .. } => obs.count("compactions"),
         Event::Purged { .. } => obs.count("purges"),
         Event::MemberAdded { .. } | Event::MemberRemoved { .. } | Event::LearnerAdded { .. } => {

@@ -12,8 +12,8 @@ use raftkv_core::boot::{boot, BootError, StartFlags};
 use raftkv_core::command::RequestId;
 use raftkv_core::memdir::{CrashKind, MemDir};
 use raftkv_core::node::{
-    Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskJob, Event, Node, NodeConfig,
-    SendOutcome, SnapshotJob, StopReason,
+    Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskFailure, DiskJob, Event, Node,
+    NodeConfig, ReadJob, SendOutcome, SnapshotJob, StopReason,
 };
 use raftkv_core::rng::{Fnv64, Rng};
 use raftkv_core::wal::WalConfig;
@@ -29,6 +29,8 @@ pub struct SimNode {
     jobs: VecDeque<DiskJob>,
     /// The snapshot lane: at most one job, completed independently of `jobs`.
     snapshot_job: Option<SnapshotJob>,
+    /// Reads of snapshot files being streamed, completed with the disk jobs.
+    reads: VecDeque<ReadJob>,
     pub incarnation: u64,
 }
 
@@ -42,6 +44,11 @@ pub struct Stats {
     pub loaded_snapshots: u64,
     pub torn_tails: u64,
     pub messages_dropped: u64,
+    pub snapshot_sends_started: u64,
+    pub snapshot_chunks_resent: u64,
+    pub snapshot_sends_resumed: u64,
+    pub snapshot_sends_failed: u64,
+    pub snapshots_received: u64,
 }
 
 pub struct Cluster {
@@ -130,6 +137,7 @@ impl Cluster {
             flags,
             jobs: VecDeque::new(),
             snapshot_job: None,
+            reads: VecDeque::new(),
             incarnation: 0,
         };
         self.nodes.insert(id, sim);
@@ -211,6 +219,7 @@ impl Cluster {
                         assert!(lane.is_none(), "node {id}: two snapshot jobs at once");
                         *lane = Some(job);
                     }
+                    Action::Read(job) => self.nodes.get_mut(&id).unwrap().reads.push_back(job),
                     Action::Send(o) => self.net.push((id, o.to, o.bytes, o.snapshot)),
                     Action::Reply { handle, result } => {
                         self.replies.insert(handle, result);
@@ -221,6 +230,13 @@ impl Cluster {
                         Event::CompactedLog { .. } => self.stats.compactions += 1,
                         Event::Purged { .. } => self.stats.purges += 1,
                         Event::LoadingSnapshot { .. } => self.stats.loaded_snapshots += 1,
+                        Event::SnapshotSendStarted { .. } => self.stats.snapshot_sends_started += 1,
+                        Event::SnapshotChunksResent { .. } => {
+                            self.stats.snapshot_chunks_resent += 1
+                        }
+                        Event::SnapshotSendResumed { .. } => self.stats.snapshot_sends_resumed += 1,
+                        Event::SnapshotSendFailed { .. } => self.stats.snapshot_sends_failed += 1,
+                        Event::SnapshotReceived { .. } => self.stats.snapshots_received += 1,
                         Event::RoleChanged {
                             role: StateRole::Leader,
                             ..
@@ -253,15 +269,34 @@ impl Cluster {
             let n = self.nodes.get_mut(&id).unwrap();
             if let (true, Some(node)) = (run_lane, n.node.as_mut()) {
                 if let Some(job) = n.snapshot_job.take() {
-                    let built = job.build();
-                    for op in &built.ops {
+                    let (file_bytes, ops) = job.write();
+                    for op in ops {
                         n.dir
-                            .apply(op)
+                            .apply(&op)
                             .unwrap_or_else(|e| panic!("node {id}: {op:?}: {e}"));
                     }
-                    node.snapshot_saved(job.id, built.data);
+                    node.snapshot_saved(job.id, file_bytes);
                     self.pump_actions();
                 }
+            }
+            loop {
+                let n = self.nodes.get_mut(&id).unwrap();
+                let Some(node) = n.node.as_mut() else { break };
+                let Some(job) = n.reads.pop_front() else {
+                    break;
+                };
+                let end = job.offset as usize + job.len;
+                let bytes = n
+                    .dir
+                    .read(&job.name)
+                    .and_then(|b| b.get(job.offset as usize..end));
+                let result = bytes.map(|b| b.to_vec()).ok_or(DiskFailure {
+                    op: "read",
+                    file: Some(job.name.clone()),
+                    kind: std::io::ErrorKind::UnexpectedEof,
+                });
+                node.read_done(job.id, result);
+                self.pump_actions();
             }
             loop {
                 let n = self.nodes.get_mut(&id).unwrap();
@@ -436,6 +471,7 @@ impl Cluster {
         n.node = None;
         n.jobs.clear();
         n.snapshot_job = None;
+        n.reads.clear();
         let rng = &mut self.rng;
         n.dir.crash(kind, &mut |k| rng.below(k));
     }
@@ -466,6 +502,7 @@ impl Cluster {
         n.node = None;
         n.jobs.clear();
         n.snapshot_job = None;
+        n.reads.clear();
     }
 
     /// Runs until every live node has applied the same index and holds the same state.
