@@ -234,8 +234,12 @@ fn restore(
         Err(RecoveryError::Wal(WalError::WrongMember { .. })) => return Err(BootError::WrongToken),
         Err(e) => return Err(e.into()),
     };
-    let kv = match &recovered.snapshot {
-        Some(file) => KvState::decode_snapshot(&file.data).map_err(|_| BootError::BadSnapshot)?,
+    let mut recovered = recovered;
+    let kv = match &mut recovered.snapshot {
+        Some(file) => {
+            let data = std::mem::take(&mut file.data);
+            KvState::decode_snapshot(&data).map_err(|_| BootError::BadSnapshot)?
+        }
         // A joiner restarted before its first snapshot: it knows only what its flags said.
         None => KvState::with_members(flags.peers.clone()),
     };

@@ -747,8 +747,7 @@ impl Node {
                         term: file.meta.term,
                         index: file.meta.index,
                     });
-                    let file_bytes = snapfile::file_len(&file.meta, file.data.len() as u64);
-                    storage.apply_snapshot(make_snapshot(&file.meta, file_bytes));
+                    storage.apply_snapshot(make_snapshot(&file.meta, rec.snapshot_file_bytes));
                 }
                 if kv.was_removed(cfg.id) {
                     return Err(NodeError::Removed);

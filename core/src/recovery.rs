@@ -46,7 +46,11 @@ pub struct RecoveryReport {
 /// The state to restart from.
 #[derive(Debug)]
 pub struct Recovered {
+    /// The newest usable snapshot. Boot takes its payload (`data`) when it decodes the state,
+    /// so the node never holds the payload and the state at once.
     pub snapshot: Option<SnapshotFile>,
+    /// Length of that snapshot's file (what its descriptor says to followers it is sent to).
+    pub snapshot_file_bytes: u64,
     pub hard_state: HardStateRec,
     /// Entries after the snapshot, contiguous.
     pub entries: Vec<EntryRec>,
@@ -122,6 +126,7 @@ pub fn recover(
     // Newest first; only marked snapshots are candidates.
     snap_names.sort_by_key(|(index, term, _)| std::cmp::Reverse((*index, *term)));
     let mut chosen: Option<SnapshotFile> = None;
+    let mut chosen_file_bytes = 0;
     let mut entries = None;
     let mut on_disk = Vec::new();
     let mut last_error = String::from("no snapshot marker in the WAL");
@@ -143,9 +148,11 @@ pub fn recover(
             name: (*name).clone(),
             reason,
         })?;
-        match snapfile::decode_named(name, &bytes) {
+        let file_bytes = bytes.len() as u64;
+        match snapfile::decode_named_owned(name, bytes) {
             Ok(file) => match wal.entries_after(file.meta.index) {
                 Ok(ents) => {
+                    chosen_file_bytes = file_bytes;
                     on_disk.push(((*name).clone(), *term, *index));
                     entries = Some(ents);
                     chosen = Some(file);
@@ -197,6 +204,7 @@ pub fn recover(
     }
     Ok(Some(Recovered {
         snapshot: chosen,
+        snapshot_file_bytes: chosen_file_bytes,
         hard_state,
         entries,
         conf_state,

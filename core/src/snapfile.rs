@@ -397,19 +397,46 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, SnapFileError> {
     })
 }
 
-/// Decodes and checks that the contents agree with the file name.
-pub fn decode_named(name: &str, bytes: &[u8]) -> Result<SnapshotFile, SnapFileError> {
-    let f = decode(bytes)?;
+/// [`decode_named`] of a file read into `bytes`, its payload kept in place (no copy): recovery
+/// holds one copy of the newest snapshot, not two.
+pub fn decode_named_owned(name: &str, mut bytes: Vec<u8>) -> Result<SnapshotFile, SnapFileError> {
+    let mut d = StreamDecoder::default();
+    let mut data_len = 0usize;
+    d.feed(&bytes, &mut |p: &[u8]| {
+        data_len += p.len();
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .map_err(|e| match e {
+        StreamError::File(e) => e,
+        StreamError::Payload(never) => match never {},
+    })?;
+    let meta = d.finish()?;
+    check_name(name, &meta)?;
+    // The payload is everything between the head and the 8-byte trailer.
+    let head = bytes.len() - 8 - data_len;
+    bytes.truncate(bytes.len() - 8);
+    bytes.drain(..head);
+    Ok(SnapshotFile { meta, data: bytes })
+}
+
+fn check_name(name: &str, meta: &SnapshotMeta) -> Result<(), SnapFileError> {
     if let Some((name_term, name_index)) = parse_name(name) {
-        if (name_term, name_index) != (f.meta.term, f.meta.index) {
+        if (name_term, name_index) != (meta.term, meta.index) {
             return Err(SnapFileError::NameMismatch {
                 name_term,
                 name_index,
-                term: f.meta.term,
-                index: f.meta.index,
+                term: meta.term,
+                index: meta.index,
             });
         }
     }
+    Ok(())
+}
+
+/// Decodes and checks that the contents agree with the file name.
+pub fn decode_named(name: &str, bytes: &[u8]) -> Result<SnapshotFile, SnapFileError> {
+    let f = decode(bytes)?;
+    check_name(name, &f.meta)?;
     Ok(f)
 }
 
@@ -419,4 +446,62 @@ pub fn write_ops(file: &SnapshotFile, ops: &mut Vec<FileOp>) -> String {
     debug_assert_eq!(TEMP_SUFFIX, ".tmp");
     crate::fileop::atomic_write_ops(&name, encode(file), ops);
     name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SnapshotFile {
+        SnapshotFile {
+            meta: SnapshotMeta {
+                index: 9,
+                term: 3,
+                conf_state: Default::default(),
+            },
+            data: (0..300u32).map(|i| (i * 7) as u8).collect(),
+        }
+    }
+
+    /// The streaming writer and decoder speak exactly the whole-file format, in any pieces.
+    #[test]
+    fn streamed_files_match_whole_files() {
+        let file = sample();
+        let whole = encode(&file);
+        let pieces = file.data.chunks(41).map(|c| c.to_vec());
+        let mut written = Vec::new();
+        for op in StreamWriter::new(&file.meta, file.data.len() as u64, pieces) {
+            if let FileOp::WriteAt { offset, bytes, .. } = op {
+                assert_eq!(offset as usize, written.len());
+                written.extend(bytes);
+            }
+        }
+        assert_eq!(written, whole);
+        assert_eq!(
+            file_len(&file.meta, file.data.len() as u64),
+            whole.len() as u64
+        );
+        for step in [1, 5, 64, whole.len()] {
+            let mut d = StreamDecoder::default();
+            let mut data = Vec::new();
+            for piece in whole.chunks(step) {
+                d.feed(piece, &mut |p: &[u8]| {
+                    data.extend_from_slice(p);
+                    Ok::<(), ()>(())
+                })
+                .unwrap();
+            }
+            assert_eq!(d.finish().unwrap(), file.meta);
+            assert_eq!(data, file.data);
+        }
+        let name = file_name(3, 9);
+        assert_eq!(decode_named_owned(&name, whole.clone()), Ok(file.clone()));
+        let mut bad = whole.clone();
+        bad[30] ^= 1;
+        assert!(decode_named_owned(&name, bad).is_err());
+        assert!(matches!(
+            decode_named_owned(&file_name(3, 10), whole),
+            Err(SnapFileError::NameMismatch { .. })
+        ));
+    }
 }

@@ -449,6 +449,10 @@ async fn status(State(api): State<Api>) -> Response {
                 "last_index": s.last_index,
                 "log_entries_in_memory": s.log_entries_in_memory,
                 "members": members_json(&s.members),
+                "snapshot_sends": s.snapshot_sends,
+                "snapshot_receiving": s.snapshot_receiving.map(|(index, received, total)| {
+                    serde_json::json!({"index": index, "received_bytes": received, "file_bytes": total})
+                }),
             }))
             .into_response()
         }
@@ -603,6 +607,18 @@ async fn metrics(State(api): State<Api>) -> Response {
         "counter",
         "Snapshots received from the leader.",
         c.snapshots_installed,
+    );
+    metric(
+        "snapshot_sent_bytes_total",
+        "counter",
+        "Bytes of snapshot files read to stream to followers.",
+        c.snapshot_bytes_sent,
+    );
+    metric(
+        "snapshot_sends_failed_total",
+        "counter",
+        "Snapshot transfers to followers that failed (raft retries them).",
+        c.snapshot_sends_failed,
     );
     metric(
         "compactions_total",

@@ -254,6 +254,63 @@ fn a_new_member_gets_a_snapshot_and_a_removed_one_stops() {
     assert_eq!(get(&api4, "after-remove"), (200, b"1".to_vec()));
 }
 
+/// A state many peer frames large reaches a new member: the snapshot file streams in chunks
+/// (the frame limit once capped the state a cluster could hold).
+#[test]
+fn a_state_many_frames_large_reaches_a_new_member() {
+    let flags = [
+        "--snap-count",
+        "20",
+        "--catch-up-entries",
+        "5",
+        "--max-frame-bytes",
+        "262144",
+    ];
+    let mut c = Cluster::start("bigsnap", 3, &flags);
+    c.wait_leader();
+    let value = |i: u64| format!("{i:08}").repeat(8 << 10); // 64 KiB each
+    let count = 96u64; // 6 MiB: 24 frames' worth
+    for i in 0..count {
+        assert!(
+            put_acked(
+                &c.nodes[0].api(),
+                &format!("big{i}"),
+                &value(i),
+                7,
+                i + 1,
+                30
+            ),
+            "big{i}"
+        );
+    }
+    let j = c.add_joiner(&flags);
+    let url = c.nodes[j].peer_url();
+    let (code, body) = http(
+        "POST",
+        &format!("{}/4", c.nodes[1].api()),
+        Some(url.as_bytes()),
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    c.spawn(j);
+    let api4 = c.nodes[j].api();
+    poll(60, "node 4 installs a snapshot", || {
+        metric(&api4, "raftkv_snapshots_installed_total").filter(|&v| v >= 1)
+    });
+    poll(60, "node 4 holds every value", || {
+        (0..count)
+            .all(|i| local_get(&api4, &format!("big{i}")) == (200, value(i).into_bytes()))
+            .then_some(())
+    });
+    let leader_logs: String = c.nodes[..3].iter().map(|n| n.log_text()).collect();
+    assert!(
+        leader_logs.contains("streaming snapshot file to follower"),
+        "{leader_logs}"
+    );
+    assert!(c.nodes[j]
+        .log_text()
+        .contains("received and verified snapshot file"));
+}
+
 /// Writes `n` keys to a one-node cluster and stops it gracefully.
 fn single_node_with_data(tag: &str, n: u64, extra: &[&str]) -> Cluster {
     let mut c = Cluster::start(tag, 1, extra);

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""bench/snapshot_scale.py: how snapshot costs grow with the state (BENCHMARKS.md, "Cost curves").
+
+For each state size: start 3 nodes on 127.0.0.1, fill the state with 64 KiB values, then measure
+  - snapshot creation: time of the first snapshot job that holds the whole state, and its file size;
+  - adding a member: time from its start until it has applied everything, and the peak RSS
+    (VmHWM) of every node, against the state's key+value bytes and an empty node's RSS;
+  - restart: time until a restarted follower has applied everything again;
+  - WAL disk use of the leader after the fill (bounded by purge).
+
+    bench/snapshot_scale.py                    # 10 and 100 MiB
+    bench/snapshot_scale.py --sizes-mib 10,100,1024
+"""
+import argparse
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+VALUE_BYTES = 64 << 10
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def rss_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def request(port, method, path, body=None, timeout=30):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def status(port):
+    try:
+        code, body = request(port, "GET", "/v1/status", timeout=5)
+        return json.loads(body) if code == 200 else None
+    except OSError:
+        return None
+
+
+def metric(port, name):
+    try:
+        _, body = request(port, "GET", "/metrics", timeout=5)
+    except OSError:
+        return None
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    return None
+
+
+def poll(what, secs, f):
+    deadline = time.time() + secs
+    while time.time() < deadline:
+        v = f()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+class Cluster:
+    def __init__(self, binary, work, base_port, flags):
+        self.binary, self.work, self.flags = binary, work, flags
+        self.peer = {i: base_port + i for i in range(1, 5)}
+        self.api = {i: base_port + 10 + i for i in range(1, 5)}
+        self.procs = {}
+
+    def urls(self, n):
+        return ",".join(f"http://127.0.0.1:{self.peer[i]}" for i in range(1, n + 1))
+
+    def start(self, i, n, join=False):
+        args = [self.binary, "--id", str(i), "--cluster", self.urls(n), "--port", str(self.api[i]),
+                "--data-dir", os.path.join(self.work, f"n{i}")] + self.flags
+        if join:
+            args.append("--join")
+        log = open(os.path.join(self.work, f"n{i}.log"), "ab")
+        self.procs[i] = subprocess.Popen(args, stdout=log, stderr=log)
+
+    def stop(self, i):
+        p = self.procs.pop(i)
+        p.terminate()
+        p.wait(timeout=60)
+
+    def stop_all(self):
+        for i in list(self.procs):
+            self.procs[i].kill()
+            self.procs[i].wait()
+        self.procs.clear()
+
+
+def fill(port, count, threads=4):
+    def worker(t):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for k in range(t, count, threads):
+            value = (b"%08d" % k) * (VALUE_BYTES // 8)
+            for _ in range(10):
+                try:
+                    c.request("PUT", f"/v1/kv/k{k:07d}", body=value)
+                    r = c.getresponse()
+                    r.read()
+                    if r.status in (200, 201, 204):
+                        break
+                except OSError:
+                    c.close()
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                time.sleep(0.1)
+            else:
+                raise SystemExit(f"put k{k} failed")
+        c.close()
+
+    ts = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
+def dir_bytes(path, suffix):
+    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(suffix))
+
+
+def run(binary, size_mib, base_port):
+    work = tempfile.mkdtemp(prefix="raftkv-scale.")
+    count = size_mib * (1 << 20) // VALUE_BYTES
+    flags = ["--snap-count", "200", "--catch-up-entries", "50", "--max-snapshots", "2"]
+    c = Cluster(binary, work, base_port, flags)
+    row = {"state_mib": size_mib, "values": count}
+    try:
+        for i in (1, 2, 3):
+            c.start(i, 3)
+        poll("a leader", 30, lambda: (status(c.api[1]) or {}).get("leader"))
+        row["empty_rss_mib"] = rss_kib(c.procs[1].pid, "VmRSS") / 1024
+        t = time.time()
+        fill(c.api[1], count)
+        row["fill_s"] = time.time() - t
+        leader = status(c.api[1])["leader"]
+        filled = status(c.api[leader])["applied_index"]
+        # Time the first snapshot job that covers the whole state: the one the next 200 entries
+        # trigger. Jobs complete one at a time, so each change of the saved count is one job.
+        last = (metric(c.api[leader], "raftkv_snapshots_saved_total"),
+                metric(c.api[leader], "raftkv_snapshot_job_microseconds_total"))
+        for k in range(210):
+            request(c.api[leader], "PUT", f"/v1/kv/tick{k}", body=b"x")
+        deadline = time.time() + 600
+        while True:
+            if time.time() > deadline:
+                raise SystemExit("no full-state snapshot")
+            now = (metric(c.api[leader], "raftkv_snapshots_saved_total"),
+                   metric(c.api[leader], "raftkv_snapshot_job_microseconds_total"))
+            if now[0] != last[0]:
+                job_us = now[1] - last[1]
+                last = now
+                if status(c.api[leader])["snapshot_index"] >= filled:
+                    break
+            time.sleep(0.01)
+        row["snapshot_create_s"] = job_us / 1e6
+        ldir = os.path.join(work, f"n{leader}")
+        snaps = sorted((f for f in os.listdir(ldir) if f.endswith(".snap")))
+        row["snapshot_file_mib"] = os.path.getsize(os.path.join(ldir, snaps[-1])) / (1 << 20)
+        row["leader_wal_mib"] = dir_bytes(ldir, ".wal") / (1 << 20)
+        target = status(c.api[leader])["applied_index"]
+        # Add a member and time its catch-up.
+        code, body = request(c.api[leader], "POST", "/4", body=f"http://127.0.0.1:{c.peer[4]}".encode())
+        if code != 201:
+            raise SystemExit(f"add member: {code} {body!r}")
+        t = time.time()
+        c.start(4, 4, join=True)
+        poll("node 4 caught up", 1200, lambda: (status(c.api[4]) or {}).get("applied_index", 0) >= target)
+        row["add_member_s"] = time.time() - t
+        for i in (1, 2, 3, 4):
+            role = "leader" if i == leader else ("joiner" if i == 4 else "follower")
+            row[f"peak_rss_mib_{i}_{role}"] = rss_kib(c.procs[i].pid, "VmHWM") / 1024
+        # Restart a follower and time until it has applied everything again.
+        f = next(i for i in (1, 2, 3) if i != leader)
+        applied = status(c.api[leader])["applied_index"]
+        c.stop(f)
+        t = time.time()
+        c.start(f, 3)
+        poll("restarted follower", 600, lambda: (status(c.api[f]) or {}).get("applied_index", 0) >= applied)
+        row["restart_s"] = time.time() - t
+        row["restart_peak_rss_mib"] = rss_kib(c.procs[f].pid, "VmHWM") / 1024
+    finally:
+        c.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    worst = max(v for k, v in row.items() if k.startswith("peak_rss_mib_"))
+    row["worst_peak_over_state"] = (worst - row["empty_rss_mib"]) / size_mib
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes-mib", default="10,100")
+    ap.add_argument("--port-base", type=int, default=34000)
+    ap.add_argument("--bin", default=os.environ.get("RAFTKV_BIN"))
+    a = ap.parse_args()
+    binary = a.bin
+    if not binary:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "raftkv-io-real"], cwd=ROOT, check=True)
+        binary = os.path.join(ROOT, "target", "release", "raftkv")
+    for size in (int(s) for s in a.sizes_mib.split(",")):
+        row = run(binary, size, a.port_base)
+        print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
