@@ -49,6 +49,7 @@ pub struct KvState {
     members: BTreeMap<u64, String>,
     /// Ids ever removed: never to be reused (a node whose data was wiped must not come back).
     removed: BTreeSet<u64>,
+    #[serde(deserialize_with = "sessions_unhinted")]
     sessions: OrdMap<u64, Session>,
     applied_index: u64,
     /// Member id -> the incarnation of the data directory it speaks with (see `identity`).
@@ -75,8 +76,36 @@ struct KvStateV1 {
     data: OrdMap<Vec<u8>, Vec<u8>>,
     members: BTreeMap<u64, String>,
     removed: BTreeSet<u64>,
+    #[serde(deserialize_with = "sessions_unhinted")]
     sessions: OrdMap<u64, Session>,
     applied_index: u64,
+}
+
+/// The sessions map of a format 1 or 2 payload, built entry by entry: imbl's own `Deserialize`
+/// reserves the length the bytes claim up front, so a damaged length panicked (capacity
+/// overflow) or exhausted memory before the first entry was read (found by
+/// fuzz/fuzz_targets/snapshot_payload.rs).
+fn sessions_unhinted<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<OrdMap<u64, Session>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = OrdMap<u64, Session>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of sessions")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut m = OrdMap::new();
+            while let Some((k, v)) = a.next_entry()? {
+                m.insert(k, v);
+            }
+            Ok(m)
+        }
+    }
+    d.deserialize_map(V)
 }
 
 /// Outcome of a de-duplicated write.
@@ -474,6 +503,17 @@ mod tests {
         let mut d = SnapshotDecoder::default();
         d.feed(&bytes).unwrap();
         assert!(d.feed(&[0]).is_err(), "bytes after the end record");
+    }
+
+    /// Found by fuzz/fuzz_targets/snapshot_payload.rs: a format-2 payload claiming 2^64 sessions
+    /// panicked with a capacity overflow instead of being refused.
+    #[test]
+    fn a_damaged_session_count_is_refused_not_reserved() {
+        let bytes = [
+            0x02, 0x00, 0x00, 0x0b, 0x08, 0x00, 0x00, 0x6b, 0x65, 0x79, 0x31, 0x38, 0xfb, 0x00,
+            0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x65, 0x65, 0x79,
+        ];
+        assert_eq!(KvState::decode_snapshot(&bytes), Err(KvError::BadSnapshot));
     }
 
     #[test]

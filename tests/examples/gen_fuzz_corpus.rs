@@ -105,12 +105,13 @@ fn main() {
         "snapshot_file",
         "peer_frame",
         "identity_file",
+        "snapshot_payload",
     ]
     .map(|t| root.join(t));
     for d in &dirs {
         std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
     }
-    let [seg_dir, frame_dir, snap_dir, peer_dir, id_dir] = &dirs;
+    let [seg_dir, frame_dir, snap_dir, peer_dir, id_dir, payload_dir] = &dirs;
     let recs = records();
 
     // wal_segment: whole segments.
@@ -217,6 +218,74 @@ fn main() {
             raftkv_core::msgcodec::Refusal::StaleIncarnation { recorded: 9 },
         ),
     );
+
+    // A chunk of a snapshot file and its acknowledgement.
+    let mut kv = raftkv_core::kv::KvState::with_members([(1, sender.addr.to_string())].into());
+    for i in 1..=20u64 {
+        let rid = raftkv_core::command::RequestId {
+            client: i % 3,
+            seq: i,
+        };
+        let cmd = raftkv_core::command::Command::Put {
+            key: format!("key{i}").into_bytes(),
+            value: vec![i as u8; i as usize],
+        };
+        kv.apply_command(i, Some(rid), &cmd);
+    }
+    let payload = kv.encode_snapshot();
+    let meta = SnapshotMeta {
+        index: 20,
+        term: 3,
+        conf_state: conf(),
+    };
+    let file = snapfile::encode(&SnapshotFile {
+        meta: meta.clone(),
+        data: payload.clone(),
+    });
+    let key = raftkv_core::transfer::SnapKey {
+        term: 3,
+        index: 20,
+        file_bytes: file.len() as u64,
+    };
+    let mut snap = raft::eraftpb::Snapshot {
+        data: snapfile::descriptor(key.file_bytes).into(),
+        ..Default::default()
+    };
+    snap.mut_metadata().index = 20;
+    snap.mut_metadata().term = 3;
+    snap.mut_metadata()
+        .set_conf_state(raftkv_core::convert::rec_to_cs(&meta.conf_state));
+    let mut sm = raft::eraftpb::Message::default();
+    sm.set_msg_type(raft::eraftpb::MessageType::MsgSnapshot);
+    sm.from = 1;
+    sm.to = 2;
+    sm.term = 3;
+    sm.set_snapshot(snap);
+    write(
+        peer_dir,
+        "snapshot-chunk",
+        &raftkv_core::msgcodec::encode_chunk(&sender, 0, &sm, key, 0, file[..64].to_vec()),
+    );
+    let ack = raftkv_core::transfer::Ack {
+        key,
+        received: 64,
+        status: raftkv_core::transfer::AckStatus::Progress,
+    };
+    write(
+        peer_dir,
+        "snapshot-ack",
+        &raftkv_core::msgcodec::encode_ack(&sender, to, ack),
+    );
+
+    // snapshot_payload: a split byte, then a state-machine payload.
+    for (i, split) in [0u8, 100, 255].into_iter().enumerate() {
+        let mut seed = vec![split];
+        seed.extend_from_slice(&payload);
+        write(payload_dir, &format!("payload-{i}"), &seed);
+    }
+    let mut seed = vec![7u8];
+    seed.extend_from_slice(&raftkv_core::kv::KvState::default().encode_snapshot());
+    write(payload_dir, "payload-empty", &seed);
 
     // identity_file: a new cluster member's and a joiner's.
     for (i, cluster_id) in [0x51u64, 0].into_iter().enumerate() {
