@@ -94,6 +94,12 @@ pub enum ClientError {
     /// was pending.
     #[error("node stopped")]
     Stopped,
+    /// The follower could not send the request to the leader (connection refused, in backoff,
+    /// queue full): it was never proposed, so retrying (any node) is safe.
+    #[error(
+        "the leader (node {leader}) cannot be reached from this node; the request was not applied"
+    )]
+    LeaderUnreachable { leader: u64 },
 }
 
 impl ClientError {

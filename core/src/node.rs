@@ -126,9 +126,24 @@ pub struct DiskJob {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
     pub to: u64,
-    /// Carries a chunk of a snapshot file (a failed send makes the transfer go back).
-    pub snapshot: bool,
+    /// What the frame carries: report it back in [`SendOutcome`], so the node knows what a failed
+    /// send lost.
+    pub kind: FrameKind,
     pub bytes: Vec<u8>,
+}
+
+/// What an outgoing frame carries, as far as a failed send matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A raft message (raft learns the peer is unreachable).
+    Raft,
+    /// A chunk of a snapshot file (the transfer goes back to what the receiver has).
+    SnapshotChunk,
+    /// A client request forwarded to the leader: if it never left, the request was not applied,
+    /// and its client is told so at once.
+    Forward { forward_id: u64 },
+    /// Anything else (replies, acknowledgements, notices).
+    Other,
 }
 
 /// Things worth logging (and counting): the seed article's log lines among them.
@@ -359,9 +374,10 @@ pub struct DiskFailure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendOutcome {
     /// Handed to the transport.
-    Delivered { to: u64, snapshot: bool },
-    /// Could not be sent (no address, queue full, connection refused).
-    Failed { to: u64, snapshot: bool },
+    Delivered { to: u64, kind: FrameKind },
+    /// Never sent whole (no address, queue full, connection refused or in backoff, a write
+    /// failed before the frame's last byte): the peer cannot have received it.
+    Failed { to: u64, kind: FrameKind },
 }
 
 /// Why a node stopped. One list: shells and the simulator match on it, never on text.
@@ -1172,7 +1188,7 @@ impl Node {
                     };
                     let why = Refusal::StaleIncarnation { recorded };
                     let bytes = msgcodec::encode_refused(&self.sender(), to, why);
-                    self.push_send(env.from, false, bytes);
+                    self.push_send(env.from, FrameKind::Other, bytes);
                 }
                 let error = PeerError::StaleIncarnation {
                     from: env.from,
@@ -1204,7 +1220,7 @@ impl Node {
                 incarnation: env.from_incarnation,
             };
             let bytes = msgcodec::encode_removed(&self.sender(), to);
-            self.push_send(env.from, false, bytes);
+            self.push_send(env.from, FrameKind::Other, bytes);
             return Err(PeerError::UnknownSender(env.from));
         }
         if self.kv.members().contains_key(&env.from) {
@@ -1328,9 +1344,18 @@ impl Node {
         match outcome {
             // A chunk's delivery says nothing: the receiver's acknowledgement does.
             SendOutcome::Delivered { .. } => {}
-            SendOutcome::Failed { to, snapshot } => {
-                if snapshot {
-                    self.senders.send_failed(to);
+            SendOutcome::Failed { to, kind } => {
+                match kind {
+                    FrameKind::SnapshotChunk => self.senders.send_failed(to),
+                    FrameKind::Forward { forward_id } => {
+                        // Never reached the leader: definitely not applied, and waiting out the
+                        // deadline would only turn that into "outcome unknown".
+                        if let Some(f) = self.forwarded.remove(&forward_id) {
+                            let err = ClientError::LeaderUnreachable { leader: f.leader };
+                            self.reply(ReplyTo::Local(f.handle), Err(err));
+                        }
+                    }
+                    FrameKind::Raft | FrameKind::Other => {}
                 }
                 self.raw.report_unreachable(to);
             }
@@ -1358,7 +1383,11 @@ impl Node {
         }
         let is_leader = self.raw.raft.state == StateRole::Leader;
         let forwardable = !matches!(req.op, ClientOp::GetLocal { .. });
-        if !is_leader && forwardable && self.leader_id == 0 {
+        // raft's own view, not the one cached at the last Ready: a leader that stepped down
+        // earlier in this batch still has itself cached, and a forward to itself would be
+        // dropped (frames from one's own id are refused) and wait out its deadline.
+        let leader = Some(self.raw.raft.leader_id).filter(|&l| l != 0 && l != self.cfg.id);
+        if !is_leader && forwardable && leader.is_none() {
             // Hold it until an election settles (or its deadline passes) rather than fail fast.
             if self.awaiting_leader.len() >= self.cfg.max_pending_proposals {
                 return self.reply(to, Err(ClientError::Busy));
@@ -1367,7 +1396,7 @@ impl Node {
             self.awaiting_leader.push_back((deadline_tick, req));
             return;
         }
-        if !is_leader && forwardable {
+        if let (false, true, Some(leader)) = (is_leader, forwardable, leader) {
             if self.forwarded.len() >= self.cfg.max_pending_proposals {
                 return self.reply(to, Err(ClientError::Busy));
             }
@@ -1379,7 +1408,7 @@ impl Node {
                 ForwardedRequest {
                     handle: req.handle,
                     deadline_tick,
-                    leader: self.leader_id,
+                    leader,
                 },
             );
             let fwd = Forward {
@@ -1388,9 +1417,9 @@ impl Node {
                 timeout_ticks: req.timeout_ticks,
                 op: req.op,
             };
-            let to = self.recipient(self.leader_id);
+            let to = self.recipient(leader);
             let bytes = msgcodec::encode_forward(&self.sender(), to, fwd);
-            self.push_send(to.id, false, bytes);
+            self.push_send(to.id, FrameKind::Forward { forward_id }, bytes);
             return;
         }
         self.handle_request(to, req.request_id, req.timeout_ticks, req.op);
@@ -1742,7 +1771,7 @@ impl Node {
             self.send(m);
         }
         for o in job.gated_frames {
-            self.push_send(o.to, o.snapshot, o.bytes);
+            self.push_send(o.to, o.kind, o.bytes);
         }
         self.advance_apply();
         self.issue_job();
@@ -1926,12 +1955,8 @@ impl Node {
         }
     }
 
-    fn push_send(&mut self, to: u64, snapshot: bool, bytes: Vec<u8>) {
-        let out = Outgoing {
-            to,
-            snapshot,
-            bytes,
-        };
+    fn push_send(&mut self, to: u64, kind: FrameKind, bytes: Vec<u8>) {
+        let out = Outgoing { to, kind, bytes };
         match &mut self.held_until_identity {
             // Every frame names this incarnation, and the leader records what it hears: a frame
             // (even a forwarded request) sent before the identity file is durable could get an
@@ -1948,7 +1973,7 @@ impl Node {
         }
         let to = self.recipient(m.to);
         let bytes = msgcodec::encode(&self.sender(), to.incarnation, &m);
-        self.push_send(to.id, false, bytes);
+        self.push_send(to.id, FrameKind::Raft, bytes);
     }
 
     // ---- snapshot transfer (see `transfer`) ----
@@ -1992,7 +2017,7 @@ impl Node {
                     let inc = self.recipient(to).incarnation;
                     let frame =
                         msgcodec::encode_chunk(&self.sender(), inc, &message, key, offset, bytes);
-                    self.push_send(to, true, frame);
+                    self.push_send(to, FrameKind::SnapshotChunk, frame);
                 }
                 SendStep::Finished { to, key } => {
                     self.raw.report_snapshot(to, SnapshotStatus::Finish);
@@ -2093,7 +2118,7 @@ impl Node {
                 status: AckStatus::Refused(ChunkRefusal::StaleTerm),
             };
             let frame = msgcodec::encode_ack(&self.sender(), to, ack);
-            self.push_send(from, false, frame);
+            self.push_send(from, FrameKind::Other, frame);
             return Err(PeerError::Raft("snapshot chunk from an older term".into()));
         }
         let committed = self.raw.raft.raft_log.committed;
@@ -2156,11 +2181,11 @@ impl Node {
         if gated {
             self.staged.gated_frames.push(Outgoing {
                 to: from,
-                snapshot: false,
+                kind: FrameKind::Other,
                 bytes: frame,
             });
         } else {
-            self.push_send(from, false, frame);
+            self.push_send(from, FrameKind::Other, frame);
         }
         Ok(())
     }
@@ -2197,7 +2222,7 @@ impl Node {
             ReplyTo::Remote { peer, forward_id } => {
                 let to = self.recipient(peer);
                 let bytes = msgcodec::encode_forward_reply(&self.sender(), to, forward_id, result);
-                self.push_send(peer, false, bytes);
+                self.push_send(peer, FrameKind::Other, bytes);
             }
         }
     }

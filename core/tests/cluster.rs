@@ -64,10 +64,22 @@ fn followers_forward_to_the_leader_and_serve_local_reads() {
     );
     let h = c.submit(follower, ClientOp::GetLocal { key: b"a".to_vec() }, None);
     assert_eq!(c.wait_reply(h), Ok(ClientReply::Value(Some(b"1".to_vec()))));
-    // With the leader cut off, the follower's forwarded request times out (outcome unknown).
+    // With the leader cut off, the forward cannot be sent: the follower says so at once, as a
+    // definite failure (not a timeout with an unknown outcome), and the write never applies.
     c.isolated.insert(leader);
     let h = c.submit(follower, put_op("c", "3"), None);
-    assert!(c.wait_reply(h).unwrap_err().outcome_unknown());
+    let before = c.now_steps();
+    let err = c.wait_reply(h).unwrap_err();
+    assert_eq!(err, ClientError::LeaderUnreachable { leader });
+    assert!(!err.outcome_unknown());
+    assert!(
+        c.now_steps() - before <= 2,
+        "answered without waiting out the deadline"
+    );
+    c.isolated.clear();
+    c.wait_converged(200);
+    let h = c.submit(follower, ClientOp::Get { key: b"c".to_vec() }, None);
+    assert_eq!(c.wait_reply(h), Ok(ClientReply::Value(None)));
 }
 
 #[test]

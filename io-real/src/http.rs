@@ -131,6 +131,7 @@ fn error_response(e: ClientError) -> Response {
             format!("{e}; retry with the same request id to be safe"),
         ),
         ClientError::Stopped => text(StatusCode::SERVICE_UNAVAILABLE, "node stopped"),
+        ClientError::LeaderUnreachable { .. } => busy(&format!("{e}; retry")),
     }
 }
 

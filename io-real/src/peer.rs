@@ -2,11 +2,13 @@
 //!
 //! Frames are `u32 LE length` + a body that `core::msgcodec` encodes and decodes; this module only
 //! moves bytes. Each peer has a bounded queue and a writer task that reconnects with exponential
-//! backoff; whatever cannot be sent is reported back so the node can tell raft
-//! (`report_unreachable`, `report_snapshot`). Inbound connections are read by one task each;
+//! backoff; whatever cannot be sent is reported back, with what the frame carried, so the node
+//! can act on it (raft's `report_unreachable`, a snapshot transfer's go-back, a forwarded request
+//! answered at once as not applied). Inbound connections are read by one task each;
 //! the event loop closes a connection whose frame the node rejected.
 
 use crate::server::Input;
+use raftkv_core::node::FrameKind;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,13 +27,13 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct SendReport {
     pub to: u64,
-    pub snapshot: bool,
+    pub kind: FrameKind,
     pub delivered: bool,
 }
 
 struct PeerSender {
     addr: String,
-    tx: mpsc::Sender<(Vec<u8>, bool)>,
+    tx: mpsc::Sender<(Vec<u8>, FrameKind)>,
 }
 
 pub struct Peers {
@@ -54,7 +56,7 @@ impl Peers {
     }
 
     /// Queues a frame for `to` at `addr`; false if it was dropped (queue full or too large).
-    pub fn send(&mut self, to: u64, addr: &str, bytes: Vec<u8>, snapshot: bool) -> bool {
+    pub fn send(&mut self, to: u64, addr: &str, bytes: Vec<u8>, kind: FrameKind) -> bool {
         if bytes.len() > self.max_frame_bytes {
             tracing::error!(
                 to,
@@ -79,7 +81,7 @@ impl Peers {
                 tx,
             }
         });
-        sender.tx.try_send((bytes, snapshot)).is_ok()
+        sender.tx.try_send((bytes, kind)).is_ok()
     }
 
     /// Closes an inbound connection (after the node rejected one of its frames).
@@ -170,28 +172,28 @@ async fn reader(
 async fn writer(
     to: u64,
     addr: String,
-    mut rx: mpsc::Receiver<(Vec<u8>, bool)>,
+    mut rx: mpsc::Receiver<(Vec<u8>, FrameKind)>,
     inputs: mpsc::Sender<Input>,
 ) {
     let mut conn: Option<BufWriter<TcpStream>> = None;
     let mut backoff = BACKOFF_MIN;
     let mut retry_at = Instant::now();
-    let report = |snapshot: bool, delivered: bool| {
+    let report = |kind: FrameKind, delivered: bool| {
         let inputs = inputs.clone();
         async move {
             let _ = inputs
                 .send(Input::SendReport(SendReport {
                     to,
-                    snapshot,
+                    kind,
                     delivered,
                 }))
                 .await;
         }
     };
-    while let Some((bytes, snapshot)) = rx.recv().await {
+    while let Some((bytes, kind)) = rx.recv().await {
         if conn.is_none() {
             if Instant::now() < retry_at {
-                report(snapshot, false).await;
+                report(kind, false).await;
                 continue;
             }
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
@@ -203,7 +205,7 @@ async fn writer(
                 _ => {
                     retry_at = Instant::now() + backoff;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
-                    report(snapshot, false).await;
+                    report(kind, false).await;
                     continue;
                 }
             }
@@ -222,7 +224,7 @@ async fn writer(
             conn = None;
             retry_at = Instant::now() + backoff;
             backoff = (backoff * 2).min(BACKOFF_MAX);
-            report(snapshot, false).await;
+            report(kind, false).await;
         }
     }
 }

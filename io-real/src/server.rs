@@ -166,12 +166,12 @@ impl Server {
                 }
             }
             Input::SendReport(r) => {
-                let (to, snapshot) = (r.to, r.snapshot);
+                let (to, kind) = (r.to, r.kind);
                 if r.delivered {
-                    self.node.sent(SendOutcome::Delivered { to, snapshot });
+                    self.node.sent(SendOutcome::Delivered { to, kind });
                 } else {
                     self.counters.peer_frames_dropped += 1;
-                    self.node.sent(SendOutcome::Failed { to, snapshot });
+                    self.node.sent(SendOutcome::Failed { to, kind });
                 }
             }
             Input::Client {
@@ -259,7 +259,7 @@ impl Server {
                         .peer_address(o.to)
                         .and_then(|u| crate::cli::peer_socket_addr(u).ok());
                     let sent = match addr {
-                        Some(addr) => self.peers.send(o.to, &addr, o.bytes, o.snapshot),
+                        Some(addr) => self.peers.send(o.to, &addr, o.bytes, o.kind),
                         None => false,
                     };
                     if sent {
@@ -268,7 +268,7 @@ impl Server {
                         self.counters.peer_frames_dropped += 1;
                         self.node.sent(SendOutcome::Failed {
                             to: o.to,
-                            snapshot: o.snapshot,
+                            kind: o.kind,
                         });
                     }
                 }

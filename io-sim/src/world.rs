@@ -18,8 +18,8 @@ use raftkv_core::command::RequestId;
 use raftkv_core::fileop::FileOp;
 use raftkv_core::memdir::{CrashKind, MemDir};
 use raftkv_core::node::{
-    Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskFailure, Event, NodeConfig,
-    RejectReason, SendOutcome, StateRole, StopReason,
+    Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskFailure, Event, FrameKind,
+    NodeConfig, RejectReason, SendOutcome, StateRole, StopReason,
 };
 use raftkv_core::rng::Rng;
 use raftkv_core::wal::WalConfig;
@@ -716,14 +716,14 @@ async fn node_main(world: Arc<World>, id: u64) {
                         obs.record_bytes(&o.to.to_le_bytes());
                         obs.record_bytes(&o.bytes);
                     }
-                    if o.snapshot {
+                    if o.kind == FrameKind::SnapshotChunk {
                         world.count("snapshot_chunks_sent");
                     }
-                    let (to, snapshot) = (o.to, o.snapshot);
+                    let (to, kind) = (o.to, o.kind);
                     node.sent(if world.net_send(id, to, o.bytes) {
-                        SendOutcome::Delivered { to, snapshot }
+                        SendOutcome::Delivered { to, kind }
                     } else {
-                        SendOutcome::Failed { to, snapshot }
+                        SendOutcome::Failed { to, kind }
                     });
                 }
                 Action::Reply { handle, result } => {

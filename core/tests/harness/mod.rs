@@ -12,8 +12,8 @@ use raftkv_core::boot::{boot, BootError, StartFlags};
 use raftkv_core::command::RequestId;
 use raftkv_core::memdir::{CrashKind, MemDir};
 use raftkv_core::node::{
-    Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskFailure, DiskJob, Event, Node,
-    NodeConfig, ReadJob, SendOutcome, SnapshotJob, StopReason,
+    Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskFailure, DiskJob, Event,
+    FrameKind, Node, NodeConfig, ReadJob, SendOutcome, SnapshotJob, StopReason,
 };
 use raftkv_core::rng::{Fnv64, Rng};
 use raftkv_core::wal::WalConfig;
@@ -53,7 +53,7 @@ pub struct Stats {
 
 pub struct Cluster {
     pub nodes: BTreeMap<u64, SimNode>,
-    net: Vec<(u64, u64, Vec<u8>, bool)>,
+    net: Vec<(u64, u64, Vec<u8>, FrameKind)>,
     pub rng: Rng,
     pub trace: Fnv64,
     pub replies: BTreeMap<u64, Result<ClientReply, ClientError>>,
@@ -66,6 +66,8 @@ pub struct Cluster {
     next_client_seq: u64,
     /// Panic when a node stops (off in tests that expect a refusal).
     pub fatal_stops: bool,
+    /// `step` calls so far (one tick each).
+    steps: u64,
 }
 
 /// Boots a node from the bytes of a directory.
@@ -111,6 +113,7 @@ impl Cluster {
             stats: Stats::default(),
             next_client_seq: 1,
             fatal_stops: true,
+            steps: 0,
         };
         for id in 1..=n {
             let mut cfg = base_config(id, seed);
@@ -220,7 +223,7 @@ impl Cluster {
                         *lane = Some(job);
                     }
                     Action::Read(job) => self.nodes.get_mut(&id).unwrap().reads.push_back(job),
-                    Action::Send(o) => self.net.push((id, o.to, o.bytes, o.snapshot)),
+                    Action::Send(o) => self.net.push((id, o.to, o.bytes, o.kind)),
                     Action::Reply { handle, result } => {
                         self.replies.insert(handle, result);
                     }
@@ -325,7 +328,7 @@ impl Cluster {
             let j = self.rng.below(i as u64 + 1) as usize;
             batch.swap(i, j);
         }
-        for (from, to, bytes, snapshot) in batch {
+        for (from, to, bytes, kind) in batch {
             let cut = self.isolated.contains(&from) || self.isolated.contains(&to);
             let lost = self.loss > 0.0 && self.rng.chance(self.loss);
             let target_up = self.nodes.get(&to).is_some_and(|n| n.node.is_some());
@@ -345,17 +348,23 @@ impl Cluster {
             }
             if let Some(sender) = self.nodes.get_mut(&from).and_then(|n| n.node.as_mut()) {
                 sender.sent(if delivered {
-                    SendOutcome::Delivered { to, snapshot }
+                    SendOutcome::Delivered { to, kind }
                 } else {
-                    SendOutcome::Failed { to, snapshot }
+                    SendOutcome::Failed { to, kind }
                 });
             }
         }
         self.pump_actions();
     }
 
+    /// Ticks so far: how long something took, in the harness's clock.
+    pub fn now_steps(&self) -> u64 {
+        self.steps
+    }
+
     /// One tick on every live node, then message delivery and disk progress.
     pub fn step(&mut self) {
+        self.steps += 1;
         for id in self.up_ids() {
             self.nodes
                 .get_mut(&id)
