@@ -573,6 +573,8 @@ pub struct NodeStatus {
     pub snapshot_index: u64,
     pub first_index: u64,
     pub last_index: u64,
+    /// The last index raft knows is durable (its job completed).
+    pub persisted_index: u64,
     pub log_entries_in_memory: usize,
     pub members: BTreeMap<u64, String>,
     pub pending_proposals: usize,
@@ -981,6 +983,7 @@ impl Node {
             snapshot_index: self.snapshot_index,
             first_index: store.first_index(),
             last_index: self.raw.raft.raft_log.last_index(),
+            persisted_index: self.raw.raft.raft_log.persisted,
             log_entries_in_memory: store.entry_count(),
             members: self.kv.members().clone(),
             pending_proposals: self.proposals.len(),
@@ -2520,13 +2523,19 @@ impl Node {
         // The file was synced under its temp name with the last chunk: rename it, make the name
         // durable, and only then log the marker that points to it.
         let name = snapfile::file_name(term, index);
+        if planted(PlantedBug::MarkerBeforeSnapshotDurable) {
+            self.stage_snapshot_marker(index, term, conf_state.clone(), true);
+            self.wal.sync(&mut self.staged.ops);
+        }
         self.staged.ops.push(FileOp::Rename {
             from: received.tmp,
             to: name.clone(),
         });
         self.staged.ops.push(FileOp::SyncDir);
         let kv = received.kv;
-        self.stage_snapshot_marker(index, term, conf_state, true);
+        if !planted(PlantedBug::MarkerBeforeSnapshotDurable) {
+            self.stage_snapshot_marker(index, term, conf_state, true);
+        }
         self.raw.mut_store().apply_snapshot(snap);
         self.kv = kv;
         self.snapshot_index = index;
@@ -2662,17 +2671,27 @@ impl Node {
         } else {
             plan.keep_wal_from_seq
         };
-        let segments = self.wal.purge_before(keep_from, &mut self.staged.post_sync);
+        // Removals wait for this job's sync (`post_sync`): the new marker must be durable first.
+        let early = planted(PlantedBug::PurgeBeforeMarkerDurable);
+        let purge_ops = if early {
+            &mut self.staged.ops
+        } else {
+            &mut self.staged.post_sync
+        };
+        let segments = self.wal.purge_before(keep_from, purge_ops);
         let mut plan = plan;
         // A file streaming to a follower stays until its transfer ends (a later purge takes it).
         plan.remove_snapshots.retain(|n| !self.senders.pinned(n));
+        let purge_ops = if early {
+            &mut self.staged.ops
+        } else {
+            &mut self.staged.post_sync
+        };
         for name in &plan.remove_snapshots {
-            self.staged
-                .post_sync
-                .push(FileOp::Remove { name: name.clone() });
+            purge_ops.push(FileOp::Remove { name: name.clone() });
         }
         if !plan.remove_snapshots.is_empty() {
-            self.staged.post_sync.push(FileOp::SyncDir);
+            purge_ops.push(FileOp::SyncDir);
             self.snapshots_on_disk
                 .retain(|s| !plan.remove_snapshots.contains(&s.name));
         }

@@ -24,6 +24,17 @@ pub enum PlantedBug {
     /// Ignore incarnations in frames, both the sender's and the one addressed (a node whose
     /// directory was wiped keeps voting under its old id).
     IgnoreIncarnation,
+    // Storage bugs: caught by crash-state enumeration (`raftkv-sim crash-states`).
+    /// Rename a snapshot's temp file to its final name before the file is synced.
+    SnapshotRenameBeforeSync,
+    /// Cut a WAL segment without syncing the directory after its rename.
+    SegmentCutWithoutDirSync,
+    /// Log (and sync) a received snapshot's WAL marker before its file is durable under its name.
+    MarkerBeforeSnapshotDurable,
+    /// Truncate a torn WAL tail without syncing the truncation.
+    TornTailTruncateWithoutSync,
+    /// Purge old snapshots and segments in the same job as the new marker, before its sync.
+    PurgeBeforeMarkerDurable,
 }
 
 impl PlantedBug {
@@ -37,6 +48,15 @@ impl PlantedBug {
         PlantedBug::IgnoreIncarnation,
     ];
 
+    /// The storage bugs, which crash-state enumeration must catch (the sweep is shown beside it).
+    pub const STORAGE: [PlantedBug; 5] = [
+        PlantedBug::SnapshotRenameBeforeSync,
+        PlantedBug::SegmentCutWithoutDirSync,
+        PlantedBug::MarkerBeforeSnapshotDurable,
+        PlantedBug::TornTailTruncateWithoutSync,
+        PlantedBug::PurgeBeforeMarkerDurable,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             PlantedBug::AckBeforeSync => "ack-before-sync",
@@ -46,11 +66,19 @@ impl PlantedBug {
             PlantedBug::CorruptMiddleAsTornTail => "corrupt-middle-as-torn-tail",
             PlantedBug::SnapshotWithoutConfState => "snapshot-without-conf-state",
             PlantedBug::IgnoreIncarnation => "ignore-incarnation",
+            PlantedBug::SnapshotRenameBeforeSync => "snapshot-rename-before-sync",
+            PlantedBug::SegmentCutWithoutDirSync => "segment-cut-without-dir-sync",
+            PlantedBug::MarkerBeforeSnapshotDurable => "marker-before-snapshot-durable",
+            PlantedBug::TornTailTruncateWithoutSync => "torn-tail-truncate-without-sync",
+            PlantedBug::PurgeBeforeMarkerDurable => "purge-before-marker-durable",
         }
     }
 
     pub fn from_name(s: &str) -> Option<PlantedBug> {
-        Self::ALL.into_iter().find(|b| b.name() == s)
+        Self::ALL
+            .into_iter()
+            .chain(Self::STORAGE)
+            .find(|b| b.name() == s)
     }
 }
 

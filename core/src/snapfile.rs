@@ -213,6 +213,22 @@ impl<I: Iterator<Item = Vec<u8>>> Iterator for StreamWriter<I> {
                         return Some(self.write(trailer(crc).to_vec()));
                     }
                 },
+                3 | 4
+                    if crate::planted::active(
+                        crate::planted::PlantedBug::SnapshotRenameBeforeSync,
+                    ) =>
+                {
+                    if self.step == 3 {
+                        FileOp::Rename {
+                            from: self.tmp.clone(),
+                            to: self.name.clone(),
+                        }
+                    } else {
+                        FileOp::SyncFile {
+                            name: self.name.clone(),
+                        }
+                    }
+                }
                 3 => FileOp::SyncFile {
                     name: self.tmp.clone(),
                 },

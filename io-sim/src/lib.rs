@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod config;
+pub mod crash;
 pub mod history;
 pub mod observer;
 #[cfg(madsim)]
@@ -100,6 +101,25 @@ pub fn expected_checkers(bug: raftkv_core::planted::PlantedBug) -> &'static [&'s
         // that restarts from one recovers an empty configuration, refuses the next conf change
         // its peers apply, and diverges from them (replicas-agree). Either counts.
         SnapshotWithoutConfState => &["liveness", "replicas-agree"],
+        // Storage bugs are crash-state enumeration's to catch (`crash`); in a sweep, whatever
+        // checker fires first counts (README: which ones the sweeps also catch).
+        SnapshotRenameBeforeSync
+        | SegmentCutWithoutDirSync
+        | MarkerBeforeSnapshotDurable
+        | TornTailTruncateWithoutSync
+        | PurgeBeforeMarkerDurable => &[
+            "recovery",
+            "durability",
+            "durable-state",
+            "replicas-agree",
+            "linearizability",
+            "raft-safety",
+            "panic",
+            "liveness",
+            "identity",
+            "fatal",
+            "disk",
+        ],
     }
 }
 

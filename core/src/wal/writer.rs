@@ -135,9 +135,11 @@ impl WalWriter {
                 name: tail.name.clone(),
                 len: size,
             });
-            ops.push(FileOp::SyncFile {
-                name: tail.name.clone(),
-            });
+            if !crate::planted::active(crate::planted::PlantedBug::TornTailTruncateWithoutSync) {
+                ops.push(FileOp::SyncFile {
+                    name: tail.name.clone(),
+                });
+            }
         }
         let segments = contents
             .segments
@@ -211,7 +213,9 @@ impl WalWriter {
             from: tmp,
             to: name.clone(),
         });
-        ops.push(FileOp::SyncDir);
+        if !crate::planted::active(crate::planted::PlantedBug::SegmentCutWithoutDirSync) {
+            ops.push(FileOp::SyncDir);
+        }
         self.seq = seq;
         self.crc = crc;
         self.body_start = self.offset;
@@ -300,13 +304,16 @@ impl WalWriter {
     pub fn purge_before(&mut self, keep_from_seq: u64, ops: &mut Vec<FileOp>) -> usize {
         let keep_from_seq = keep_from_seq.min(self.seq);
         let before = self.segments.len();
-        let mut removed = false;
+        // Oldest first, each removal made durable before the next: directory operations may
+        // persist in any order, and a crash that kept a later removal but not an earlier one
+        // would leave a gap in the segment chain, which recovery rightly calls corruption
+        // (found by `raftkv-sim crash-states`).
         self.segments.retain(|s| {
             if s.seq < keep_from_seq {
                 ops.push(FileOp::Remove {
                     name: s.name.clone(),
                 });
-                removed = true;
+                ops.push(FileOp::SyncDir);
                 false
             } else {
                 true
@@ -314,9 +321,6 @@ impl WalWriter {
         });
         self.marker_segments
             .retain(|&(_, seq)| seq >= keep_from_seq);
-        if removed {
-            ops.push(FileOp::SyncDir);
-        }
         before - self.segments.len()
     }
 
