@@ -54,9 +54,79 @@ fn op_name(op: &FileOp) -> &'static str {
     }
 }
 
-pub struct Disk {
+/// The file-system calls the executors make, and nothing else: the real one is std + libc; a
+/// test records them beneath the executor to check they are exactly, and in order, the ops core
+/// asked for (`tests::the_calls_made_are_the_ops_asked_for`).
+pub trait Fs {
+    type File;
+    /// open(O_RDWR | O_CREAT | O_TRUNC)
+    fn create(&mut self, path: &Path) -> io::Result<Self::File>;
+    /// open(O_RDWR)
+    fn open(&mut self, path: &Path) -> io::Result<Self::File>;
+    /// posix_fallocate(0, len), or a sparse length where the file system has none.
+    fn allocate(&mut self, f: &Self::File, len: u64) -> io::Result<()>;
+    /// pwrite of all of `buf` at `at`.
+    fn write_at(&mut self, f: &Self::File, buf: &[u8], at: u64) -> io::Result<()>;
+    /// sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER): writeback, not durability.
+    fn write_back(&mut self, f: &Self::File, at: u64, len: u64) -> io::Result<()>;
+    /// ftruncate
+    fn set_len(&mut self, f: &Self::File, len: u64) -> io::Result<()>;
+    /// fdatasync
+    fn sync_data(&mut self, f: &Self::File) -> io::Result<()>;
+    /// fsync of the directory
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()>;
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()>;
+    /// unlink; a missing file is `NotFound`.
+    fn remove(&mut self, path: &Path) -> io::Result<()>;
+}
+
+/// The real file system.
+#[derive(Default)]
+pub struct RealFs;
+
+impl Fs for RealFs {
+    type File = File;
+    fn create(&mut self, path: &Path) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+    }
+    fn open(&mut self, path: &Path) -> io::Result<File> {
+        OpenOptions::new().read(true).write(true).open(path)
+    }
+    fn allocate(&mut self, f: &File, len: u64) -> io::Result<()> {
+        preallocate(f, len)
+    }
+    fn write_at(&mut self, f: &File, buf: &[u8], at: u64) -> io::Result<()> {
+        f.write_all_at(buf, at)
+    }
+    fn write_back(&mut self, f: &File, at: u64, len: u64) -> io::Result<()> {
+        write_back(f, at, len)
+    }
+    fn set_len(&mut self, f: &File, len: u64) -> io::Result<()> {
+        f.set_len(len)
+    }
+    fn sync_data(&mut self, f: &File) -> io::Result<()> {
+        f.sync_data()
+    }
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn remove(&mut self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+}
+
+pub struct Disk<F: Fs = RealFs> {
     dir: PathBuf,
-    files: HashMap<String, File>,
+    fs: F,
+    files: HashMap<String, F::File>,
     /// Write large buffers in chunks, each written back before the next (the snapshot lane).
     paced: bool,
 }
@@ -65,39 +135,31 @@ pub struct Disk {
 /// waits for one chunk, not for a whole snapshot file.
 const PACED_CHUNK_BYTES: usize = 1 << 20;
 
-/// Writes `bytes` at `offset` chunk by chunk, starting and waiting for each chunk's writeback
-/// before the next (sync_file_range: no metadata, no device cache flush; the caller's later
-/// fdatasync still makes it durable). Without it, a 12 MB snapshot file reaches the device in
-/// one burst at its fsync and every WAL sync in the meantime queues behind the burst.
-fn paced_write(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
-    for (i, chunk) in bytes.chunks(PACED_CHUNK_BYTES).enumerate() {
-        let at = offset + (i * PACED_CHUNK_BYTES) as u64;
-        file.write_all_at(chunk, at)?;
-        #[cfg(target_os = "linux")]
-        {
-            let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                | libc::SYNC_FILE_RANGE_WRITE
-                | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-            let rc = unsafe {
-                libc::sync_file_range(
-                    file.as_raw_fd(),
-                    at as libc::off64_t,
-                    chunk.len() as libc::off64_t,
-                    flags,
-                )
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
+/// Starts and waits for the writeback of a range (sync_file_range: no metadata, no device cache
+/// flush; a later fdatasync still makes it durable). A no-op off Linux.
+fn write_back(file: &File, at: u64, len: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        let rc = unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                at as libc::off64_t,
+                len as libc::off64_t,
+                flags,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
         }
     }
+    let _ = (file, at, len);
     Ok(())
 }
 
 fn preallocate(file: &File, size_bytes: u64) -> io::Result<()> {
-    if size_bytes == 0 {
-        return Ok(());
-    }
     // Real allocation, so later writes cannot hit ENOSPC mid-segment; fall back to a sparse
     // length on filesystems without fallocate.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size_bytes as libc::off_t) };
@@ -112,8 +174,15 @@ fn preallocate(file: &File, size_bytes: u64) -> io::Result<()> {
 
 impl Disk {
     pub fn new(dir: PathBuf) -> Self {
+        Disk::with_fs(dir, RealFs)
+    }
+}
+
+impl<F: Fs> Disk<F> {
+    pub fn with_fs(dir: PathBuf, fs: F) -> Self {
         Disk {
             dir,
+            fs,
             files: HashMap::new(),
             paced: false,
         }
@@ -135,12 +204,10 @@ impl Disk {
         Ok(self.dir.join(name))
     }
 
-    fn file(&mut self, name: &str) -> io::Result<&File> {
+    fn file(&mut self, name: &str) -> io::Result<&F::File> {
         if !self.files.contains_key(name) {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(self.path(name)?)?;
+            let path = self.path(name)?;
+            let f = self.fs.open(&path)?;
             self.files.insert(name.to_string(), f);
         }
         Ok(&self.files[name])
@@ -149,13 +216,11 @@ impl Disk {
     pub fn apply(&mut self, op: &FileOp) -> io::Result<()> {
         match op {
             FileOp::Create { name, size_bytes } => {
-                let f = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(self.path(name)?)?;
-                preallocate(&f, *size_bytes)?;
+                let path = self.path(name)?;
+                let f = self.fs.create(&path)?;
+                if *size_bytes > 0 {
+                    self.fs.allocate(&f, *size_bytes)?;
+                }
                 self.files.insert(name.clone(), f);
             }
             FileOp::WriteAt {
@@ -163,19 +228,36 @@ impl Disk {
                 offset,
                 bytes,
             } => {
-                let paced = self.paced && bytes.len() > PACED_CHUNK_BYTES;
-                let file = self.file(name)?;
+                // Every write of the snapshot lane is paced: its files come in pieces of up to a
+                // chunk, and unpaced pieces would reach the device in one burst at the fsync.
+                let paced = self.paced;
+                self.file(name)?;
+                let file = &self.files[name.as_str()];
                 if paced {
-                    paced_write(file, bytes, *offset)?
+                    // Chunk by chunk, each written back before the next: without it, a 12 MB
+                    // snapshot file reaches the device in one burst at its fsync, and every WAL
+                    // sync in the meantime queues behind the burst.
+                    for (i, chunk) in bytes.chunks(PACED_CHUNK_BYTES).enumerate() {
+                        let at = offset + (i * PACED_CHUNK_BYTES) as u64;
+                        self.fs.write_at(file, chunk, at)?;
+                        self.fs.write_back(file, at, chunk.len() as u64)?;
+                    }
                 } else {
-                    file.write_all_at(bytes, *offset)?
+                    self.fs.write_at(file, bytes, *offset)?
                 }
             }
-            FileOp::SetLen { name, len } => self.file(name)?.set_len(*len)?,
-            FileOp::SyncFile { name } => self.file(name)?.sync_data()?,
-            FileOp::SyncDir => File::open(&self.dir)?.sync_all()?,
+            FileOp::SetLen { name, len } => {
+                self.file(name)?;
+                self.fs.set_len(&self.files[name.as_str()], *len)?
+            }
+            FileOp::SyncFile { name } => {
+                self.file(name)?;
+                self.fs.sync_data(&self.files[name.as_str()])?
+            }
+            FileOp::SyncDir => self.fs.sync_dir(&self.dir)?,
             FileOp::Rename { from, to } => {
-                std::fs::rename(self.path(from)?, self.path(to)?)?;
+                let (a, b) = (self.path(from)?, self.path(to)?);
+                self.fs.rename(&a, &b)?;
                 self.files.remove(to);
                 if let Some(f) = self.files.remove(from) {
                     self.files.insert(to.clone(), f);
@@ -183,7 +265,8 @@ impl Disk {
             }
             FileOp::Remove { name } => {
                 self.files.remove(name);
-                match std::fs::remove_file(self.path(name)?) {
+                let path = self.path(name)?;
+                match self.fs.remove(&path) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}
                 }
@@ -345,5 +428,263 @@ pub fn lock_dir(dir: &Path) -> anyhow::Result<DirLock> {
             )
         }
         Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftkv_core::boot::{boot, StartFlags};
+    use raftkv_core::memdir::MemDir;
+    use raftkv_core::node::{Action, ClientOp, ClientRequest, NodeConfig};
+
+    /// A system call as the executor made it, naming the file it went to.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Call {
+        Create(String),
+        Open(String),
+        Allocate(String, u64),
+        WriteAt(String, u64, usize),
+        WriteBack(String, u64, u64),
+        SetLen(String, u64),
+        SyncData(String),
+        SyncDir,
+        Rename(String, String),
+        Remove(String),
+    }
+
+    /// The real file system, with every call recorded beneath the executor.
+    #[derive(Default)]
+    struct Recording {
+        real: RealFs,
+        calls: Vec<Call>,
+        /// Handle id -> the name its file has now (renames move it).
+        names: HashMap<u64, String>,
+        next: u64,
+    }
+
+    fn base(p: &Path) -> String {
+        p.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    impl Recording {
+        fn handle(&mut self, f: File, p: &Path) -> (File, u64) {
+            self.next += 1;
+            self.names.insert(self.next, base(p));
+            (f, self.next)
+        }
+        fn name(&self, f: &(File, u64)) -> String {
+            self.names[&f.1].clone()
+        }
+    }
+
+    impl Fs for Recording {
+        type File = (File, u64);
+        fn create(&mut self, p: &Path) -> io::Result<(File, u64)> {
+            self.calls.push(Call::Create(base(p)));
+            let f = self.real.create(p)?;
+            Ok(self.handle(f, p))
+        }
+        fn open(&mut self, p: &Path) -> io::Result<(File, u64)> {
+            self.calls.push(Call::Open(base(p)));
+            let f = self.real.open(p)?;
+            Ok(self.handle(f, p))
+        }
+        fn allocate(&mut self, f: &(File, u64), len: u64) -> io::Result<()> {
+            self.calls.push(Call::Allocate(self.name(f), len));
+            self.real.allocate(&f.0, len)
+        }
+        fn write_at(&mut self, f: &(File, u64), buf: &[u8], at: u64) -> io::Result<()> {
+            self.calls.push(Call::WriteAt(self.name(f), at, buf.len()));
+            self.real.write_at(&f.0, buf, at)
+        }
+        fn write_back(&mut self, f: &(File, u64), at: u64, len: u64) -> io::Result<()> {
+            self.calls.push(Call::WriteBack(self.name(f), at, len));
+            self.real.write_back(&f.0, at, len)
+        }
+        fn set_len(&mut self, f: &(File, u64), len: u64) -> io::Result<()> {
+            self.calls.push(Call::SetLen(self.name(f), len));
+            self.real.set_len(&f.0, len)
+        }
+        fn sync_data(&mut self, f: &(File, u64)) -> io::Result<()> {
+            self.calls.push(Call::SyncData(self.name(f)));
+            self.real.sync_data(&f.0)
+        }
+        fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+            self.calls.push(Call::SyncDir);
+            self.real.sync_dir(dir)
+        }
+        fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+            self.calls.push(Call::Rename(base(from), base(to)));
+            for n in self.names.values_mut() {
+                if *n == base(from) {
+                    *n = base(to);
+                }
+            }
+            self.real.rename(from, to)
+        }
+        fn remove(&mut self, p: &Path) -> io::Result<()> {
+            self.calls.push(Call::Remove(base(p)));
+            self.real.remove(p)
+        }
+    }
+
+    /// The calls the durability contract allows for `ops` (core/FORMAT.md section 6): each op
+    /// exactly once and in order, a file opened once before its first use, a paced lane's writes
+    /// in written-back chunks.
+    fn expected(ops: &[FileOp], paced: bool) -> Vec<Call> {
+        fn use_file(open: &mut std::collections::HashSet<String>, name: &str, out: &mut Vec<Call>) {
+            if open.insert(name.to_string()) {
+                out.push(Call::Open(name.to_string()));
+            }
+        }
+        let mut open = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for op in ops {
+            match op {
+                FileOp::Create { name, size_bytes } => {
+                    out.push(Call::Create(name.clone()));
+                    if *size_bytes > 0 {
+                        out.push(Call::Allocate(name.clone(), *size_bytes));
+                    }
+                    open.insert(name.clone());
+                }
+                FileOp::WriteAt {
+                    name,
+                    offset,
+                    bytes,
+                } => {
+                    use_file(&mut open, name, &mut out);
+                    if paced {
+                        for (i, c) in bytes.chunks(PACED_CHUNK_BYTES).enumerate() {
+                            let at = offset + (i * PACED_CHUNK_BYTES) as u64;
+                            out.push(Call::WriteAt(name.clone(), at, c.len()));
+                            out.push(Call::WriteBack(name.clone(), at, c.len() as u64));
+                        }
+                    } else {
+                        out.push(Call::WriteAt(name.clone(), *offset, bytes.len()));
+                    }
+                }
+                FileOp::SetLen { name, len } => {
+                    use_file(&mut open, name, &mut out);
+                    out.push(Call::SetLen(name.clone(), *len));
+                }
+                FileOp::SyncFile { name } => {
+                    use_file(&mut open, name, &mut out);
+                    out.push(Call::SyncData(name.clone()));
+                }
+                FileOp::SyncDir => out.push(Call::SyncDir),
+                FileOp::Rename { from, to } => {
+                    out.push(Call::Rename(from.clone(), to.clone()));
+                    if open.remove(from) {
+                        open.insert(to.clone());
+                    } else {
+                        open.remove(to);
+                    }
+                }
+                FileOp::Remove { name } => {
+                    open.remove(name);
+                    out.push(Call::Remove(name.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// A real node's op streams (bootstrap, appends, segment cuts, snapshots, compaction,
+    /// purge), run by the executors the binary uses over a recording file system: the system
+    /// calls are exactly the ops core asked for, in order, and the directory ends up holding
+    /// what the page-cache model says it holds.
+    #[test]
+    fn the_calls_made_are_the_ops_asked_for() {
+        let dir = std::env::temp_dir().join(format!("raftkv-disk-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cfg = NodeConfig::new(1, 3);
+        cfg.compaction.snap_count = 10;
+        cfg.compaction.catch_up_entries = 3;
+        cfg.compaction.max_snapshots = 1;
+        cfg.wal.segment_size_bytes = 4096;
+        cfg.snapshot_chunk_bytes = 700;
+        let flags = StartFlags {
+            peers: [(1, "http://127.0.0.1:2380".to_string())].into(),
+            token: "t".into(),
+            join: false,
+        };
+        let mut node = boot(cfg, &flags, &[], &mut |_| Err("empty".into())).unwrap();
+        let mut wal = Disk::with_fs(dir.clone(), Recording::default());
+        let mut snap = Disk::with_fs(dir.clone(), Recording::default()).paced();
+        let (mut wal_ops, mut snap_ops) = (Vec::new(), Vec::new());
+        let mut model = MemDir::new();
+        let mut handle = 0;
+        for round in 0..300u64 {
+            node.tick();
+            if round % 2 == 0 {
+                handle += 1;
+                node.client(ClientRequest {
+                    handle,
+                    request_id: None,
+                    timeout_ticks: 100,
+                    op: ClientOp::Put {
+                        key: format!("k{}", round % 13).into_bytes(),
+                        value: vec![b'v'; 50 + (round as usize * 31) % 300],
+                    },
+                });
+            }
+            for a in node.drain() {
+                match a {
+                    Action::Disk(job) => {
+                        for op in &job.ops {
+                            wal.apply(op).unwrap();
+                            model.apply(op).unwrap();
+                        }
+                        wal_ops.extend(job.ops);
+                        node.disk_done(job.id);
+                    }
+                    Action::Snapshot(job) => {
+                        let (bytes, ops) = job.write();
+                        for op in ops {
+                            snap.apply(&op).unwrap();
+                            model.apply(&op).unwrap();
+                            snap_ops.push(op);
+                        }
+                        snap.files.clear();
+                        node.snapshot_saved(job.id, bytes);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let kinds = |ops: &[FileOp], f: fn(&FileOp) -> bool| ops.iter().filter(|o| f(o)).count();
+        assert!(
+            kinds(&wal_ops, |o| matches!(o, FileOp::Rename { .. })) > 3,
+            "segment cuts"
+        );
+        assert!(
+            kinds(&wal_ops, |o| matches!(o, FileOp::Remove { .. })) > 3,
+            "purges"
+        );
+        assert!(
+            kinds(&snap_ops, |o| matches!(o, FileOp::WriteAt { .. })) > 10,
+            "snapshots"
+        );
+        assert_eq!(wal.fs.calls, expected(&wal_ops, false));
+        // The snapshot lane drops its handles after each job (purges remove its files).
+        let mut want = Vec::new();
+        for job in snap_ops.split_inclusive(|o| matches!(o, FileOp::SyncDir)) {
+            want.extend(expected(job, true));
+        }
+        assert_eq!(snap.fs.calls, want);
+        let mut on_disk = list(&dir).unwrap();
+        on_disk.retain(|n| n != "LOCK");
+        assert_eq!(on_disk, model.list());
+        for n in &on_disk {
+            assert_eq!(
+                std::fs::read(dir.join(n)).unwrap(),
+                model.read(n).unwrap(),
+                "{n}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
