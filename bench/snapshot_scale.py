@@ -6,10 +6,17 @@ For each state size: start 3 nodes on 127.0.0.1, fill the state with 64 KiB valu
   - adding a member: time from its start until it has applied everything, and the peak RSS
     (VmHWM) of every node, against the state's key+value bytes and an empty node's RSS;
   - restart: time until a restarted follower has applied everything again;
-  - WAL disk use of the leader after the fill (bounded by purge).
+  - WAL disk use of the leader after the fill (bounded by purge);
+  - PUT p99 (100-byte values, 16 clients on the leader) for 5 s with nothing else going on, and
+    for the 5 s right after the new member starts (its snapshot streaming);
+  - RSS of every node before and after 20 s of sustained overwrites (no growth once the state
+    stops growing).
+With --restart-entries N: one node, N small entries with no snapshot, then the time and peak RSS
+of a restart that replays them all.
 
     bench/snapshot_scale.py                    # 10 and 100 MiB
     bench/snapshot_scale.py --sizes-mib 10,100,1024
+    bench/snapshot_scale.py --restart-entries 1000000
 """
 import argparse
 import http.client
@@ -48,14 +55,14 @@ def status(port):
     try:
         code, body = request(port, "GET", "/v1/status", timeout=5)
         return json.loads(body) if code == 200 else None
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return None
 
 
 def metric(port, name):
     try:
         _, body = request(port, "GET", "/metrics", timeout=5)
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return None
     for line in body.decode().splitlines():
         if line.startswith(name + " "):
@@ -130,6 +137,16 @@ def fill(port, count, threads=4):
         t.join()
 
 
+def bench(binary, port, secs, clients=16, keys=1000):
+    out = subprocess.run(
+        [binary, "bench", "--endpoints", f"http://127.0.0.1:{port}", "--clients", str(clients),
+         "--duration", f"{secs}s", "--keys", str(keys), "--value-size", "100", "--json",
+         "--progress-ms", "0"],
+        check=True, capture_output=True, text=True).stdout
+    d = json.loads(out)
+    return d["latency_us"]["put"]["p99"] / 1000.0, d["ops_per_sec"]
+
+
 def dir_bytes(path, suffix):
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(suffix))
 
@@ -178,13 +195,26 @@ def run(binary, size_mib, base_port):
         code, body = request(c.api[leader], "POST", "/4", body=f"http://127.0.0.1:{c.peer[4]}".encode())
         if code != 201:
             raise SystemExit(f"add member: {code} {body!r}")
+        row["put_p99_ms_quiet"], _ = bench(binary, c.api[leader], 5)
+        target = status(c.api[leader])["applied_index"]
         t = time.time()
         c.start(4, 4, join=True)
+        # Load the leader while the new member's snapshot streams from it.
+        loaded = {}
+        th = threading.Thread(target=lambda: loaded.update(p99=bench(binary, c.api[leader], 5)[0]))
+        th.start()
         poll("node 4 caught up", 1200, lambda: (status(c.api[4]) or {}).get("applied_index", 0) >= target)
         row["add_member_s"] = time.time() - t
+        th.join()
+        row["put_p99_ms_streaming"] = loaded["p99"]
         for i in (1, 2, 3, 4):
             role = "leader" if i == leader else ("joiner" if i == 4 else "follower")
             row[f"peak_rss_mib_{i}_{role}"] = rss_kib(c.procs[i].pid, "VmHWM") / 1024
+        # Sustained overwrites of the same keys: memory must not grow once the state stops growing.
+        before = {i: rss_kib(c.procs[i].pid, "VmRSS") / 1024 for i in (1, 2, 3, 4)}
+        bench(binary, c.api[leader], 20, clients=32, keys=1000)
+        after = {i: rss_kib(c.procs[i].pid, "VmRSS") / 1024 for i in (1, 2, 3, 4)}
+        row["rss_growth_mib_after_20s_overwrites"] = round(max(after[i] - before[i] for i in before), 1)
         # Restart a follower and time until it has applied everything again.
         f = next(i for i in (1, 2, 3) if i != leader)
         applied = status(c.api[leader])["applied_index"]
@@ -202,16 +232,49 @@ def run(binary, size_mib, base_port):
     return row
 
 
+def restart_replay(binary, entries, base_port):
+    """One node, `entries` 100-byte puts and no snapshot, then a restart that replays them."""
+    work = tempfile.mkdtemp(prefix="raftkv-replay.")
+    c = Cluster(binary, work, base_port, ["--snap-count", str(entries * 2)])
+    try:
+        c.start(1, 1)
+        poll("a leader", 30, lambda: (status(c.api[1]) or {}).get("leader"))
+        t = time.time()
+        subprocess.run([binary, "bench", "--endpoints", f"http://127.0.0.1:{c.api[1]}", "--clients",
+                        "64", "--total", str(entries), "--keys", "100000", "--value-size", "100",
+                        "--progress-ms", "0"], check=True, capture_output=True)
+        fill_s = time.time() - t
+        applied = status(c.api[1])["applied_index"]
+        wal = dir_bytes(os.path.join(work, "n1"), ".wal") / (1 << 20)
+        c.stop(1)
+        t = time.time()
+        c.start(1, 1)
+        poll("replayed", 600, lambda: (status(c.api[1]) or {}).get("applied_index", 0) >= applied)
+        row = {"entries": applied, "fill_s": round(fill_s, 1), "wal_mib": round(wal, 1),
+               "restart_s": round(time.time() - t, 2),
+               "restart_peak_rss_mib": round(rss_kib(c.procs[1].pid, "VmHWM") / 1024, 1)}
+    finally:
+        c.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes-mib", default="10,100")
-    ap.add_argument("--port-base", type=int, default=34000)
+    # Below the ephemeral range: a connect to a port nobody listens on yet can otherwise connect
+    # the socket to itself.
+    ap.add_argument("--port-base", type=int, default=24000)
     ap.add_argument("--bin", default=os.environ.get("RAFTKV_BIN"))
+    ap.add_argument("--restart-entries", type=int, default=0)
     a = ap.parse_args()
     binary = a.bin
     if not binary:
         subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "raftkv-io-real"], cwd=ROOT, check=True)
         binary = os.path.join(ROOT, "target", "release", "raftkv")
+    if a.restart_entries:
+        print(json.dumps(restart_replay(binary, a.restart_entries, a.port_base)), flush=True)
+        return 0
     for size in (int(s) for s in a.sizes_mib.split(",")):
         row = run(binary, size, a.port_base)
         print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)

@@ -184,6 +184,12 @@ impl Senders {
         self.transfers.is_empty()
     }
 
+    /// The oldest snapshot index being sent: the log after it must stay, or the follower that
+    /// installs it needs another snapshot at once (under load, forever).
+    pub fn oldest_index(&self) -> Option<u64> {
+        self.transfers.values().map(|t| t.key.index).min()
+    }
+
     /// True while a transfer streams `name` (purge must keep it).
     pub fn pinned(&self, name: &str) -> bool {
         self.transfers.values().any(|t| t.name == name)

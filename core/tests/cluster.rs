@@ -237,6 +237,45 @@ fn a_snapshot_streams_in_chunks_through_a_lossy_network() {
     assert_eq!(c.node(lagger).kv().len(), 200);
 }
 
+/// Writes that keep coming while a snapshot streams do not make the follower need another one
+/// the moment it installs it: the leader keeps the entries after a snapshot still streaming.
+#[test]
+fn a_follower_catches_up_under_load_with_one_snapshot() {
+    let mut c = Cluster::with_config(3, 33, |cfg| {
+        cfg.compaction.snap_count = 20;
+        cfg.compaction.catch_up_entries = 5;
+        cfg.snapshot_chunk_bytes = 64;
+        cfg.snapshot_window_chunks = 1;
+    });
+    let leader = c.wait_leader();
+    let lagger = c.up_ids().into_iter().find(|&id| id != leader).unwrap();
+    c.isolated.insert(lagger);
+    for i in 0..150 {
+        c.put(&format!("key-{i:04}"), "vvvvvvvvvvvvvvvv");
+    }
+    let before = c.stats.snapshots_received;
+    c.isolated.clear();
+    let mut i = 0;
+    loop {
+        let l = c.wait_leader();
+        let behind = c.node(lagger).status().applied_index + 5 < c.node(l).status().applied_index;
+        if c.stats.snapshots_installed > 0 && !behind {
+            break;
+        }
+        i += 1;
+        assert!(i < 2000, "the follower never caught up: {:?}", c.stats);
+        let l = c.wait_leader();
+        c.submit(l, put_op(&format!("load-{i}"), "x"), None);
+        c.step();
+    }
+    assert_eq!(
+        c.stats.snapshots_received - before,
+        1,
+        "one snapshot is enough: {:?}",
+        c.stats
+    );
+}
+
 #[test]
 fn members_are_added_and_removed() {
     let mut c = Cluster::with_config(3, 13, |cfg| {
