@@ -70,9 +70,9 @@ enum Cmd {
         /// Plant a storage bug first (a build with `--cfg raftkv_planted_bugs`).
         #[arg(long, value_name = "BUG")]
         plant: Option<String>,
-        /// Print one line per boundary.
+        /// Print only the totals, not a line per boundary.
         #[arg(long)]
-        verbose: bool,
+        summary: bool,
     },
 }
 
@@ -118,8 +118,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             seeds,
             workload,
             plant,
-            verbose,
-        }) => crash_states(seeds, workload.as_deref(), plant.as_deref(), verbose),
+            summary,
+        }) => crash_states(seeds, workload.as_deref(), plant.as_deref(), !summary),
         None => {
             let seed = cli
                 .seed

@@ -75,7 +75,14 @@ fn crash_states_with(bug: raftkv_core::planted::PlantedBug) -> String {
     let sim = planted_sim();
     let started = std::time::Instant::now();
     let out = Command::new(&sim)
-        .args(["crash-states", "--seeds", "0..2", "--plant", bug.name()])
+        .args([
+            "crash-states",
+            "--summary",
+            "--seeds",
+            "0..2",
+            "--plant",
+            bug.name(),
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -212,16 +212,10 @@ fn snapshots_bound_the_disk_and_a_restart_loads_one() {
     });
 }
 
-#[test]
-fn a_new_member_gets_a_snapshot_and_a_removed_one_stops() {
-    let mut c = Cluster::start(
-        "member",
-        3,
-        &["--snap-count", "50", "--catch-up-entries", "10"],
-    );
-    c.wait_leader();
-    write_many(&c.nodes[0].api(), "m", 400, 2);
-    let j = c.add_joiner(&["--snap-count", "50", "--catch-up-entries", "10"]);
+/// Adds node 4 (raftexample's `POST /4` on node 2), starts it with `--join`, and waits until it
+/// has installed a snapshot from the leader; returns its index in `c.nodes`.
+fn join_fourth(c: &mut Cluster, flags: &[&str]) -> usize {
+    let j = c.add_joiner(flags);
     let url = c.nodes[j].peer_url();
     let (code, body) = http(
         "POST",
@@ -234,6 +228,20 @@ fn a_new_member_gets_a_snapshot_and_a_removed_one_stops() {
     poll(60, "node 4 installs a snapshot", || {
         metric(&api4, "raftkv_snapshots_installed_total").filter(|&v| v >= 1)
     });
+    j
+}
+
+#[test]
+fn a_new_member_gets_a_snapshot_and_a_removed_one_stops() {
+    let mut c = Cluster::start(
+        "member",
+        3,
+        &["--snap-count", "50", "--catch-up-entries", "10"],
+    );
+    c.wait_leader();
+    write_many(&c.nodes[0].api(), "m", 400, 2);
+    let j = join_fourth(&mut c, &["--snap-count", "50", "--catch-up-entries", "10"]);
+    let api4 = c.nodes[j].api();
     poll(60, "node 4 has every key", || {
         (0..400)
             .all(|i| local_get(&api4, &format!("m{i}")).0 == 200)
@@ -283,19 +291,8 @@ fn a_state_many_frames_large_reaches_a_new_member() {
             "big{i}"
         );
     }
-    let j = c.add_joiner(&flags);
-    let url = c.nodes[j].peer_url();
-    let (code, body) = http(
-        "POST",
-        &format!("{}/4", c.nodes[1].api()),
-        Some(url.as_bytes()),
-    );
-    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
-    c.spawn(j);
+    let j = join_fourth(&mut c, &flags);
     let api4 = c.nodes[j].api();
-    poll(60, "node 4 installs a snapshot", || {
-        metric(&api4, "raftkv_snapshots_installed_total").filter(|&v| v >= 1)
-    });
     poll(60, "node 4 holds every value", || {
         (0..count)
             .all(|i| local_get(&api4, &format!("big{i}")) == (200, value(i).into_bytes()))
