@@ -2172,7 +2172,11 @@ impl Node {
                     .as_ref()
                     .is_some_and(|s| s.get_metadata().index == key.index);
                 if taken {
-                    self.received = Some(received);
+                    // raft restores only the newest: an older one it took and has not installed
+                    // yet is never installed now, so its file goes.
+                    if let Some(older) = self.received.replace(received) {
+                        self.staged.ops.push(FileOp::Remove { name: older.tmp });
+                    }
                 } else {
                     // raft did not need it after all (it caught up meanwhile).
                     self.staged.ops.push(FileOp::Remove { name: received.tmp });
