@@ -93,6 +93,24 @@ pub struct ReadJob {
     pub len: usize,
 }
 
+impl ReadJob {
+    /// What this read yields from a file holding `file` (`None`: no such file): its range, or
+    /// a failure when the file is missing or shorter. Shells that hold a directory in memory
+    /// (the simulator, the test harnesses) answer with this; io-real reads with `pread`.
+    pub fn from_bytes(&self, file: Option<&[u8]>) -> Result<Vec<u8>, crate::node::DiskFailure> {
+        let start = usize::try_from(self.offset).ok();
+        let range = start.and_then(|a| Some(a..a.checked_add(self.len)?));
+        range
+            .and_then(|r| file?.get(r))
+            .map(|b| b.to_vec())
+            .ok_or(crate::node::DiskFailure {
+                op: "read",
+                file: Some(self.name.clone()),
+                kind: std::io::ErrorKind::UnexpectedEof,
+            })
+    }
+}
+
 /// Why a send ended without the receiver having the snapshot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
 pub enum SendFailure {

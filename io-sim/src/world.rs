@@ -415,18 +415,11 @@ async fn read_job(
     if world.disk_epoch(id) != epoch {
         return;
     }
-    let bytes = world.disks.lock().unwrap().get(&id).and_then(|disk| {
-        let end = job.offset as usize + job.len;
-        disk.read(&job.name)
-            .and_then(|b| b.get(job.offset as usize..end))
-            .map(|b| b.to_vec())
-    });
+    let result = {
+        let disks = world.disks.lock().unwrap();
+        job.from_bytes(disks.get(&id).and_then(|d| d.read(&job.name)))
+    };
     world.count("snapshot_reads");
-    let result = bytes.ok_or(DiskFailure {
-        op: "read",
-        file: Some(job.name.clone()),
-        kind: std::io::ErrorKind::UnexpectedEof,
-    });
     let _ = done.send(JobEnd::Read(job.id, result));
 }
 

@@ -12,8 +12,8 @@ use raftkv_core::boot::{boot, BootError, StartFlags};
 use raftkv_core::command::RequestId;
 use raftkv_core::memdir::{CrashKind, MemDir};
 use raftkv_core::node::{
-    Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskFailure, DiskJob, Event,
-    FrameKind, Node, NodeConfig, ReadJob, SendOutcome, SnapshotJob, StopReason,
+    Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskJob, Event, FrameKind, Node,
+    NodeConfig, ReadJob, SendOutcome, SnapshotJob, StopReason,
 };
 use raftkv_core::rng::{Fnv64, Rng};
 use raftkv_core::wal::WalConfig;
@@ -288,16 +288,7 @@ impl Cluster {
                 let Some(job) = n.reads.pop_front() else {
                     break;
                 };
-                let end = job.offset as usize + job.len;
-                let bytes = n
-                    .dir
-                    .read(&job.name)
-                    .and_then(|b| b.get(job.offset as usize..end));
-                let result = bytes.map(|b| b.to_vec()).ok_or(DiskFailure {
-                    op: "read",
-                    file: Some(job.name.clone()),
-                    kind: std::io::ErrorKind::UnexpectedEof,
-                });
+                let result = job.from_bytes(n.dir.read(&job.name));
                 node.read_done(job.id, result);
                 self.pump_actions();
             }

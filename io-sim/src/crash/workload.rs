@@ -147,17 +147,7 @@ impl Recorded {
                     self.snap = Some((job.id, bytes, ops.into(), t));
                 }
                 Action::Read(job) => {
-                    let end = job.offset as usize + job.len;
-                    let bytes = self
-                        .dir
-                        .read(&job.name)
-                        .and_then(|b| b.get(job.offset as usize..end))
-                        .map(|b| b.to_vec());
-                    let r = bytes.ok_or(raftkv_core::node::DiskFailure {
-                        op: "read",
-                        file: Some(job.name.clone()),
-                        kind: std::io::ErrorKind::UnexpectedEof,
-                    });
+                    let r = job.from_bytes(self.dir.read(&job.name));
                     self.node.read_done(job.id, r);
                     return self.pump();
                 }
@@ -348,10 +338,9 @@ impl Plain {
                         self.node.snapshot_saved(job.id, bytes);
                     }
                     Action::Read(job) => {
-                        let end = job.offset as usize + job.len;
-                        let b = self.dir.read(&job.name).expect("pinned")[job.offset as usize..end]
-                            .to_vec();
-                        self.node.read_done(job.id, Ok(b));
+                        let r = job.from_bytes(self.dir.read(&job.name));
+                        self.node
+                            .read_done(job.id, Ok(r.expect("a streaming file is pinned")));
                     }
                     Action::Send(o) => {
                         self.node.sent(SendOutcome::Delivered {
