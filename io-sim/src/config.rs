@@ -244,6 +244,77 @@ impl SimConfig {
         cfg
     }
 
+    /// The world of `seed` shaped by `opts`: the classes it turns off are off (their rates
+    /// zero), everything else exactly as the seed drew it.
+    pub fn for_world(seed: u64, opts: &crate::options::WorldOptions) -> SimConfig {
+        let mut cfg = SimConfig::from_seed(seed);
+        for &c in &opts.faults_off {
+            cfg.turn_off(c);
+        }
+        if let Some(s) = opts.fault_secs {
+            cfg.fault_s = s;
+        }
+        cfg
+    }
+
+    /// Turns one fault class off.
+    pub fn turn_off(&mut self, class: crate::options::FaultClass) {
+        use crate::options::FaultClass::*;
+        let sw = &mut self.swarm;
+        match class {
+            NetLoss => (sw.net_loss, self.net.loss) = (false, 0.0),
+            NetDuplicate => (sw.net_duplicate, self.net.duplicate) = (false, 0.0),
+            NetCorrupt => (sw.net_corrupt, self.net.corrupt) = (false, 0.0),
+            NetLongDelay => (sw.net_long_delay, self.net.long_tail) = (false, 0.0),
+            Partitions => (sw.partitions, self.net.partition_every_s) = (false, 0.0),
+            Crashes => (sw.crashes, self.process.crash_every_s) = (false, 0.0),
+            Pauses => sw.pauses = false,
+            TickDrift => {
+                sw.tick_drift = false;
+                self.drift.iter_mut().for_each(|d| *d = 1.0);
+            }
+            SlowDisk => {
+                sw.slow_disk = false;
+                self.slowness.iter_mut().for_each(|s| *s = 1);
+            }
+            FsyncErrors => sw.fsync_errors = false,
+            Enospc => sw.enospc = false,
+            ReadCorruption => sw.read_corruption = false,
+            LatentSectorErrors => sw.latent_sector_errors = false,
+            MisdirectedWrites => sw.misdirected_writes = false,
+            DiskLoss => sw.disk_loss = false,
+            Membership => sw.membership = false,
+            StaleMessages => sw.stale_messages = false,
+            OperatorMistakes => sw.operator_mistakes = false,
+        }
+    }
+
+    /// Whether a fault class is on in this world.
+    pub fn is_on(&self, class: crate::options::FaultClass) -> bool {
+        use crate::options::FaultClass::*;
+        let sw = &self.swarm;
+        match class {
+            NetLoss => sw.net_loss,
+            NetDuplicate => sw.net_duplicate,
+            NetCorrupt => sw.net_corrupt,
+            NetLongDelay => sw.net_long_delay,
+            Partitions => sw.partitions,
+            Crashes => sw.crashes,
+            Pauses => sw.pauses,
+            TickDrift => sw.tick_drift,
+            SlowDisk => sw.slow_disk,
+            FsyncErrors => sw.fsync_errors,
+            Enospc => sw.enospc,
+            ReadCorruption => sw.read_corruption,
+            LatentSectorErrors => sw.latent_sector_errors,
+            MisdirectedWrites => sw.misdirected_writes,
+            DiskLoss => sw.disk_loss,
+            Membership => sw.membership,
+            StaleMessages => sw.stale_messages,
+            OperatorMistakes => sw.operator_mistakes,
+        }
+    }
+
     pub fn describe(&self) -> String {
         serde_json::to_string(self).expect("config serialises")
     }

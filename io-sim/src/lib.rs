@@ -3,21 +3,28 @@
 //! replays it exactly.
 //!
 //! `run_seed` builds the world for a seed, runs it under a fresh madsim runtime, then runs the
-//! history checkers. The code map: `config` (the seed's world), `world` (nodes, disks, network,
-//! clients, supervisor), `observer` (trace, coverage, replica and raft-safety checkers),
-//! `check` (linearizability, durability, local reads), `history` (the client history format).
+//! history checkers. The code map: `config` (the seed's world), `options` (what shapes a world
+//! beyond its seed, the repro line, the per-class random streams), `world` (nodes, disks,
+//! network, clients, supervisor), `observer` (trace, coverage, replica and raft-safety checkers),
+//! `check` (linearizability, durability, local reads), `history` (the client history format),
+//! `sweep` (many seeds, shards, merging), `shrink` (a failing world made small), `crash`
+//! (crash-state enumeration).
 
 pub mod check;
 pub mod config;
 pub mod crash;
 pub mod history;
 pub mod observer;
+pub mod options;
+pub mod shrink;
+pub mod sweep;
 #[cfg(madsim)]
 pub mod world;
 
 use config::SimConfig;
 use history::Op;
 use observer::Violation;
+pub use options::{FaultClass, WorldOptions};
 use std::collections::BTreeMap;
 
 /// Paths a sweep must exercise: a sweep in which any of these never happened proves little
@@ -61,11 +68,13 @@ pub const REQUIRED_COVERAGE: &[&str] = &[
 ];
 
 /// Required paths that a set of coverage totals never exercised.
-pub fn coverage_gaps(totals: &BTreeMap<&'static str, u64>) -> Vec<&'static str> {
+pub fn coverage_gaps<K: std::borrow::Borrow<str> + Ord>(
+    totals: &BTreeMap<K, u64>,
+) -> Vec<&'static str> {
     REQUIRED_COVERAGE
         .iter()
         .copied()
-        .filter(|k| totals.get(k).copied().unwrap_or(0) == 0)
+        .filter(|k| totals.get(*k).copied().unwrap_or(0) == 0)
         .collect()
 }
 
@@ -126,6 +135,7 @@ pub fn expected_checkers(bug: raftkv_core::planted::PlantedBug) -> &'static [&'s
 #[derive(Debug)]
 pub struct SeedReport {
     pub seed: u64,
+    pub options: WorldOptions,
     pub config: SimConfig,
     pub ops: usize,
     pub ops_unknown: usize,
@@ -144,37 +154,27 @@ impl SeedReport {
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
     }
+
+    /// The command that replays this seed's world from any directory.
+    pub fn repro(&self) -> String {
+        self.options.repro_command(self.seed)
+    }
 }
 
-/// Runs one seed. `keep_trace` keeps the event trace as JSON lines (it is always hashed).
-/// `planted` plants a known bug (only in `--cfg raftkv_planted_bugs` builds).
+/// Runs one seed in the world `opts` shapes. `keep_trace` keeps the event trace as JSON lines
+/// (it is always hashed). A planted bug needs a `--cfg raftkv_planted_bugs` build.
 #[cfg(madsim)]
-pub fn run_seed(
-    seed: u64,
-    keep_trace: bool,
-    planted: Option<raftkv_core::planted::PlantedBug>,
-) -> SeedReport {
-    run_seed_with(seed, keep_trace, planted, false)
-}
-
-/// `run_seed`, optionally without core's workaround for the raft-rs campaign-after-snapshot
-/// panic (to show the raft-rs bug still reproduces).
-#[cfg(madsim)]
-pub fn run_seed_with(
-    seed: u64,
-    keep_trace: bool,
-    planted: Option<raftkv_core::planted::PlantedBug>,
-    without_raft_rs_guard: bool,
-) -> SeedReport {
+pub fn run_seed(seed: u64, keep_trace: bool, opts: &WorldOptions) -> SeedReport {
     use std::sync::Arc;
     #[cfg(raftkv_planted_bugs)]
-    raftkv_core::planted::plant(planted);
+    raftkv_core::planted::plant(opts.plant);
     #[cfg(not(raftkv_planted_bugs))]
     assert!(
-        planted.is_none(),
+        opts.plant.is_none(),
         "this build cannot plant bugs: build with --cfg raftkv_planted_bugs"
     );
-    let cfg = SimConfig::from_seed(seed);
+    let cfg = SimConfig::for_world(seed, opts);
+    let without_raft_rs_guard = opts.without_raft_rs_guard;
     let wall = std::time::Instant::now();
     let world = Arc::new(world::World::new(cfg, keep_trace, without_raft_rs_guard));
     let w = world.clone();
@@ -204,25 +204,21 @@ pub fn run_seed_with(
     let history = world.history.lock().unwrap().clone();
     let acked = world.acked.lock().unwrap().clone();
     let mut obs = std::mem::take(&mut *world.obs.lock().unwrap());
-    match check::linearizability::check(&history) {
-        check::linearizability::Verdict::Ok => {}
-        check::linearizability::Verdict::Violation { key, ops } => obs.violation(
-            "linearizability",
-            format!("key {key}: no linearization of its {ops} operations"),
-        ),
-        check::linearizability::Verdict::Inconclusive { key, ops } => obs.violation(
-            "linearizability",
-            format!("key {key}: search budget exhausted on {ops} operations"),
-        ),
-    }
+    let mut fired = check::history(&history);
     if let Err(e) = check::durability(&acked, &obs.applied_requests) {
-        obs.violation("durability", e);
+        // Reported after linearizability and before local reads, as it always was.
+        let at = fired
+            .iter()
+            .position(|(c, _)| *c == "local-reads")
+            .unwrap_or(fired.len());
+        fired.insert(at, ("durability", e));
     }
-    if let Err(e) = check::local_reads(&history) {
-        obs.violation("local-reads", e);
+    for (checker, detail) in fired {
+        obs.violation(checker, detail);
     }
     SeedReport {
         seed,
+        options: opts.clone(),
         config: world.cfg.clone(),
         ops: history.len(),
         ops_unknown: history.iter().filter(|o| o.complete_ns.is_none()).count(),

@@ -1,6 +1,10 @@
-//! `raftkv-sim`: replay one seed, or sweep a range of seeds.
+//! `raftkv-sim`: replay one seed, sweep a range of seeds (or one shard of it), merge shards'
+//! results, check a history file, and enumerate crash states.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use raftkv_io_sim::options::{parse_fault_classes, FaultClass, WorldOptions};
+use raftkv_io_sim::sweep::Shard;
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -16,6 +20,8 @@ struct Cli {
     /// The seed to replay.
     #[arg(long)]
     seed: Option<u64>,
+    #[command(flatten)]
+    world: WorldArgs,
     /// Write the event trace (JSON lines) here.
     #[arg(long)]
     trace: Option<PathBuf>,
@@ -25,10 +31,45 @@ struct Cli {
     /// Run the seed twice and compare trace hashes.
     #[arg(long)]
     check_determinism: bool,
-    /// Replay the seed with a planted bug (a build with `--cfg raftkv_planted_bugs`), to study
-    /// how a checker catches it.
+}
+
+/// The flags that shape a world beyond its seed: every failure's repro line carries them.
+#[derive(Args, Clone, Default)]
+struct WorldArgs {
+    /// Turn these fault classes off, whatever the seed drew (comma-separated, e.g.
+    /// `net-loss,crashes`; `shrink` finds a smallest set).
+    #[arg(long, value_name = "CLASSES", value_parser = parse_fault_classes)]
+    faults_off: Option<BTreeSet<FaultClass>>,
+    /// Length of the fault phase in simulated seconds (default 20).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
+    fault_secs: Option<u64>,
+    /// Disable core's workaround for the raft-rs campaign-after-snapshot panic.
+    #[arg(long)]
+    without_raft_rs_guard: bool,
+    /// Plant a known bug (a build with `--cfg raftkv_planted_bugs`; see README).
     #[arg(long, value_name = "BUG")]
     plant: Option<String>,
+}
+
+impl WorldArgs {
+    fn options(&self) -> anyhow::Result<WorldOptions> {
+        Ok(WorldOptions {
+            faults_off: self.faults_off.clone().unwrap_or_default(),
+            fault_secs: self.fault_secs,
+            without_raft_rs_guard: self.without_raft_rs_guard,
+            plant: self.plant.as_deref().map(plantable).transpose()?,
+        })
+    }
+}
+
+/// A planted bug by name, if this build can plant it.
+fn plantable(name: &str) -> anyhow::Result<raftkv_core::planted::PlantedBug> {
+    let bug = raftkv_core::planted::PlantedBug::from_name(name)
+        .ok_or_else(|| anyhow::anyhow!("unknown bug {name:?}"))?;
+    if !raftkv_core::planted::PLANTABLE {
+        anyhow::bail!("this build cannot plant bugs; build with RUSTFLAGS=\"--cfg madsim --cfg raftkv_planted_bugs\"");
+    }
+    Ok(bug)
 }
 
 #[derive(Subcommand)]
@@ -38,21 +79,52 @@ enum Cmd {
         /// Seed range, `A..B` (B exclusive).
         #[arg(long, value_parser = parse_range)]
         seeds: (u64, u64),
+        /// Run only shard K of N (`K/N`, 1-based): every N-th seed of the range. Shards are
+        /// disjoint and cover the range; `merge` applies the coverage requirement to all of them.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<Shard>,
         /// Seeds run in parallel (threads).
         #[arg(long, default_value_t = 1)]
         jobs: usize,
         /// Run every seed twice and compare trace hashes.
         #[arg(long)]
         check_determinism: bool,
-        /// Disable core's workaround for the raft-rs campaign-after-snapshot panic.
-        #[arg(long)]
-        without_raft_rs_guard: bool,
+        #[command(flatten)]
+        world: WorldArgs,
+        /// Write the results as JSON here (the input of `merge`).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write a JUnit report here (a test case per seed).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
+    /// Merge the `--json` results of every shard of one sweep; fails on a failed seed, a missing
+    /// or repeated shard, or a required path that no shard exercised.
+    Merge {
+        /// The shards' result files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write the merged results as JSON here.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Shrink a failing seed's world: turn fault classes off one at a time and shorten the
+    /// fault phase while the same checker still fires; print the smallest world's repro line.
+    Shrink {
+        #[arg(long)]
+        seed: u64,
+        #[command(flatten)]
+        world: WorldArgs,
+    },
+    /// Run the project's history checkers (linearizability, local reads) on a history file
+    /// (JSON lines, the format `--history` writes; README, "History files").
+    Check { file: PathBuf },
     /// Plant a known bug and run seeds until a checker catches it (needs a build with
     /// `--cfg raftkv_planted_bugs`; see README).
     Planted {
         /// One of: ack-before-sync, local-linearizable-reads, persisted-messages-before-sync,
-        /// compact-past-snapshot, corrupt-middle-as-torn-tail, snapshot-without-conf-state.
+        /// compact-past-snapshot, corrupt-middle-as-torn-tail, snapshot-without-conf-state,
+        /// ignore-incarnation, and the storage bugs of `crash-states`.
         #[arg(long)]
         bug: String,
         #[arg(long, value_parser = parse_range, default_value = "0..200")]
@@ -87,6 +159,13 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
 }
 
 fn main() -> std::process::ExitCode {
+    // Output piped into `head` ends with the pipe closed: end quietly, as other tools do,
+    // rather than panic in `println!`.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(true) => std::process::ExitCode::SUCCESS,
@@ -105,14 +184,28 @@ fn run(_: Cli) -> anyhow::Result<bool> {
 
 #[cfg(madsim)]
 fn run(cli: Cli) -> anyhow::Result<bool> {
-    use raftkv_io_sim::run_seed;
     match cli.command {
         Some(Cmd::Sweep {
             seeds,
+            shard,
             jobs,
             check_determinism,
-            without_raft_rs_guard,
-        }) => sweep(seeds, jobs.max(1), check_determinism, without_raft_rs_guard),
+            world,
+            json,
+            junit,
+        }) => {
+            let spec = raftkv_io_sim::sweep::SweepSpec {
+                seeds: seeds.0..seeds.1,
+                shard,
+                jobs: jobs.max(1),
+                check_determinism,
+                options: world.options()?,
+            };
+            sweep(&spec, json.as_deref(), junit.as_deref())
+        }
+        Some(Cmd::Merge { files, json }) => merge(&files, json.as_deref()),
+        Some(Cmd::Shrink { seed, world }) => shrink(seed, &world.options()?),
+        Some(Cmd::Check { file }) => check_file(&file),
         Some(Cmd::Planted { bug, seeds }) => planted(&bug, seeds),
         Some(Cmd::CrashStates {
             seeds,
@@ -124,68 +217,139 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             let seed = cli
                 .seed
                 .ok_or_else(|| anyhow::anyhow!("give --seed N, or use `sweep --seeds A..B`"))?;
-            let keep = cli.trace.is_some();
-            let bug = match &cli.plant {
-                None => None,
-                Some(name) => {
-                    let bug = raftkv_core::planted::PlantedBug::from_name(name)
-                        .ok_or_else(|| anyhow::anyhow!("unknown bug {name:?}"))?;
-                    if !raftkv_core::planted::PLANTABLE {
-                        anyhow::bail!("this build cannot plant bugs; build with RUSTFLAGS=\"--cfg madsim --cfg raftkv_planted_bugs\"");
-                    }
-                    Some(bug)
-                }
-            };
-            let r = run_seed(seed, keep, bug);
-            if let Some(p) = &cli.trace {
-                let mut f = std::io::BufWriter::new(std::fs::File::create(p)?);
-                for l in r.trace_lines.as_deref().unwrap_or_default() {
-                    writeln!(f, "{l}")?;
-                }
-            }
-            if let Some(p) = &cli.history {
-                let mut f = std::io::BufWriter::new(std::fs::File::create(p)?);
-                for op in &r.history {
-                    writeln!(f, "{}", op.to_json())?;
-                }
-            }
-            println!(
-                "seed {seed}: trace hash {:016x} ({} events)",
-                r.trace_hash, r.trace_events
-            );
-            println!(
-                "ops {} (unknown outcome {}), faults {}, simulated {:.1} s in {:.2} s wall ({:.0}x)",
-                r.ops,
-                r.ops_unknown,
-                r.faults_injected,
-                r.sim_secs,
-                r.wall_secs,
-                r.sim_secs / r.wall_secs.max(1e-9)
-            );
-            println!("coverage: {}", coverage_line(&r.coverage));
-            let mut ok = r.passed();
-            for v in &r.violations {
-                println!("FAILED [{}] {}", v.checker, v.detail);
-            }
-            if cli.check_determinism {
-                let again = run_seed(seed, false, bug);
-                if again.trace_hash == r.trace_hash {
-                    println!("determinism: second run has the same trace hash");
-                } else {
-                    println!(
-                        "FAILED [determinism] second run trace hash {:016x}",
-                        again.trace_hash
-                    );
-                    ok = false;
-                }
-            }
-            if !ok {
-                println!("config: {}", r.config.describe());
-                println!("reproduce: cargo run --release -p raftkv-io-sim -- --seed {seed} --trace trace.jsonl --history history.jsonl");
-            }
-            Ok(ok)
+            replay(
+                seed,
+                &cli.world.options()?,
+                cli.trace.as_deref(),
+                cli.history.as_deref(),
+                cli.check_determinism,
+            )
         }
     }
+}
+
+#[cfg(madsim)]
+/// Creates `path` for writing, naming it in the error.
+fn create(path: &std::path::Path) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+    let f = std::fs::File::create(path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    Ok(std::io::BufWriter::new(f))
+}
+
+#[cfg(madsim)]
+fn replay(
+    seed: u64,
+    opts: &WorldOptions,
+    trace: Option<&std::path::Path>,
+    history: Option<&std::path::Path>,
+    check_determinism: bool,
+) -> anyhow::Result<bool> {
+    use raftkv_io_sim::run_seed;
+    let r = run_seed(seed, trace.is_some(), opts);
+    if let Some(p) = trace {
+        let mut f = create(p)?;
+        for l in r.trace_lines.as_deref().unwrap_or_default() {
+            writeln!(f, "{l}")?;
+        }
+        f.flush()?;
+    }
+    if let Some(p) = history {
+        let mut f = create(p)?;
+        for op in &r.history {
+            writeln!(f, "{}", op.to_json())?;
+        }
+        f.flush()?;
+    }
+    println!(
+        "seed {seed}: trace hash {:016x} ({} events)",
+        r.trace_hash, r.trace_events
+    );
+    println!(
+        "ops {} (unknown outcome {}), faults {}, simulated {:.1} s in {:.2} s wall ({:.0}x)",
+        r.ops,
+        r.ops_unknown,
+        r.faults_injected,
+        r.sim_secs,
+        r.wall_secs,
+        r.sim_secs / r.wall_secs.max(1e-9)
+    );
+    println!("coverage: {}", coverage_line(&r.coverage));
+    let mut ok = r.passed();
+    for v in &r.violations {
+        println!("FAILED [{}] {}", v.checker, v.detail);
+    }
+    if check_determinism {
+        let again = run_seed(seed, false, opts);
+        if again.trace_hash == r.trace_hash {
+            println!("determinism: second run has the same trace hash");
+        } else {
+            println!(
+                "FAILED [determinism] second run trace hash {:016x}",
+                again.trace_hash
+            );
+            ok = false;
+        }
+    }
+    if !ok {
+        println!("config: {}", r.config.describe());
+        println!("reproduce: {}", r.repro());
+    }
+    Ok(ok)
+}
+
+#[cfg(madsim)]
+fn shrink(seed: u64, opts: &WorldOptions) -> anyhow::Result<bool> {
+    let mut n = 0;
+    let r = raftkv_io_sim::shrink::shrink(seed, opts, &mut |t| {
+        n += 1;
+        println!(
+            "trial {n}: {}: {}",
+            t.what,
+            if t.still_fails {
+                "still fails, kept"
+            } else {
+                "passes, undone"
+            }
+        );
+    })?;
+    let on: Vec<&str> = r.classes_on.iter().map(|c| c.name()).collect();
+    println!(
+        "seed {seed} shrunk in {} trials: [{}] still fires ({}) with {} fault classes on ({}) and a {} s fault phase",
+        r.trials,
+        r.checker,
+        r.detail,
+        on.len(),
+        if on.is_empty() { "none".to_string() } else { on.join(", ") },
+        r.fault_secs
+    );
+    println!("reproduce: {}", r.repro());
+    Ok(true)
+}
+
+#[cfg(madsim)]
+fn check_file(path: &std::path::Path) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let ops = raftkv_io_sim::history::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let keys: BTreeSet<&str> = ops.iter().map(|o| o.key.as_str()).collect();
+    let fired = raftkv_io_sim::check::history(&ops);
+    for (checker, detail) in &fired {
+        println!("FAILED [{checker}] {detail}");
+    }
+    println!(
+        "{}: {} operations on {} keys ({} with unknown outcome): {}",
+        path.display(),
+        ops.len(),
+        keys.len(),
+        ops.iter().filter(|o| o.complete_ns.is_none()).count(),
+        if fired.is_empty() {
+            "linearizable, local reads valid"
+        } else {
+            "FAILED"
+        }
+    );
+    Ok(fired.is_empty())
 }
 
 #[cfg(madsim)]
@@ -201,11 +365,7 @@ fn crash_states(
         }
     }
     if let Some(name) = plant {
-        let bug = raftkv_core::planted::PlantedBug::from_name(name)
-            .ok_or_else(|| anyhow::anyhow!("unknown bug {name:?}"))?;
-        if !raftkv_core::planted::PLANTABLE {
-            anyhow::bail!("this build cannot plant bugs; build with RUSTFLAGS=\"--cfg madsim --cfg raftkv_planted_bugs\"");
-        }
+        let bug = plantable(name)?;
         #[cfg(raftkv_planted_bugs)]
         raftkv_core::planted::plant(Some(bug));
         let _ = bug;
@@ -256,14 +416,14 @@ fn crash_states(
 
 #[cfg(madsim)]
 fn planted(name: &str, (a, b): (u64, u64)) -> anyhow::Result<bool> {
-    use raftkv_core::planted::PlantedBug;
-    let bug = PlantedBug::from_name(name).ok_or_else(|| anyhow::anyhow!("unknown bug {name:?}"))?;
-    if !raftkv_core::planted::PLANTABLE {
-        anyhow::bail!("this build cannot plant bugs; build with RUSTFLAGS=\"--cfg madsim --cfg raftkv_planted_bugs\"");
-    }
+    let bug = plantable(name)?;
     let expected = raftkv_io_sim::expected_checkers(bug);
+    let opts = WorldOptions {
+        plant: Some(bug),
+        ..WorldOptions::default()
+    };
     for seed in a..b {
-        let r = raftkv_io_sim::run_seed(seed, false, Some(bug));
+        let r = raftkv_io_sim::run_seed(seed, false, &opts);
         if let Some(v) = r.violations.first() {
             let all: Vec<&str> = r.violations.iter().map(|v| v.checker).collect();
             let hit = all.iter().any(|c| expected.contains(c));
@@ -275,6 +435,7 @@ fn planted(name: &str, (a, b): (u64, u64)) -> anyhow::Result<bool> {
                 "expected one of {expected:?}: {}",
                 if hit { "yes" } else { "NO" }
             );
+            println!("reproduce: {}", r.repro());
             return Ok(hit);
         }
     }
@@ -282,7 +443,8 @@ fn planted(name: &str, (a, b): (u64, u64)) -> anyhow::Result<bool> {
     Ok(false)
 }
 
-fn coverage_line(c: &std::collections::BTreeMap<&'static str, u64>) -> String {
+#[cfg(madsim)]
+fn coverage_line<K: std::fmt::Display>(c: &std::collections::BTreeMap<K, u64>) -> String {
     c.iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
@@ -290,108 +452,146 @@ fn coverage_line(c: &std::collections::BTreeMap<&'static str, u64>) -> String {
 }
 
 #[cfg(madsim)]
-fn sweep(
-    (a, b): (u64, u64),
-    jobs: usize,
-    check_determinism: bool,
-    without_guard: bool,
-) -> anyhow::Result<bool> {
-    use raftkv_io_sim::{run_seed_with, SeedReport};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
-    let total = b - a;
-    let next = Arc::new(AtomicU64::new(a));
-    // (report, trace hash of the second run when checking determinism)
-    type Results = Vec<(SeedReport, Option<u64>)>;
-    let results: Arc<Mutex<Results>> = Arc::default();
-    let started = std::time::Instant::now();
-    let threads: Vec<_> = (0..jobs)
-        .map(|_| {
-            let (next, results) = (next.clone(), results.clone());
-            std::thread::spawn(move || loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= b {
-                    return;
-                }
-                let r = run_seed_with(seed, false, None, without_guard);
-                let second = check_determinism
-                    .then(|| run_seed_with(seed, false, None, without_guard).trace_hash);
-                let mut res = results.lock().unwrap();
-                res.push((r, second));
-                let done = res.len() as u64;
-                let failed = res
-                    .iter()
-                    .filter(|(r, s)| !r.passed() || s.is_some_and(|h| h != r.trace_hash))
-                    .count();
-                let width = 30;
-                let filled = (done * width / total) as usize;
-                eprint!(
-                    "\r[{}{}] {done}/{total} seeds, {failed} failed, {:.0} s",
-                    "#".repeat(filled),
-                    " ".repeat(width as usize - filled),
-                    started.elapsed().as_secs_f64()
-                );
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join()
-            .map_err(|_| anyhow::anyhow!("a sweep thread panicked"))?;
-    }
-    eprintln!();
-    let mut results = Arc::try_unwrap(results)
-        .map_err(|_| anyhow::anyhow!("results still shared"))?
-        .into_inner()
-        .unwrap();
-    results.sort_by_key(|(r, _)| r.seed);
-    let wall = started.elapsed().as_secs_f64();
-    let ops: usize = results.iter().map(|(r, _)| r.ops).sum();
-    let unknown: usize = results.iter().map(|(r, _)| r.ops_unknown).sum();
-    let faults: u64 = results.iter().map(|(r, _)| r.faults_injected).sum();
-    let sim: f64 = results.iter().map(|(r, _)| r.sim_secs).sum();
-    let cpu: f64 = results.iter().map(|(r, _)| r.wall_secs).sum();
-    let mut coverage = std::collections::BTreeMap::new();
-    for (r, _) in &results {
-        for (k, v) in &r.coverage {
-            *coverage.entry(*k).or_insert(0u64) += v;
-        }
-    }
-    let failures: Vec<&(SeedReport, Option<u64>)> = results
-        .iter()
-        .filter(|(r, s)| !r.passed() || s.is_some_and(|h| h != r.trace_hash))
-        .collect();
-    println!("| seeds | operations | unknown outcome | faults injected | simulated time | wall time | sim s / wall s | seeds / min |");
-    println!("|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {total} | {ops} | {unknown} | {faults} | {sim:.0} s | {wall:.1} s | {:.1} | {:.1} |",
-        sim / cpu.max(1e-9),
-        total as f64 / (wall / 60.0).max(1e-9)
-    );
-    println!("coverage: {}", coverage_line(&coverage));
-    let gaps = raftkv_io_sim::coverage_gaps(&coverage);
-    if !gaps.is_empty() {
+/// Prints a sweep's (or merged shards') results; true if it passed.
+fn report(r: &raftkv_io_sim::sweep::SweepResult) -> bool {
+    println!("{}", r.table());
+    println!("coverage: {}", coverage_line(&r.coverage));
+    let gaps = r.coverage_gaps();
+    if r.shard.is_none() && !gaps.is_empty() {
         println!("FAILED coverage: never exercised: {}", gaps.join(", "));
+    } else if let Some(sh) = r.shard {
+        println!(
+            "shard {sh}: the coverage requirement applies to the merged shards (`raftkv-sim merge`)"
+        );
     }
-    if check_determinism {
+    if r.check_determinism {
         println!("determinism: each seed run twice, trace hashes compared");
     }
-    for (r, second) in &failures {
-        for v in &r.violations {
-            println!("FAILED seed {} [{}] {}", r.seed, v.checker, v.detail);
+    for f in &r.failures {
+        for c in &f.checks {
+            println!("FAILED seed {} [{}] {}", f.seed, c.checker, c.detail);
         }
-        if let Some(h) = second.filter(|h| *h != r.trace_hash) {
-            println!(
-                "FAILED seed {} [determinism] trace hashes {:016x} and {h:016x}",
-                r.seed, r.trace_hash
-            );
-        }
-        println!("  config: {}", r.config.describe());
-        println!("  reproduce: cargo run --release -p raftkv-io-sim -- --seed {} --trace trace.jsonl --history history.jsonl", r.seed);
+        println!("  config: {}", f.config);
+        println!("  reproduce: {}", f.repro);
     }
     println!(
         "{} passed, {} failed",
-        total as usize - failures.len(),
-        failures.len()
+        r.seeds_run - r.failures.len() as u64,
+        r.failures.len()
     );
-    Ok(failures.is_empty() && gaps.is_empty())
+    r.passed()
+}
+
+#[cfg(madsim)]
+fn write_json(path: &std::path::Path, r: &raftkv_io_sim::sweep::SweepResult) -> anyhow::Result<()> {
+    let mut f = create(path)?;
+    serde_json::to_writer_pretty(&mut f, r)?;
+    writeln!(f)?;
+    f.flush()?;
+    Ok(())
+}
+
+#[cfg(madsim)]
+fn sweep(
+    spec: &raftkv_io_sim::sweep::SweepSpec,
+    json: Option<&std::path::Path>,
+    junit: Option<&std::path::Path>,
+) -> anyhow::Result<bool> {
+    use raftkv_io_sim::sweep;
+    use std::io::IsTerminal;
+    use std::sync::Mutex;
+    let total = spec.len();
+    anyhow::ensure!(
+        total > 0,
+        "shard {:?} of the range has no seeds",
+        spec.shard
+    );
+    // A bar on a terminal; in a log, a plain line every tenth of the way.
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "[{bar:30}] {pos}/{len} seeds, {msg} failed, {elapsed} (eta {eta})",
+            )
+            .expect("template parses")
+            .progress_chars("#>-"),
+        );
+        b.set_message("0");
+        Some(b)
+    } else {
+        None
+    };
+    // JUnit cases go to a file as seeds finish (memory stays flat), wrapped at the end.
+    let cases_path = junit.map(|p| p.with_extension("cases.tmp"));
+    let cases = match &cases_path {
+        Some(p) => Some(Mutex::new(create(p)?)),
+        None => None,
+    };
+    let case_error: Mutex<Option<std::io::Error>> = Mutex::new(None);
+    let started = std::time::Instant::now();
+    let step = (total / 10).max(1);
+    let r = sweep::run(spec, &|d| {
+        if let Some(c) = &cases {
+            if let Err(e) = c.lock().unwrap().write_all(sweep::junit_case(d).as_bytes()) {
+                case_error.lock().unwrap().get_or_insert(e);
+            }
+        }
+        match &bar {
+            Some(b) => {
+                b.set_message(d.failed.to_string());
+                b.inc(1);
+            }
+            None if d.done % step == 0 || d.done == d.total => eprintln!(
+                "sweep: {}/{} seeds, {} failed, {:.0} s",
+                d.done,
+                d.total,
+                d.failed,
+                started.elapsed().as_secs_f64()
+            ),
+            None => {}
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some(e) = case_error.into_inner().unwrap() {
+        anyhow::bail!("cannot write JUnit cases: {e}");
+    }
+    if let (Some(path), Some(cases), Some(cases_path)) = (junit, cases, &cases_path) {
+        cases.into_inner().unwrap().flush()?;
+        let body = std::fs::read_to_string(cases_path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", cases_path.display()))?;
+        let mut f = create(path)?;
+        f.write_all(sweep::junit_document(&r, &body).as_bytes())?;
+        f.flush()?;
+        std::fs::remove_file(cases_path)
+            .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", cases_path.display()))?;
+    }
+    if let Some(p) = json {
+        write_json(p, &r)?;
+    }
+    Ok(report(&r))
+}
+
+#[cfg(madsim)]
+fn merge(files: &[PathBuf], json: Option<&std::path::Path>) -> anyhow::Result<bool> {
+    let mut parts = Vec::new();
+    for p in files {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+        let r: raftkv_io_sim::sweep::SweepResult = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a sweep result: {e}", p.display()))?;
+        parts.push(r);
+    }
+    let merged = raftkv_io_sim::sweep::merge(&parts)?;
+    if let Some(p) = json {
+        write_json(p, &merged)?;
+    }
+    println!(
+        "merged {} result files: seeds {}..{}",
+        files.len(),
+        merged.seeds_start,
+        merged.seeds_end
+    );
+    Ok(report(&merged))
 }

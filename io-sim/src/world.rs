@@ -11,6 +11,7 @@
 use crate::config::SimConfig;
 use crate::history::{Op, OpKind, Output};
 use crate::observer::Observer;
+use crate::options::{FaultClass, Streams};
 use madsim::runtime::{Handle, NodeHandle};
 use madsim::time::{sleep, sleep_until, Instant};
 use raftkv_core::boot::{boot, BootError, StartFlags};
@@ -89,7 +90,8 @@ pub struct World {
     pub history: Mutex<Vec<Op>>,
     pub acked: Mutex<Vec<RequestId>>,
     incarnations: Mutex<BTreeMap<u64, u64>>,
-    rng: Mutex<Rng>,
+    /// The world's random streams, one per fault class (see `options::Streams`).
+    streams: Mutex<Streams>,
     stop_clients: AtomicBool,
     /// Run without core's workaround for the raft-rs campaign-after-snapshot panic.
     without_raft_rs_guard: bool,
@@ -176,7 +178,7 @@ impl World {
             history: Mutex::default(),
             acked: Mutex::default(),
             incarnations: Mutex::default(),
-            rng: Mutex::new(Rng::new(cfg.seed ^ 0xD15C)),
+            streams: Mutex::new(Streams::new(cfg.seed, "world")),
             stop_clients: AtomicBool::new(false),
             operator_idle: AtomicBool::new(true),
             retired: Mutex::default(),
@@ -221,12 +223,19 @@ impl World {
         self.obs.lock().unwrap().violation(checker, detail);
     }
 
-    fn rand_below(&self, n: u64) -> u64 {
-        self.rng.lock().unwrap().below(n)
+    /// Uniform in `0..n`, from `class`'s stream.
+    fn below_of(&self, class: FaultClass, n: u64) -> u64 {
+        self.streams.lock().unwrap().of(class).below(n)
     }
 
-    fn chance(&self, p: f64) -> bool {
-        p > 0.0 && self.rng.lock().unwrap().chance(p)
+    /// True with probability `p`, from `class`'s stream (no draw when `p` is zero).
+    fn chance_of(&self, class: FaultClass, p: f64) -> bool {
+        p > 0.0 && self.streams.lock().unwrap().of(class).chance(p)
+    }
+
+    /// An exponential sample of mean `mean` from the weather (delays, latencies).
+    fn weather_exp(&self, mean: u64) -> u64 {
+        exp_sample(self.streams.lock().unwrap().weather(), mean)
     }
 
     fn node_config(&self, id: u64, incarnation: u64) -> NodeConfig {
@@ -272,11 +281,11 @@ impl World {
             }
         }
         let f = &self.cfg.net;
-        if !calm && self.chance(f.loss) {
+        if !calm && self.chance_of(FaultClass::NetLoss, f.loss) {
             self.count("net_lost");
             return true;
         }
-        let copies = if !calm && self.chance(f.duplicate) {
+        let copies = if !calm && self.chance_of(FaultClass::NetDuplicate, f.duplicate) {
             self.count("net_duplicated");
             2
         } else {
@@ -284,15 +293,21 @@ impl World {
         };
         for c in 0..copies {
             let mut bytes = bytes.clone();
-            if !calm && c == 0 && !bytes.is_empty() && self.chance(f.corrupt) {
-                let at = self.rand_below(bytes.len() as u64) as usize;
-                bytes[at] ^= 1 << self.rand_below(8);
+            if !calm
+                && c == 0
+                && !bytes.is_empty()
+                && self.chance_of(FaultClass::NetCorrupt, f.corrupt)
+            {
+                let at = self.below_of(FaultClass::NetCorrupt, bytes.len() as u64) as usize;
+                bytes[at] ^= 1 << self.below_of(FaultClass::NetCorrupt, 8);
                 self.count("net_corrupted");
             }
-            let mut delay =
-                f.delay_base_us + exp_sample(&mut self.rng.lock().unwrap(), f.delay_tail_us);
-            if !calm && self.chance(f.long_tail) {
-                delay += exp_sample(&mut self.rng.lock().unwrap(), f.delay_tail_us * 100);
+            let mut delay = f.delay_base_us + self.weather_exp(f.delay_tail_us);
+            if !calm && self.chance_of(FaultClass::NetLongDelay, f.long_tail) {
+                delay += exp_sample(
+                    self.streams.lock().unwrap().of(FaultClass::NetLongDelay),
+                    f.delay_tail_us * 100,
+                );
                 self.count("net_long_delay");
             }
             let seq = {
@@ -410,7 +425,7 @@ async fn read_job(
 ) {
     let epoch = world.disk_epoch(id);
     let d = &world.cfg.disk;
-    let tail = exp_sample(&mut world.rng.lock().unwrap(), d.tail_us);
+    let tail = world.weather_exp(d.tail_us);
     sleep(Duration::from_micros(d.op_us + tail)).await;
     if world.disk_epoch(id) != epoch {
         return;
@@ -450,13 +465,17 @@ async fn run_ops(
         };
         let d = &world.cfg.disk;
         let base = if op.is_sync() { d.sync_us } else { d.op_us };
-        let tail = exp_sample(&mut world.rng.lock().unwrap(), d.tail_us);
+        let tail = world.weather_exp(d.tail_us);
         sleep(Duration::from_micros((base + tail) * slow)).await;
         let calm = world.net.lock().unwrap().calm;
-        if !calm && sw.fsync_errors && op.is_sync() && world.chance(rare.fsync_error) {
+        if !calm
+            && sw.fsync_errors
+            && op.is_sync()
+            && world.chance_of(FaultClass::FsyncErrors, rare.fsync_error)
+        {
             // After a failed fsync the kernel may have dropped the dirty pages: what was not
             // synced before is gone, and the node must not carry on.
-            let mut rng = Rng::new(world.rand_below(u64::MAX));
+            let mut rng = Rng::new(world.below_of(FaultClass::FsyncErrors, u64::MAX));
             world
                 .disks
                 .lock()
@@ -476,7 +495,7 @@ async fn run_ops(
             return;
         }
         let is_write = matches!(op, FileOp::WriteAt { .. } | FileOp::Create { .. });
-        if !calm && sw.enospc && is_write && world.chance(rare.enospc) {
+        if !calm && sw.enospc && is_write && world.chance_of(FaultClass::Enospc, rare.enospc) {
             if debug_node(id) {
                 eprintln!(
                     "[{} ns] node {id} job {} ENOSPC on {:?}",
@@ -506,10 +525,10 @@ async fn run_ops(
             && sw.misdirected_writes
             && to_snapshot
             && world.may_damage(id)
-            && world.chance(rare.misdirected * 20.0)
+            && world.chance_of(FaultClass::MisdirectedWrites, rare.misdirected * 20.0)
         {
             if let FileOp::WriteAt { offset, .. } = &mut op {
-                *offset += 512 * (1 + world.rand_below(8));
+                *offset += 512 * (1 + world.below_of(FaultClass::MisdirectedWrites, 8));
                 world.count("misdirected_writes");
                 world.mark_damaged(id);
             }
@@ -538,7 +557,7 @@ async fn run_ops(
     // The window between a completed sync and the sends that wait for it: the node still counts
     // as busy, so the supervisor's crashes land here too.
     world.synced.lock().unwrap().insert(id);
-    let gap_us = 1 + exp_sample(&mut world.rng.lock().unwrap(), 500);
+    let gap_us = 1 + world.weather_exp(500);
     sleep(Duration::from_micros(gap_us)).await;
     world.synced.lock().unwrap().remove(&id);
     world.io_end(id);
@@ -579,13 +598,14 @@ fn rot_disk(world: &World, id: u64) -> bool {
     if files.is_empty() {
         return false;
     }
-    if sw.read_corruption && world.chance(rare.read_corruption) {
-        let name = &files[world.rand_below(files.len() as u64) as usize];
+    let rot = FaultClass::ReadCorruption;
+    if sw.read_corruption && world.chance_of(rot, rare.read_corruption) {
+        let name = &files[world.below_of(rot, files.len() as u64) as usize];
         let mut bytes = d.read(name).expect("listed").to_vec();
         // Only bytes that were written (up to the last non-zero byte) rot.
         if let Some(end) = bytes.iter().rposition(|&b| b != 0) {
-            let at = world.rand_below(end as u64 + 1) as usize;
-            bytes[at] ^= 1 << world.rand_below(8);
+            let at = world.below_of(rot, end as u64 + 1) as usize;
+            bytes[at] ^= 1 << world.below_of(rot, 8);
             d.overwrite(name, bytes).expect("listed");
             drop(disks);
             world.mark_damaged(id);
@@ -598,7 +618,8 @@ fn rot_disk(world: &World, id: u64) -> bool {
             disks = world.disks.lock().unwrap();
         }
     }
-    if sw.latent_sector_errors && world.chance(rare.latent_error) {
+    if sw.latent_sector_errors && world.chance_of(FaultClass::LatentSectorErrors, rare.latent_error)
+    {
         unreadable = true;
         world.mark_damaged(id);
         world.count("latent_sector_errors");
@@ -1209,7 +1230,8 @@ enum MemberCmd {
 
 struct Operator {
     world: Arc<World>,
-    rng: Rng,
+    /// Membership changes draw from `Membership`, mistakes from `OperatorMistakes`.
+    streams: Streams,
     /// Nodes started and proposed for addition whose addition is not yet confirmed.
     pending_adds: BTreeSet<u64>,
     /// Unrecoverable nodes whose replacement was already added.
@@ -1224,7 +1246,9 @@ impl Operator {
     /// unknown went through.
     async fn member_change(&mut self, op: ClientOp) -> ChangeOutcome {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut target = self.world.random_member(&mut self.rng);
+        let mut target = self
+            .world
+            .random_member(self.streams.of(FaultClass::Membership));
         let mut maybe_applied = false;
         while Instant::now() < deadline {
             match call(&self.world, target, None, op.clone()).await {
@@ -1251,7 +1275,9 @@ impl Operator {
                         _ => true,
                     };
                     sleep(Duration::from_millis(50)).await;
-                    target = self.world.random_member(&mut self.rng);
+                    target = self
+                        .world
+                        .random_member(self.streams.of(FaultClass::Membership));
                 }
             }
         }
@@ -1280,7 +1306,11 @@ impl Operator {
         self.world
             .record(id, "fault", serde_json::json!("joining as a new member"));
         let world = self.world.clone();
-        let mistake = world.cfg.swarm.operator_mistakes && self.rng.chance(world.cfg.rare.mistake);
+        let mistake = world.cfg.swarm.operator_mistakes
+            && self
+                .streams
+                .of(FaultClass::OperatorMistakes)
+                .chance(world.cfg.rare.mistake);
         if !mistake {
             world.spawn_node(id);
             self.pending_adds.insert(id);
@@ -1288,7 +1318,7 @@ impl Operator {
         }
         // The operator's mistake: the member is added, but its process is started late, or
         // never (then noticed and removed). Learner first, it costs the cluster no quorum.
-        let never = self.rng.below(2) == 0;
+        let never = self.streams.of(FaultClass::OperatorMistakes).below(2) == 0;
         world.count(if never {
             "mistakes_never_started"
         } else {
@@ -1319,7 +1349,7 @@ impl Operator {
                 return false;
             }
             ChangeOutcome::Done => {
-                let late_ms = 500 + self.rng.below(2500);
+                let late_ms = 500 + self.streams.of(FaultClass::OperatorMistakes).below(2500);
                 sleep(Duration::from_millis(late_ms)).await;
             }
             // It may have been added: start it, as a careful operator would.
@@ -1550,7 +1580,8 @@ impl World {
 struct Supervisor {
     world: Arc<World>,
     handle: Handle,
-    rng: Rng,
+    /// Each fault class schedules and aims its faults from its own stream.
+    streams: Streams,
 }
 
 impl Supervisor {
@@ -1572,7 +1603,7 @@ impl Supervisor {
         world.paused.lock().unwrap().remove(&victim);
         world.inboxes.lock().unwrap().remove(&victim);
         world.views.lock().unwrap().remove(&victim);
-        let rng = &mut self.rng;
+        let rng = self.streams.of(FaultClass::Crashes);
         let lost = world
             .disks
             .lock()
@@ -1597,11 +1628,17 @@ impl Supervisor {
             world.count("disk_losses");
             world.unrecoverable.lock().unwrap().insert(victim);
         } else {
-            if world.cfg.swarm.operator_mistakes && self.rng.chance(world.cfg.rare.mistake) {
+            if world.cfg.swarm.operator_mistakes
+                && self
+                    .streams
+                    .of(FaultClass::OperatorMistakes)
+                    .chance(world.cfg.rare.mistake)
+            {
                 self.plan_mistake(victim);
             }
-            let down_s =
-                0.05 + world.cfg.process.down_max_s * (self.rng.below(1000) as f64 / 1000.0);
+            let down_s = 0.05
+                + world.cfg.process.down_max_s
+                    * (self.streams.of(FaultClass::Crashes).below(1000) as f64 / 1000.0);
             world
                 .down
                 .lock()
@@ -1615,7 +1652,8 @@ impl Supervisor {
     fn plan_mistake(&mut self, victim: u64) {
         let world = &self.world;
         let members = world.member_ids();
-        let mistake = match self.rng.below(4) {
+        let rng = self.streams.of(FaultClass::OperatorMistakes);
+        let mistake = match rng.below(4) {
             0 => {
                 let minority = {
                     let damaged = world.damaged.lock().unwrap();
@@ -1639,7 +1677,7 @@ impl Supervisor {
             1 => Mistake::StaleDirectory,
             2 => {
                 let others: Vec<u64> = members.into_iter().filter(|&m| m != victim).collect();
-                Mistake::OtherNodesDirectory(others[self.rng.below(others.len() as u64) as usize])
+                Mistake::OtherNodesDirectory(others[rng.below(others.len() as u64) as usize])
             }
             _ => Mistake::ChangedCluster,
         };
@@ -1674,7 +1712,9 @@ impl Supervisor {
         }
     }
 
-    fn pick_victim(&mut self) -> Option<u64> {
+    /// A member that is up and not paused, drawn from `class`'s stream (crashes and pauses
+    /// pick their own victims).
+    fn pick_victim(&mut self, class: FaultClass) -> Option<u64> {
         let paused = self.world.paused.lock().unwrap().clone();
         let up: Vec<u64> = self
             .world
@@ -1691,25 +1731,27 @@ impl Supervisor {
             .copied()
             .filter(|id| up.contains(id))
             .collect();
-        let pool = if !busy.is_empty() && self.rng.chance(self.world.cfg.process.prefer_busy) {
+        let rng = self.streams.of(class);
+        let pool = if !busy.is_empty() && rng.chance(self.world.cfg.process.prefer_busy) {
             busy
         } else {
             up
         };
-        (!pool.is_empty()).then(|| pool[self.rng.below(pool.len() as u64) as usize])
+        (!pool.is_empty()).then(|| pool[rng.below(pool.len() as u64) as usize])
     }
 
     fn partition(&mut self) {
         let world = &self.world;
         let ids = world.member_ids();
         let mut blocked = BTreeSet::new();
-        let kind = self.rng.below(5);
+        let rng = self.streams.of(FaultClass::Partitions);
+        let kind = rng.below(5);
         match kind {
             0 => {} // heal
             1 => {
                 // Symmetric split into two sides.
                 let side: BTreeMap<u64, bool> =
-                    ids.iter().map(|&i| (i, self.rng.below(2) == 0)).collect();
+                    ids.iter().map(|&i| (i, rng.below(2) == 0)).collect();
                 for &a in &ids {
                     for &b in &ids {
                         if side[&a] != side[&b] {
@@ -1720,9 +1762,9 @@ impl Supervisor {
             }
             2 => {
                 // One-way link failures.
-                for _ in 0..self.rng.range(1, ids.len() as u64 + 1) {
-                    let a = ids[self.rng.below(ids.len() as u64) as usize];
-                    let b = ids[self.rng.below(ids.len() as u64) as usize];
+                for _ in 0..rng.range(1, ids.len() as u64 + 1) {
+                    let a = ids[rng.below(ids.len() as u64) as usize];
+                    let b = ids[rng.below(ids.len() as u64) as usize];
                     if a != b {
                         blocked.insert((a, b));
                     }
@@ -1731,8 +1773,7 @@ impl Supervisor {
             _ => {
                 // Isolate the leader (or a random node when none is known).
                 let leader = world.leader();
-                let victim =
-                    leader.unwrap_or_else(|| ids[self.rng.below(ids.len() as u64) as usize]);
+                let victim = leader.unwrap_or_else(|| ids[rng.below(ids.len() as u64) as usize]);
                 for &o in &ids {
                     if o != victim {
                         blocked.insert((victim, o));
@@ -1773,7 +1814,7 @@ pub async fn supervise(world: Arc<World>) {
     let (member_tx, member_rx) = mpsc::unbounded_channel();
     let operator = Operator {
         world: world.clone(),
-        rng: Rng::new(world.cfg.seed ^ 0x0BE7),
+        streams: Streams::new(world.cfg.seed, "operator"),
         pending_adds: BTreeSet::new(),
         replacing: BTreeSet::new(),
         pending_removes: BTreeSet::new(),
@@ -1787,22 +1828,23 @@ pub async fn supervise(world: Arc<World>) {
     let mut sup = Supervisor {
         world: world.clone(),
         handle: handle.clone(),
-        rng: Rng::new(world.cfg.seed ^ 0xFA17),
+        streams: Streams::new(world.cfg.seed, "supervisor"),
     };
 
     // Fault phase.
     let cfg = world.cfg.clone();
     let fault_end = Instant::now() + Duration::from_secs(cfg.fault_s);
     let start = Instant::now();
-    let mut next_crash = later(start, cfg.process.crash_every_s, &mut sup.rng);
-    let mut next_partition = later(start, cfg.net.partition_every_s, &mut sup.rng);
+    use FaultClass::{Crashes, DiskLoss, Membership, Partitions, Pauses};
+    let mut next_crash = later(start, cfg.process.crash_every_s, sup.streams.of(Crashes));
+    let mut next_partition = later(start, cfg.net.partition_every_s, sup.streams.of(Partitions));
     let mut next_pause = if cfg.swarm.pauses {
-        later(start, cfg.pause_every_s, &mut sup.rng)
+        later(start, cfg.pause_every_s, sup.streams.of(Pauses))
     } else {
         None
     };
     let mut next_member = if cfg.swarm.membership {
-        later(start, cfg.membership_every_s, &mut sup.rng)
+        later(start, cfg.membership_every_s, sup.streams.of(Membership))
     } else {
         None
     };
@@ -1811,29 +1853,32 @@ pub async fn supervise(world: Arc<World>) {
         let now = Instant::now();
         sup.restart_due(false);
         if next_crash.is_some_and(|t| now >= t) {
-            next_crash = later(now, cfg.process.crash_every_s, &mut sup.rng);
-            if let Some(victim) = sup.pick_victim() {
-                let kind = if sup.rng.chance(cfg.process.power_loss) {
+            next_crash = later(now, cfg.process.crash_every_s, sup.streams.of(Crashes));
+            if let Some(victim) = sup.pick_victim(Crashes) {
+                let kind = if sup.streams.of(Crashes).chance(cfg.process.power_loss) {
                     CrashKind::PowerLoss
                 } else {
                     CrashKind::Process
                 };
                 let wipe = cfg.swarm.disk_loss
                     && world.may_damage(victim)
-                    && sup.rng.chance(cfg.rare.disk_loss);
+                    && sup.streams.of(DiskLoss).chance(cfg.rare.disk_loss);
                 sup.crash(victim, kind, wipe);
             }
         }
         if next_partition.is_some_and(|t| now >= t) {
-            next_partition = later(now, cfg.net.partition_every_s, &mut sup.rng);
+            next_partition = later(now, cfg.net.partition_every_s, sup.streams.of(Partitions));
             sup.partition();
         }
         if next_pause.is_some_and(|t| now >= t) {
-            next_pause = later(now, cfg.pause_every_s, &mut sup.rng);
-            if let Some(victim) = sup.pick_victim() {
+            next_pause = later(now, cfg.pause_every_s, sup.streams.of(Pauses));
+            if let Some(victim) = sup.pick_victim(Pauses) {
                 if let Some(nid) = world.node_handle_id(victim) {
                     handle.pause(nid);
-                    let until = now + sim_secs(0.05 + 2.0 * (sup.rng.below(1000) as f64 / 1000.0));
+                    let until = now
+                        + sim_secs(
+                            0.05 + 2.0 * (sup.streams.of(Pauses).below(1000) as f64 / 1000.0),
+                        );
                     world.paused.lock().unwrap().insert(victim, until);
                     world.count("pauses");
                     world.record(victim, "fault", serde_json::json!("pause"));
@@ -1841,15 +1886,15 @@ pub async fn supervise(world: Arc<World>) {
             }
         }
         if next_member.is_some_and(|t| now >= t) {
-            next_member = later(now, cfg.membership_every_s, &mut sup.rng);
+            next_member = later(now, cfg.membership_every_s, sup.streams.of(Membership));
             let ids = world.member_ids();
-            if ids.len() <= 3 || (ids.len() < 5 && sup.rng.below(2) == 0) {
+            if ids.len() <= 3 || (ids.len() < 5 && sup.streams.of(Membership).below(2) == 0) {
                 let _ = member_tx.send(MemberCmd::Grow);
             } else {
                 let leader = world.leader();
                 let others: Vec<u64> = ids.into_iter().filter(|id| Some(*id) != leader).collect();
                 let _ = member_tx.send(MemberCmd::Shrink(
-                    others[sup.rng.below(others.len() as u64) as usize],
+                    others[sup.streams.of(Membership).below(others.len() as u64) as usize],
                 ));
             }
         }
@@ -1950,4 +1995,21 @@ pub async fn supervise(world: Arc<World>) {
         }
         sleep(Duration::from_millis(50)).await;
     }
+
+    // Tear the world down inside the runtime. A task still parked on a channel or a timer when
+    // the runtime is dropped is never dropped itself (its waker dies with the runtime), and each
+    // holds the world: a sweep then kept every seed's world alive (2.4 MB a seed). Killing a
+    // node wakes its tasks; the executor drops them the next time it runs.
+    let all: Vec<madsim::task::NodeId> = world
+        .nodes
+        .lock()
+        .unwrap()
+        .values()
+        .map(|n| n.id())
+        .chain([net_node.id(), ops_node.id(), clients_node.id()])
+        .collect();
+    for nid in all {
+        handle.kill(nid);
+    }
+    sleep(Duration::from_millis(1)).await;
 }

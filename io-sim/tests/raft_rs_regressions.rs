@@ -14,10 +14,14 @@
 
 #![cfg(madsim)]
 
-use raftkv_io_sim::run_seed_with;
+use raftkv_io_sim::{run_seed, WorldOptions};
 
 fn reproduces(seed: u64) -> bool {
-    let r = run_seed_with(seed, false, None, true);
+    let without = WorldOptions {
+        without_raft_rs_guard: true,
+        ..WorldOptions::default()
+    };
+    let r = run_seed(seed, false, &without);
     r.violations
         .iter()
         .any(|v| v.checker == "panic" && v.detail.contains("Store(Compacted)"))
@@ -28,11 +32,84 @@ fn raft_rs_campaign_after_snapshot_panic_reproduces_without_the_workaround_and_n
     let seeds: Vec<u64> = (0..600).filter(|&s| reproduces(s)).take(3).collect();
     assert!(!seeds.is_empty(), "no seed in 0..600 reproduces the raft-rs panic without the workaround: has raft-rs changed?");
     for seed in seeds {
-        let r = run_seed_with(seed, false, None, false);
+        let r = run_seed(seed, false, &WorldOptions::default());
         assert!(
             r.passed(),
             "seed {seed} (reproduces the raft-rs panic without the workaround) fails with it: {:?}",
             r.violations
         );
     }
+}
+
+/// A failure's repro line carries every flag that shaped its world: replayed from another
+/// directory, the line's own arguments reproduce the same panic.
+#[test]
+fn the_repro_line_of_a_seed_without_the_workaround_reproduces_it_from_any_directory() {
+    let seed = (0..600)
+        .find(|&s| reproduces(s))
+        .expect("a seed in 0..600 reproduces the raft-rs panic without the workaround");
+    let without = WorldOptions {
+        without_raft_rs_guard: true,
+        ..WorldOptions::default()
+    };
+    let line = run_seed(seed, false, &without).repro();
+    assert!(line.contains("--without-raft-rs-guard"), "{line}");
+    let args = line
+        .split_once(" -- ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .expect("the line runs the simulator with arguments");
+    let scratch = std::env::temp_dir().join(format!("raftkv-repro-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv-sim"))
+        .args(args.split_whitespace())
+        .current_dir(&scratch)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAILED [panic]") && stdout.contains("Store(Compacted)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&line),
+        "the replay prints the same line: {stdout}"
+    );
+    assert!(scratch.join("history.jsonl").exists() && scratch.join("trace.jsonl").exists());
+    std::fs::remove_dir_all(&scratch).unwrap();
+}
+
+/// Shrinking keeps the failure: the smallest world still panics the same way when replayed, and
+/// has no fault class the original world did not have.
+#[test]
+fn a_shrunk_world_still_fails_with_the_same_checker() {
+    let seed = (0..600)
+        .find(|&s| reproduces(s))
+        .expect("a seed in 0..600 reproduces the raft-rs panic without the workaround");
+    let without = WorldOptions {
+        without_raft_rs_guard: true,
+        ..WorldOptions::default()
+    };
+    let mut trials = Vec::new();
+    let r = raftkv_io_sim::shrink::shrink(seed, &without, &mut |t| trials.push(t.clone()))
+        .expect("the seed fails");
+    assert_eq!(r.checker, "panic");
+    assert_eq!(r.trials, trials.len());
+    assert!(r.options.without_raft_rs_guard);
+    let original = raftkv_io_sim::config::SimConfig::for_world(seed, &without);
+    for c in &r.classes_on {
+        assert!(original.is_on(*c), "{c:?} was off in the original world");
+    }
+    let again = run_seed(seed, false, &r.options);
+    assert!(
+        again.violations.iter().any(|v| v.checker == "panic"),
+        "the shrunk world {:?} passes: {:?}",
+        r.options,
+        again.violations
+    );
+    // Every kept trial failed, and the result is the last kept one.
+    for t in trials.iter().filter(|t| t.still_fails) {
+        assert!(t.options.faults_off.is_subset(&r.options.faults_off));
+    }
+    assert!(raftkv_io_sim::shrink::shrink(0, &WorldOptions::default(), &mut |_| {}).is_err());
 }
