@@ -49,7 +49,8 @@ pub struct StartFlags {
 }
 
 /// How the directory was found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BootKind {
     /// Empty: initialised now.
     Fresh,

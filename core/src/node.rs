@@ -146,8 +146,11 @@ pub enum FrameKind {
     Other,
 }
 
-/// Things worth logging (and counting): the seed article's log lines among them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Things worth logging (and counting): the seed article's log lines among them. Serialises as
+/// a JSON object with a `type` (the variant in snake case) and the variant's fields, so a trace
+/// is read by field, not by parsing Debug text.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// The node started from its data directory (first event of every start).
     Booted {
@@ -199,6 +202,7 @@ pub enum Event {
     },
     RoleChanged {
         term: u64,
+        #[serde(serialize_with = "role_name")]
         role: StateRole,
         leader: u64,
     },
@@ -234,6 +238,7 @@ pub enum Event {
     /// A peer's frame was refused because of who sent it (identity), not how it was encoded.
     PeerRefused {
         from: u64,
+        #[serde(serialize_with = "display")]
         error: PeerError,
     },
     /// Started on a peer URL its directory does not know; waiting for a member to reach it there.
@@ -247,6 +252,7 @@ pub enum Event {
     },
     /// The node stopped; no further input is processed.
     Stopped {
+        #[serde(serialize_with = "display")]
         reason: StopReason,
     },
     /// The leader began streaming its snapshot file to a follower.
@@ -274,6 +280,7 @@ pub enum Event {
     SnapshotSendFailed {
         to: u64,
         index: u64,
+        #[serde(serialize_with = "display")]
         why: SendFailure,
     },
     /// A follower found the leader's snapshot file damaged: it is set aside and a new one made.
@@ -306,6 +313,21 @@ pub enum Event {
         entry_hash: u64,
         request_id: Option<RequestId>,
     },
+}
+
+/// A role by its name in traces: `follower`, `candidate`, `leader`, `pre_candidate`.
+fn role_name<S: serde::Serializer>(role: &StateRole, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match role {
+        StateRole::Follower => "follower",
+        StateRole::Candidate => "candidate",
+        StateRole::Leader => "leader",
+        StateRole::PreCandidate => "pre_candidate",
+    })
+}
+
+/// An error by its message (it names its own fields).
+fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 /// Serialise the state machine as of `meta.index` and write it as a snapshot file. CPU-heavy and

@@ -31,7 +31,7 @@ pub enum RecoveryError {
 }
 
 /// What recovery found and did, for logs and coverage counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecoveryReport {
     pub torn_tail: Option<TornTail>,
     /// (file, reason) of snapshot files set aside as broken.

@@ -7,7 +7,8 @@
 //! beyond its seed, the repro line, the per-class random streams), `world` (nodes, disks,
 //! network, clients, supervisor), `observer` (trace, coverage, replica and raft-safety checkers),
 //! `check` (linearizability, durability, local reads), `history` (the client history format),
-//! `sweep` (many seeds, shards, merging), `shrink` (a failing world made small), `crash`
+//! `sweep` (many seeds, shards, merging), `shrink` (a failing world made small), `timeline`
+//! (a seed's story as an HTML page), `crash`
 //! (crash-state enumeration).
 
 pub mod check;
@@ -18,6 +19,7 @@ pub mod observer;
 pub mod options;
 pub mod shrink;
 pub mod sweep;
+pub mod timeline;
 #[cfg(madsim)]
 pub mod world;
 
@@ -161,10 +163,22 @@ impl SeedReport {
     }
 }
 
-/// Runs one seed in the world `opts` shapes. `keep_trace` keeps the event trace as JSON lines
-/// (it is always hashed). A planted bug needs a `--cfg raftkv_planted_bugs` build.
+/// What a run keeps of its trace. The trace is always hashed; message-level events never are,
+/// so a seed's hash is the same at every level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trace {
+    /// Only the hash.
+    Hash,
+    /// Every event as a JSON line (`--trace`).
+    Events,
+    /// Events and every message sent and delivered (`--trace-messages`).
+    Messages,
+}
+
+/// Runs one seed in the world `opts` shapes, keeping `trace` of its trace. A planted bug needs
+/// a `--cfg raftkv_planted_bugs` build.
 #[cfg(madsim)]
-pub fn run_seed(seed: u64, keep_trace: bool, opts: &WorldOptions) -> SeedReport {
+pub fn run_seed(seed: u64, trace: Trace, opts: &WorldOptions) -> SeedReport {
     use std::sync::Arc;
     #[cfg(raftkv_planted_bugs)]
     raftkv_core::planted::plant(opts.plant);
@@ -176,7 +190,7 @@ pub fn run_seed(seed: u64, keep_trace: bool, opts: &WorldOptions) -> SeedReport 
     let cfg = SimConfig::for_world(seed, opts);
     let without_raft_rs_guard = opts.without_raft_rs_guard;
     let wall = std::time::Instant::now();
-    let world = Arc::new(world::World::new(cfg, keep_trace, without_raft_rs_guard));
+    let world = Arc::new(world::World::new(cfg, trace, without_raft_rs_guard));
     let w = world.clone();
     // A panic anywhere in the world (raft-rs's own assertions included) is a failed seed, not a
     // failed sweep.

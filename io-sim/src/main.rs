@@ -25,6 +25,13 @@ struct Cli {
     /// Write the event trace (JSON lines) here.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Also trace every message sent and delivered (never part of the trace hash).
+    #[arg(long, requires = "trace")]
+    trace_messages: bool,
+    /// Draw the run as one self-contained HTML page here: a lane per node, the clients'
+    /// operations, faults, snapshots, and any violation where it fired.
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<PathBuf>,
     /// Write the client history (JSON lines, one object per operation) here.
     #[arg(long)]
     history: Option<PathBuf>,
@@ -217,13 +224,13 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             let seed = cli
                 .seed
                 .ok_or_else(|| anyhow::anyhow!("give --seed N, or use `sweep --seeds A..B`"))?;
-            replay(
-                seed,
-                &cli.world.options()?,
-                cli.trace.as_deref(),
-                cli.history.as_deref(),
-                cli.check_determinism,
-            )
+            let out = Outputs {
+                trace: cli.trace.as_deref(),
+                trace_messages: cli.trace_messages,
+                timeline: cli.timeline.as_deref(),
+                history: cli.history.as_deref(),
+            };
+            replay(seed, &cli.world.options()?, &out, cli.check_determinism)
         }
     }
 }
@@ -236,16 +243,49 @@ fn create(path: &std::path::Path) -> anyhow::Result<std::io::BufWriter<std::fs::
     Ok(std::io::BufWriter::new(f))
 }
 
+/// What a replay writes.
+#[cfg(madsim)]
+struct Outputs<'a> {
+    trace: Option<&'a std::path::Path>,
+    trace_messages: bool,
+    timeline: Option<&'a std::path::Path>,
+    history: Option<&'a std::path::Path>,
+}
+
 #[cfg(madsim)]
 fn replay(
     seed: u64,
     opts: &WorldOptions,
-    trace: Option<&std::path::Path>,
-    history: Option<&std::path::Path>,
+    out: &Outputs,
     check_determinism: bool,
 ) -> anyhow::Result<bool> {
-    use raftkv_io_sim::run_seed;
-    let r = run_seed(seed, trace.is_some(), opts);
+    use raftkv_io_sim::{run_seed, Trace};
+    let level = if out.trace_messages {
+        Trace::Messages
+    } else if out.trace.is_some() || out.timeline.is_some() {
+        Trace::Events
+    } else {
+        Trace::Hash
+    };
+    let r = run_seed(seed, level, opts);
+    let (trace, history) = (out.trace, out.history);
+    if let Some(p) = out.timeline {
+        let violations: Vec<(String, String)> = r
+            .violations
+            .iter()
+            .map(|v| (v.checker.to_string(), v.detail.clone()))
+            .collect();
+        let page = raftkv_io_sim::timeline::render(
+            seed,
+            r.trace_lines.as_deref().unwrap_or_default(),
+            &violations,
+            serde_json::to_value(&r.config)?,
+            &r.repro(),
+        );
+        let mut f = create(p)?;
+        f.write_all(page.as_bytes())?;
+        f.flush()?;
+    }
     if let Some(p) = trace {
         let mut f = create(p)?;
         for l in r.trace_lines.as_deref().unwrap_or_default() {
@@ -279,7 +319,7 @@ fn replay(
         println!("FAILED [{}] {}", v.checker, v.detail);
     }
     if check_determinism {
-        let again = run_seed(seed, false, opts);
+        let again = run_seed(seed, Trace::Hash, opts);
         if again.trace_hash == r.trace_hash {
             println!("determinism: second run has the same trace hash");
         } else {
@@ -423,7 +463,7 @@ fn planted(name: &str, (a, b): (u64, u64)) -> anyhow::Result<bool> {
         ..WorldOptions::default()
     };
     for seed in a..b {
-        let r = raftkv_io_sim::run_seed(seed, false, &opts);
+        let r = raftkv_io_sim::run_seed(seed, raftkv_io_sim::Trace::Hash, &opts);
         if let Some(v) = r.violations.first() {
             let all: Vec<&str> = r.violations.iter().map(|v| v.checker).collect();
             let hit = all.iter().any(|c| expected.contains(c));

@@ -57,6 +57,15 @@ impl Observer {
         }
     }
 
+    /// Appends a line to the written trace without hashing it (message-level events).
+    pub fn note(&mut self, now_ns: u64, node: u64, what: &str, detail: serde_json::Value) {
+        if let Some(lines) = &mut self.trace_lines {
+            let line =
+                serde_json::json!({"t_ns": now_ns, "node": node, "event": what, "detail": detail});
+            lines.push(line.to_string());
+        }
+    }
+
     /// Folds bytes into the trace hash without a line (message payloads).
     pub fn record_bytes(&mut self, bytes: &[u8]) {
         self.trace.update(bytes);

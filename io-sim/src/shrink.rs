@@ -47,7 +47,7 @@ pub fn shrink(
     start: &WorldOptions,
     on_trial: &mut dyn FnMut(&Trial),
 ) -> Result<Shrunk, ShrinkError> {
-    let first = crate::run_seed(seed, false, start);
+    let first = crate::run_seed(seed, crate::Trace::Hash, start);
     let Some(v) = first.violations.first() else {
         return Err(ShrinkError::Passes(seed));
     };
@@ -57,7 +57,7 @@ pub fn shrink(
     let mut trials = 0;
     let mut fires = |opts: &WorldOptions, what: String, detail: &mut String| {
         trials += 1;
-        let r = crate::run_seed(seed, false, opts);
+        let r = crate::run_seed(seed, crate::Trace::Hash, opts);
         let hit = r.violations.iter().find(|v| v.checker == checker);
         if let Some(v) = hit {
             *detail = v.detail.clone();

@@ -210,11 +210,11 @@ pub fn run(spec: &SweepSpec, on_seed: &(dyn Fn(&SeedDone) + Sync)) -> SweepResul
                 let Some(seed) = seeds.lock().unwrap().next() else {
                     return;
                 };
-                let r = crate::run_seed(seed, false, &spec.options);
+                let r = crate::run_seed(seed, crate::Trace::Hash, &spec.options);
                 let seed_wall_secs = r.wall_secs;
                 let second = spec
                     .check_determinism
-                    .then(|| crate::run_seed(seed, false, &spec.options).trace_hash);
+                    .then(|| crate::run_seed(seed, crate::Trace::Hash, &spec.options).trace_hash);
                 let mut checks: Vec<FailedCheck> = r
                     .violations
                     .iter()

@@ -95,6 +95,8 @@ pub struct World {
     stop_clients: AtomicBool,
     /// Run without core's workaround for the raft-rs campaign-after-snapshot panic.
     without_raft_rs_guard: bool,
+    /// Message-level events go into the written trace (`World::note`).
+    trace_messages: bool,
     /// Ids removed from the cluster: never restarted.
     retired: Mutex<BTreeSet<u64>>,
     /// The operator has no membership work in progress.
@@ -134,7 +136,7 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(cfg: SimConfig, keep_trace: bool, without_raft_rs_guard: bool) -> Self {
+    pub fn new(cfg: SimConfig, trace: crate::Trace, without_raft_rs_guard: bool) -> Self {
         let members: BTreeMap<u64, String> =
             (1..=cfg.nodes).map(|i| (i, format!("sim://{i}"))).collect();
         let flags = (1..=cfg.nodes)
@@ -174,7 +176,8 @@ impl World {
             inboxes: Mutex::default(),
             net: Mutex::default(),
             net_tx: Mutex::new(None),
-            obs: Mutex::new(Observer::new(keep_trace)),
+            obs: Mutex::new(Observer::new(trace != crate::Trace::Hash)),
+            trace_messages: trace == crate::Trace::Messages,
             history: Mutex::default(),
             acked: Mutex::default(),
             incarnations: Mutex::default(),
@@ -208,6 +211,15 @@ impl World {
     fn record(&self, node: u64, what: &str, detail: serde_json::Value) {
         let now = self.now_ns();
         self.obs.lock().unwrap().record(now, node, what, detail);
+    }
+
+    /// A message-level event (`--trace-messages`): in the written trace only, never hashed, so
+    /// a trace hash is the same with and without it.
+    fn note(&self, node: u64, what: &str, detail: impl FnOnce() -> serde_json::Value) {
+        if self.trace_messages {
+            let now = self.now_ns();
+            self.obs.lock().unwrap().note(now, node, what, detail());
+        }
     }
 
     fn count(&self, what: &'static str) {
@@ -262,7 +274,7 @@ impl World {
 
     /// Decides a message's fate at send time. Returns false if the sender would see the send
     /// fail (partitioned link: a TCP connect would fail); a lost packet "succeeds".
-    fn net_send(&self, from: u64, to: u64, bytes: Vec<u8>) -> bool {
+    fn net_send(&self, from: u64, to: u64, kind: &'static str, bytes: Vec<u8>) -> bool {
         let now = self.now_ns();
         let (calm, blocked) = {
             let n = self.net.lock().unwrap();
@@ -270,6 +282,7 @@ impl World {
         };
         if blocked {
             self.count("net_blocked");
+            self.note(from, "send", || serde_json::json!({"to": to, "kind": kind, "bytes": bytes.len(), "fate": "refused: link blocked"}));
             return false;
         }
         if self.cfg.swarm.stale_messages {
@@ -283,6 +296,7 @@ impl World {
         let f = &self.cfg.net;
         if !calm && self.chance_of(FaultClass::NetLoss, f.loss) {
             self.count("net_lost");
+            self.note(from, "send", || serde_json::json!({"to": to, "kind": kind, "bytes": bytes.len(), "fate": "lost"}));
             return true;
         }
         let copies = if !calm && self.chance_of(FaultClass::NetDuplicate, f.duplicate) {
@@ -293,6 +307,7 @@ impl World {
         };
         for c in 0..copies {
             let mut bytes = bytes.clone();
+            let mut corrupted = false;
             if !calm
                 && c == 0
                 && !bytes.is_empty()
@@ -301,6 +316,7 @@ impl World {
                 let at = self.below_of(FaultClass::NetCorrupt, bytes.len() as u64) as usize;
                 bytes[at] ^= 1 << self.below_of(FaultClass::NetCorrupt, 8);
                 self.count("net_corrupted");
+                corrupted = true;
             }
             let mut delay = f.delay_base_us + self.weather_exp(f.delay_tail_us);
             if !calm && self.chance_of(FaultClass::NetLongDelay, f.long_tail) {
@@ -315,6 +331,11 @@ impl World {
                 n.seq += 1;
                 n.seq
             };
+            self.note(from, "send", || {
+                serde_json::json!({"to": to, "kind": kind, "bytes": bytes.len(), "seq": seq,
+                    "fate": if c == 1 { "duplicate" } else { "sent" },
+                    "corrupted": corrupted, "delay_us": delay})
+            });
             let pkt = Packet {
                 at_ns: now + delay * 1000,
                 seq,
@@ -368,9 +389,12 @@ async fn net_loop(world: Arc<World>, mut rx: mpsc::UnboundedReceiver<Packet>) {
                     let bytes = payloads.remove(&seq).expect("payload");
                     if world.net.lock().unwrap().blocked.contains(&(from, to)) {
                         world.count("net_blocked");
+                        world.note(to, "deliver", || serde_json::json!({"from": from, "seq": seq, "fate": "dropped: link blocked"}));
                         continue;
                     }
                     let inbox = world.inboxes.lock().unwrap().get(&to).cloned();
+                    world.note(to, "deliver", || serde_json::json!({"from": from, "seq": seq,
+                        "fate": if inbox.is_some() { "delivered" } else { "dropped: node down" }}));
                     if let Some(tx) = inbox {
                         let _ = tx.send(Inbound::Peer(bytes));
                     }
@@ -485,6 +509,11 @@ async fn run_ops(
                 .crash(CrashKind::PowerLoss, &mut |n| rng.below(n));
             world.bump_disk_epoch(id);
             world.count("fsync_failures");
+            world.record(
+                id,
+                "fault",
+                serde_json::json!({"fault": "fsync_error", "file": op.file_name()}),
+            );
             world.io_end(id);
             let failure = DiskFailure {
                 op: "fsync",
@@ -505,6 +534,11 @@ async fn run_ops(
                 );
             }
             world.count("enospc");
+            world.record(
+                id,
+                "fault",
+                serde_json::json!({"fault": "enospc", "file": op.file_name()}),
+            );
             world.io_end(id);
             let failure = DiskFailure {
                 op: "write",
@@ -528,8 +562,10 @@ async fn run_ops(
             && world.chance_of(FaultClass::MisdirectedWrites, rare.misdirected * 20.0)
         {
             if let FileOp::WriteAt { offset, .. } = &mut op {
-                *offset += 512 * (1 + world.below_of(FaultClass::MisdirectedWrites, 8));
+                let shift = 512 * (1 + world.below_of(FaultClass::MisdirectedWrites, 8));
+                *offset += shift;
                 world.count("misdirected_writes");
+                world.record(id, "fault", serde_json::json!({"fault": "misdirected_write", "file": op.file_name(), "shift_bytes": shift}));
                 world.mark_damaged(id);
             }
         }
@@ -613,7 +649,7 @@ fn rot_disk(world: &World, id: u64) -> bool {
             world.record(
                 id,
                 "fault",
-                serde_json::json!({"read_corruption": name, "offset": at}),
+                serde_json::json!({"fault": "read_corruption", "file": name, "offset": at}),
             );
             disks = world.disks.lock().unwrap();
         }
@@ -623,6 +659,11 @@ fn rot_disk(world: &World, id: u64) -> bool {
         unreadable = true;
         world.mark_damaged(id);
         world.count("latent_sector_errors");
+        world.record(
+            id,
+            "fault",
+            serde_json::json!({"fault": "latent_sector_error"}),
+        );
     }
     drop(disks);
     unreadable
@@ -662,7 +703,7 @@ async fn node_main(world: Arc<World>, id: u64) {
             world.record(
                 id,
                 "stopped",
-                serde_json::json!("data directory of a removed node"),
+                serde_json::json!({"reason": "data directory of a removed node"}),
             );
             return;
         }
@@ -670,7 +711,11 @@ async fn node_main(world: Arc<World>, id: u64) {
             // Expected only where the disk was made to rot: then the node is replaced.
             if world.bad_disks.contains(&id) {
                 world.count("corruption_detected");
-                world.record(id, "unrecoverable", serde_json::json!(e.to_string()));
+                world.record(
+                    id,
+                    "unrecoverable",
+                    serde_json::json!({"error": e.to_string()}),
+                );
                 world.unrecoverable.lock().unwrap().insert(id);
             } else {
                 world.violation(
@@ -695,7 +740,7 @@ async fn node_main(world: Arc<World>, id: u64) {
             .unwrap_or_default();
         for (to, bytes) in old.into_iter().take(4) {
             world.count("stale_messages_replayed");
-            world.net_send(id, to, bytes);
+            world.net_send(id, to, "stale", bytes);
         }
     }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
@@ -734,7 +779,13 @@ async fn node_main(world: Arc<World>, id: u64) {
                         world.count("snapshot_chunks_sent");
                     }
                     let (to, kind) = (o.to, o.kind);
-                    node.sent(if world.net_send(id, to, o.bytes) {
+                    let label = match kind {
+                        FrameKind::Raft => "raft",
+                        FrameKind::SnapshotChunk => "snapshot_chunk",
+                        FrameKind::Forward { .. } => "forward",
+                        FrameKind::Other => "other",
+                    };
+                    node.sent(if world.net_send(id, to, label, o.bytes) {
                         SendOutcome::Delivered { to, kind }
                     } else {
                         SendOutcome::Failed { to, kind }
@@ -877,7 +928,7 @@ fn observe_event(world: &World, id: u64, e: Event) {
         now,
         id,
         "event",
-        serde_json::Value::String(format!("{e:?}")),
+        serde_json::to_value(&e).expect("events serialise"),
     );
 }
 
@@ -1304,7 +1355,7 @@ impl Operator {
         );
         self.world.disks.lock().unwrap().insert(id, MemDir::new());
         self.world
-            .record(id, "fault", serde_json::json!("joining as a new member"));
+            .record(id, "membership", serde_json::json!({"change": "joining"}));
         let world = self.world.clone();
         let mistake = world.cfg.swarm.operator_mistakes
             && self
@@ -1416,7 +1467,8 @@ impl Operator {
         self.world.members.lock().unwrap().remove(&id);
         // Not killed: a removed node lingers as a voter for members that have not applied its
         // removal yet, then stops by itself (and is never restarted: it is retired).
-        self.world.record(id, "fault", serde_json::json!("removed"));
+        self.world
+            .record(id, "membership", serde_json::json!({"change": "removed"}));
         true
     }
 
@@ -1621,7 +1673,11 @@ impl Supervisor {
         if was_busy {
             world.count("crashes_during_io");
         }
-        world.record(victim, "fault", serde_json::json!({"crash": format!("{kind:?}"), "sectors_lost": lost, "io_in_flight": was_busy, "disk_lost": wipe}));
+        let kind_name = match kind {
+            CrashKind::PowerLoss => "power_loss",
+            CrashKind::Process => "process",
+        };
+        world.record(victim, "fault", serde_json::json!({"fault": "crash", "kind": kind_name, "sectors_lost": lost, "io_in_flight": was_busy, "disk_lost": wipe}));
         if wipe {
             world.disks.lock().unwrap().insert(victim, MemDir::new());
             world.mark_damaged(victim);
@@ -1670,7 +1726,7 @@ impl Supervisor {
                 world.record(
                     victim,
                     "fault",
-                    serde_json::json!("disk wiped; restarted under its old id"),
+                    serde_json::json!({"fault": "disk_wiped", "then": "restarted under its old id"}),
                 );
                 return;
             }
@@ -1700,7 +1756,7 @@ impl Supervisor {
             let Some(nid) = world.node_handle_id(id) else {
                 continue;
             };
-            world.record(id, "fault", serde_json::json!("restart"));
+            world.record(id, "fault", serde_json::json!({"fault": "restart"}));
             world.count("restarts");
             self.handle.restart(nid);
         }
@@ -1782,10 +1838,16 @@ impl Supervisor {
                 }
             }
         }
+        let shape = match kind {
+            0 => "healed",
+            1 => "split",
+            2 => "one_way",
+            _ => "isolate_leader",
+        };
         world.record(
             0,
             "fault",
-            serde_json::json!({"partition": kind, "blocked": blocked.len()}),
+            serde_json::json!({"fault": "partition", "shape": shape, "blocked": blocked}),
         );
         if !blocked.is_empty() {
             world.obs.lock().unwrap().faults_injected += 1;
@@ -1881,7 +1943,12 @@ pub async fn supervise(world: Arc<World>) {
                         );
                     world.paused.lock().unwrap().insert(victim, until);
                     world.count("pauses");
-                    world.record(victim, "fault", serde_json::json!("pause"));
+                    let for_ms = (until - now).as_millis() as u64;
+                    world.record(
+                        victim,
+                        "fault",
+                        serde_json::json!({"fault": "pause", "for_ms": for_ms}),
+                    );
                 }
             }
         }
@@ -1909,7 +1976,7 @@ pub async fn supervise(world: Arc<World>) {
     drop(member_tx);
     sup.restart_due(true);
     let healed_at = Instant::now();
-    world.record(0, "fault", serde_json::json!("healed"));
+    world.record(0, "fault", serde_json::json!({"fault": "healed"}));
     // Replacements of unrecoverable nodes finish first (bounded), then the liveness clock runs.
     let settle_deadline = healed_at + Duration::from_secs(LIVENESS_BOUND_S);
     sleep(Duration::from_millis(50)).await;

@@ -5,35 +5,10 @@
 
 #![cfg(madsim)]
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn planted_sim() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = root.join("target").join("planted");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "raftkv-io-sim",
-            "--bin",
-            "raftkv-sim",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .env("RUSTFLAGS", "--cfg madsim --cfg raftkv_planted_bugs")
-        .current_dir(&root)
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "building the planted-bug simulator failed"
-    );
-    target.join("release").join("raftkv-sim")
-}
+use common::planted_sim;
+use std::process::Command;
 
 #[test]
 fn every_planted_bug_is_caught_by_its_checker_within_200_seeds() {

@@ -14,14 +14,14 @@
 
 #![cfg(madsim)]
 
-use raftkv_io_sim::{run_seed, WorldOptions};
+use raftkv_io_sim::{run_seed, Trace, WorldOptions};
 
 fn reproduces(seed: u64) -> bool {
     let without = WorldOptions {
         without_raft_rs_guard: true,
         ..WorldOptions::default()
     };
-    let r = run_seed(seed, false, &without);
+    let r = run_seed(seed, Trace::Hash, &without);
     r.violations
         .iter()
         .any(|v| v.checker == "panic" && v.detail.contains("Store(Compacted)"))
@@ -32,7 +32,7 @@ fn raft_rs_campaign_after_snapshot_panic_reproduces_without_the_workaround_and_n
     let seeds: Vec<u64> = (0..600).filter(|&s| reproduces(s)).take(3).collect();
     assert!(!seeds.is_empty(), "no seed in 0..600 reproduces the raft-rs panic without the workaround: has raft-rs changed?");
     for seed in seeds {
-        let r = run_seed(seed, false, &WorldOptions::default());
+        let r = run_seed(seed, Trace::Hash, &WorldOptions::default());
         assert!(
             r.passed(),
             "seed {seed} (reproduces the raft-rs panic without the workaround) fails with it: {:?}",
@@ -52,7 +52,7 @@ fn the_repro_line_of_a_seed_without_the_workaround_reproduces_it_from_any_direct
         without_raft_rs_guard: true,
         ..WorldOptions::default()
     };
-    let line = run_seed(seed, false, &without).repro();
+    let line = run_seed(seed, Trace::Hash, &without).repro();
     assert!(line.contains("--without-raft-rs-guard"), "{line}");
     let args = line
         .split_once(" -- ")
@@ -100,7 +100,7 @@ fn a_shrunk_world_still_fails_with_the_same_checker() {
     for c in &r.classes_on {
         assert!(original.is_on(*c), "{c:?} was off in the original world");
     }
-    let again = run_seed(seed, false, &r.options);
+    let again = run_seed(seed, Trace::Hash, &r.options);
     assert!(
         again.violations.iter().any(|v| v.checker == "panic"),
         "the shrunk world {:?} passes: {:?}",

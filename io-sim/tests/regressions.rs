@@ -5,7 +5,7 @@
 
 #![cfg(madsim)]
 
-use raftkv_io_sim::{run_seed, WorldOptions};
+use raftkv_io_sim::{run_seed, Trace, WorldOptions};
 
 /// (seed, what it caught).
 const SEEDS: &[(u64, &str)] = &[
@@ -24,7 +24,7 @@ const SEEDS: &[(u64, &str)] = &[
 fn seeds_that_once_failed_pass() {
     let mut failures = Vec::new();
     for &(seed, what) in SEEDS {
-        let r = run_seed(seed, false, &WorldOptions::default());
+        let r = run_seed(seed, Trace::Hash, &WorldOptions::default());
         if !r.passed() {
             failures.push(format!("seed {seed} ({what}): {:?}", r.violations));
         }

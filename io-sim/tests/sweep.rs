@@ -6,7 +6,7 @@
 #![cfg(madsim)]
 
 use raftkv_io_sim::sweep::{self, SweepResult, SweepSpec};
-use raftkv_io_sim::{run_seed, WorldOptions};
+use raftkv_io_sim::{run_seed, Trace, WorldOptions};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -118,7 +118,7 @@ fn seeds_replay_exactly_and_differ_from_each_other() {
     assert!(r.failures.is_empty(), "{:#?}", r.failures);
     // Different seeds name different worlds.
     let hashes: std::collections::BTreeSet<u64> = (1000..1000 + seeds.min(10))
-        .map(|s| run_seed(s, false, &WorldOptions::default()).trace_hash)
+        .map(|s| run_seed(s, Trace::Hash, &WorldOptions::default()).trace_hash)
         .collect();
     assert_eq!(
         hashes.len() as u64,

@@ -39,7 +39,7 @@ pub enum WalError {
 }
 
 /// Where a torn last segment must be truncated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TornTail {
     pub segment: String,
     pub offset: u64,
