@@ -13,6 +13,7 @@
 
 pub mod check;
 pub mod config;
+pub mod coverage;
 pub mod crash;
 pub mod history;
 pub mod observer;
@@ -25,93 +26,38 @@ pub mod world;
 
 use config::SimConfig;
 use history::Op;
-use observer::Violation;
+use observer::{Checker, Violation};
 pub use options::{FaultClass, WorldOptions};
 use std::collections::BTreeMap;
 
-/// Paths a sweep must exercise: a sweep in which any of these never happened proves little
-/// about them, and fails.
-pub const REQUIRED_COVERAGE: &[&str] = &[
-    "elections",
-    "snapshots_taken",
-    "snapshots_sent",
-    "snapshots_installed",
-    "snapshot_chunks_resent",
-    "snapshot_sends_resumed",
-    "snapshot_sends_failed",
-    "snapshot_receives_abandoned",
-    "damaged_snapshots_refused_by_followers",
-    "compactions",
-    "purges",
-    "torn_tails_repaired",
-    "snapshots_set_aside",
-    "corruption_detected",
-    "fsync_failures",
-    "enospc",
-    "disk_losses",
-    "replacements",
-    "conf_changes_applied",
-    "crashes_power_loss",
-    "crashes_during_io",
-    "crashes_between_sync_and_send",
-    "pauses",
-    "stale_messages_replayed",
-    "misdirected_writes",
-    "read_corruption_injected",
-    "latent_sector_errors",
-    "incarnations_recorded",
-    "learners_promoted",
-    "cluster_ids_adopted",
-    "peer_incarnations_refused",
-    "wiped_restarts_refused",
-    "operator_mistakes_refused",
-    "mistakes_started_late",
-    "never_started_members_removed",
-];
-
-/// Required paths that a set of coverage totals never exercised.
-pub fn coverage_gaps<K: std::borrow::Borrow<str> + Ord>(
-    totals: &BTreeMap<K, u64>,
-) -> Vec<&'static str> {
-    REQUIRED_COVERAGE
-        .iter()
-        .copied()
-        .filter(|k| totals.get(*k).copied().unwrap_or(0) == 0)
-        .collect()
-}
-
 /// Checkers expected to catch each planted bug.
-pub fn expected_checkers(bug: raftkv_core::planted::PlantedBug) -> &'static [&'static str] {
+pub fn expected_checkers(bug: raftkv_core::planted::PlantedBug) -> &'static [Checker] {
     use raftkv_core::planted::PlantedBug::*;
+    use Checker::*;
     match bug {
-        AckBeforeSync => &["durability", "linearizability"],
-        LocalLinearizableReads => &["linearizability"],
+        AckBeforeSync => &[Durability, Linearizability],
+        LocalLinearizableReads => &[Linearizability],
         // A follower that acknowledged entries it had not synced loses them in a crash; when the
         // leader then tells it to commit them, core's heartbeat guard (raft-rs's own invariant,
         // `to_commit N is out of range`, would panic) stops it as a log behind what the leader
         // knows it matched: `durable-state`, before the history checkers see the lost write.
         // Any of these counts.
         PersistedMessagesBeforeSync => &[
-            "durable-state",
-            "panic",
-            "raft-safety",
-            "replicas-agree",
-            "durability",
-            "linearizability",
+            DurableState,
+            Panic,
+            RaftSafety,
+            ReplicasAgree,
+            Durability,
+            Linearizability,
         ],
-        CompactPastSnapshot => &["recovery"],
+        CompactPastSnapshot => &[Recovery],
         // A wiped node is never refused, so it keeps voting under its old id.
-        IgnoreIncarnation => &["identity"],
-        CorruptMiddleAsTornTail => &[
-            "durable-state",
-            "replicas-agree",
-            "raft-safety",
-            "durability",
-        ],
+        IgnoreIncarnation => &[Identity],
+        CorruptMiddleAsTornTail => &[DurableState, ReplicasAgree, RaftSafety, Durability],
         // A follower sent such a snapshot ignores it and never catches up (liveness); a node
         // that restarts from one recovers an empty configuration, refuses the next conf change
         // its peers apply, and diverges from them (replicas-agree). Either counts.
-        SnapshotWithoutConfState => &["liveness", "replicas-agree"],
+        SnapshotWithoutConfState => &[Liveness, ReplicasAgree],
         // Storage bugs are crash-state enumeration's to catch (`crash`); in a sweep, whatever
         // checker fires first counts (README: which ones the sweeps also catch).
         SnapshotRenameBeforeSync
@@ -119,17 +65,17 @@ pub fn expected_checkers(bug: raftkv_core::planted::PlantedBug) -> &'static [&'s
         | MarkerBeforeSnapshotDurable
         | TornTailTruncateWithoutSync
         | PurgeBeforeMarkerDurable => &[
-            "recovery",
-            "durability",
-            "durable-state",
-            "replicas-agree",
-            "linearizability",
-            "raft-safety",
-            "panic",
-            "liveness",
-            "identity",
-            "fatal",
-            "disk",
+            Recovery,
+            Durability,
+            DurableState,
+            ReplicasAgree,
+            Linearizability,
+            RaftSafety,
+            Panic,
+            Liveness,
+            Identity,
+            Fatal,
+            Disk,
         ],
     }
 }
@@ -147,7 +93,7 @@ pub struct SeedReport {
     pub trace_hash: u64,
     pub trace_events: u64,
     pub violations: Vec<Violation>,
-    pub coverage: BTreeMap<&'static str, u64>,
+    pub coverage: BTreeMap<coverage::Counter, u64>,
     pub history: Vec<Op>,
     pub trace_lines: Option<Vec<String>>,
 }
@@ -210,7 +156,7 @@ pub fn run_seed(seed: u64, trace: Trace, opts: &WorldOptions) -> SeedReport {
                 .cloned()
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "non-string panic".into());
-            world.obs.lock().unwrap().violation("panic", msg);
+            world.obs.lock().unwrap().violation(Checker::Panic, msg);
             0
         }
     };
@@ -225,7 +171,7 @@ pub fn run_seed(seed: u64, trace: Trace, opts: &WorldOptions) -> SeedReport {
             .iter()
             .position(|(c, _)| *c == "local-reads")
             .unwrap_or(fired.len());
-        fired.insert(at, ("durability", e));
+        fired.insert(at, (Checker::Durability, e));
     }
     for (checker, detail) in fired {
         obs.violation(checker, detail);

@@ -465,8 +465,9 @@ fn planted(name: &str, (a, b): (u64, u64)) -> anyhow::Result<bool> {
     for seed in a..b {
         let r = raftkv_io_sim::run_seed(seed, raftkv_io_sim::Trace::Hash, &opts);
         if let Some(v) = r.violations.first() {
-            let all: Vec<&str> = r.violations.iter().map(|v| v.checker).collect();
-            let hit = all.iter().any(|c| expected.contains(c));
+            let all: Vec<&str> = r.violations.iter().map(|v| v.checker.name()).collect();
+            let hit = r.violations.iter().any(|v| expected.contains(&v.checker));
+            let expected: Vec<&str> = expected.iter().map(|c| c.name()).collect();
             println!(
                 "planted {name}: caught at seed {seed} by [{}] ({}); checkers that fired: {all:?}",
                 v.checker, v.detail
@@ -498,7 +499,8 @@ fn report(r: &raftkv_io_sim::sweep::SweepResult) -> bool {
     println!("coverage: {}", coverage_line(&r.coverage));
     let gaps = r.coverage_gaps();
     if r.shard.is_none() && !gaps.is_empty() {
-        println!("FAILED coverage: never exercised: {}", gaps.join(", "));
+        let names: Vec<&str> = gaps.iter().map(|c| c.name()).collect();
+        println!("FAILED coverage: never exercised: {}", names.join(", "));
     } else if let Some(sh) = r.shard {
         println!(
             "shard {sh}: the coverage requirement applies to the merged shards (`raftkv-sim merge`)"

@@ -2,6 +2,7 @@
 //! counters, and the streaming checkers that need every node's view: replicas agree on every
 //! applied entry and on the state at equal applied index, and at most one leader per term.
 
+use crate::coverage::Counter;
 use raftkv_core::command::RequestId;
 use raftkv_core::rng::Fnv64;
 use raftkv_core::wal::HardStateRec;
@@ -9,8 +10,60 @@ use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
-    pub checker: &'static str,
+    pub checker: Checker,
     pub detail: String,
+}
+
+/// Every checker that can fail a seed, one list. Names (`name`) are what failures print and
+/// result files hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Checker {
+    Linearizability,
+    Durability,
+    LocalReads,
+    ReplicasAgree,
+    RaftSafety,
+    DurableState,
+    Identity,
+    Liveness,
+    Recovery,
+    Panic,
+    Disk,
+    Fatal,
+    Determinism,
+}
+
+impl Checker {
+    pub fn name(self) -> &'static str {
+        match self {
+            Checker::Linearizability => "linearizability",
+            Checker::Durability => "durability",
+            Checker::LocalReads => "local-reads",
+            Checker::ReplicasAgree => "replicas-agree",
+            Checker::RaftSafety => "raft-safety",
+            Checker::DurableState => "durable-state",
+            Checker::Identity => "identity",
+            Checker::Liveness => "liveness",
+            Checker::Recovery => "recovery",
+            Checker::Panic => "panic",
+            Checker::Disk => "disk",
+            Checker::Fatal => "fatal",
+            Checker::Determinism => "determinism",
+        }
+    }
+}
+
+impl std::fmt::Display for Checker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Tests and tools compare a checker with the name a failure printed.
+impl PartialEq<&str> for Checker {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
 }
 
 #[derive(Default)]
@@ -18,7 +71,7 @@ pub struct Observer {
     trace: Fnv64,
     pub trace_lines: Option<Vec<String>>,
     pub trace_len: u64,
-    pub coverage: BTreeMap<&'static str, u64>,
+    pub coverage: BTreeMap<Counter, u64>,
     pub violations: Vec<Violation>,
     /// index -> (term, entry hash) as first applied by any node.
     applied: BTreeMap<u64, (u64, u64)>,
@@ -71,11 +124,11 @@ impl Observer {
         self.trace.update(bytes);
     }
 
-    pub fn count(&mut self, what: &'static str) {
+    pub fn count(&mut self, what: Counter) {
         *self.coverage.entry(what).or_default() += 1;
     }
 
-    pub fn violation(&mut self, checker: &'static str, detail: String) {
+    pub fn violation(&mut self, checker: Checker, detail: String) {
         if self.violations.len() < 20 {
             self.violations.push(Violation { checker, detail });
         }
@@ -92,7 +145,7 @@ impl Observer {
     ) {
         match self.applied.get(&index) {
             Some(&(t, h)) if (t, h) != (term, entry_hash) => self.violation(
-                "replicas-agree",
+                Checker::ReplicasAgree,
                 format!("node {node} applied (term {term}, hash {entry_hash:x}) at index {index}; another node applied (term {t}, hash {h:x})"),
             ),
             Some(_) => {}
@@ -109,7 +162,7 @@ impl Observer {
     pub fn state(&mut self, node: u64, applied_index: u64, kv_hash: u64) {
         match self.states.get(&applied_index) {
             Some(&(n, h)) if h != kv_hash => self.violation(
-                "replicas-agree",
+                Checker::ReplicasAgree,
                 format!("at applied index {applied_index} node {node} has state {kv_hash:x}, node {n} had {h:x}"),
             ),
             Some(_) => {}
@@ -123,7 +176,7 @@ impl Observer {
     pub fn leader(&mut self, node: u64, term: u64) {
         match self.leaders.get(&term) {
             Some(&other) if other != node => self.violation(
-                "raft-safety",
+                Checker::RaftSafety,
                 format!("nodes {other} and {node} both led term {term}"),
             ),
             Some(_) => {}
@@ -155,7 +208,7 @@ impl Observer {
             || hs.commit < before.commit;
         if regressed {
             self.violation(
-                "durable-state",
+                Checker::DurableState,
                 format!("node {node} recovered {hs:?} after making {before:?} durable"),
             );
         }

@@ -19,7 +19,7 @@ pub struct Trial {
 pub struct Shrunk {
     pub seed: u64,
     /// The checker that fired at the start and still fires.
-    pub checker: &'static str,
+    pub checker: crate::observer::Checker,
     pub detail: String,
     pub options: WorldOptions,
     /// Fault classes still on in the smallest world.

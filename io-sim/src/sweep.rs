@@ -158,8 +158,8 @@ impl SweepResult {
     }
 
     /// Required coverage counters that stayed at zero.
-    pub fn coverage_gaps(&self) -> Vec<&'static str> {
-        crate::coverage_gaps(&self.coverage)
+    pub fn coverage_gaps(&self) -> Vec<crate::coverage::Counter> {
+        crate::coverage::gaps(&self.coverage)
     }
 
     /// Passed: no seed failed and (for a whole range, not a lone shard) every required path ran.
@@ -219,13 +219,13 @@ pub fn run(spec: &SweepSpec, on_seed: &(dyn Fn(&SeedDone) + Sync)) -> SweepResul
                     .violations
                     .iter()
                     .map(|v| FailedCheck {
-                        checker: v.checker.to_string(),
+                        checker: v.checker.name().to_string(),
                         detail: v.detail.clone(),
                     })
                     .collect();
                 if let Some(h) = second.filter(|h| *h != r.trace_hash) {
                     checks.push(FailedCheck {
-                        checker: "determinism".into(),
+                        checker: crate::observer::Checker::Determinism.name().into(),
                         detail: format!("trace hashes {:016x} and {h:016x}", r.trace_hash),
                     });
                 }
@@ -243,7 +243,7 @@ pub fn run(spec: &SweepSpec, on_seed: &(dyn Fn(&SeedDone) + Sync)) -> SweepResul
                 a.sim_secs += r.sim_secs;
                 a.cpu_secs += r.wall_secs;
                 for (k, v) in &r.coverage {
-                    *a.coverage.entry(k.to_string()).or_default() += v;
+                    *a.coverage.entry(k.name().to_string()).or_default() += v;
                 }
                 let done = a.seeds_run;
                 if done.is_power_of_two() {
@@ -419,7 +419,7 @@ pub fn junit_document(r: &SweepResult, cases: &str) -> String {
         } else {
             format!(
                 "    <testcase classname=\"raftkv-sim\" name=\"coverage\">\n      <failure type=\"coverage\" message=\"never exercised: {}\"/>\n    </testcase>\n",
-                xml_escape(&gaps.join(", "))
+                xml_escape(&gaps.iter().map(|c| c.name()).collect::<Vec<_>>().join(", "))
             )
         }
     };
@@ -496,7 +496,8 @@ mod tests {
 
     #[test]
     fn merging_checks_coverage_over_all_shards_and_refuses_gaps_and_repeats() {
-        let (half_a, half_b) = crate::REQUIRED_COVERAGE.split_at(10);
+        let names: Vec<&str> = crate::coverage::REQUIRED.iter().map(|c| c.name()).collect();
+        let (half_a, half_b) = names.split_at(10);
         let a = part(1, 2, half_a);
         let b = part(2, 2, half_b);
         // Neither shard covers everything; each passes alone, as a shard.

@@ -9,8 +9,9 @@
 //! randomness into the schedule.
 
 use crate::config::SimConfig;
+use crate::coverage::Counter;
 use crate::history::{Op, OpKind, Output};
-use crate::observer::Observer;
+use crate::observer::{Checker, Observer};
 use crate::options::{FaultClass, Streams};
 use madsim::runtime::{Handle, NodeHandle};
 use madsim::time::{sleep, sleep_until, Instant};
@@ -222,15 +223,15 @@ impl World {
         }
     }
 
-    fn count(&self, what: &'static str) {
+    fn count(&self, what: Counter) {
         self.obs.lock().unwrap().count(what);
     }
 
-    fn violation(&self, checker: &'static str, detail: String) {
+    fn violation(&self, checker: Checker, detail: String) {
         self.record(
             0,
             "violation",
-            serde_json::json!({"checker": checker, "detail": detail}),
+            serde_json::json!({"checker": checker.name(), "detail": detail}),
         );
         self.obs.lock().unwrap().violation(checker, detail);
     }
@@ -281,7 +282,7 @@ impl World {
             (n.calm, n.blocked.contains(&(from, to)))
         };
         if blocked {
-            self.count("net_blocked");
+            self.count(Counter::NetBlocked);
             self.note(from, "send", || serde_json::json!({"to": to, "kind": kind, "bytes": bytes.len(), "fate": "refused: link blocked"}));
             return false;
         }
@@ -295,12 +296,12 @@ impl World {
         }
         let f = &self.cfg.net;
         if !calm && self.chance_of(FaultClass::NetLoss, f.loss) {
-            self.count("net_lost");
+            self.count(Counter::NetLost);
             self.note(from, "send", || serde_json::json!({"to": to, "kind": kind, "bytes": bytes.len(), "fate": "lost"}));
             return true;
         }
         let copies = if !calm && self.chance_of(FaultClass::NetDuplicate, f.duplicate) {
-            self.count("net_duplicated");
+            self.count(Counter::NetDuplicated);
             2
         } else {
             1
@@ -315,7 +316,7 @@ impl World {
             {
                 let at = self.below_of(FaultClass::NetCorrupt, bytes.len() as u64) as usize;
                 bytes[at] ^= 1 << self.below_of(FaultClass::NetCorrupt, 8);
-                self.count("net_corrupted");
+                self.count(Counter::NetCorrupted);
                 corrupted = true;
             }
             let mut delay = f.delay_base_us + self.weather_exp(f.delay_tail_us);
@@ -324,7 +325,7 @@ impl World {
                     self.streams.lock().unwrap().of(FaultClass::NetLongDelay),
                     f.delay_tail_us * 100,
                 );
-                self.count("net_long_delay");
+                self.count(Counter::NetLongDelay);
             }
             let seq = {
                 let mut n = self.net.lock().unwrap();
@@ -388,7 +389,7 @@ async fn net_loop(world: Arc<World>, mut rx: mpsc::UnboundedReceiver<Packet>) {
                     heap.pop();
                     let bytes = payloads.remove(&seq).expect("payload");
                     if world.net.lock().unwrap().blocked.contains(&(from, to)) {
-                        world.count("net_blocked");
+                        world.count(Counter::NetBlocked);
                         world.note(to, "deliver", || serde_json::json!({"from": from, "seq": seq, "fate": "dropped: link blocked"}));
                         continue;
                     }
@@ -458,7 +459,7 @@ async fn read_job(
         let disks = world.disks.lock().unwrap();
         job.from_bytes(disks.get(&id).and_then(|d| d.read(&job.name)))
     };
-    world.count("snapshot_reads");
+    world.count(Counter::SnapshotReads);
     let _ = done.send(JobEnd::Read(job.id, result));
 }
 
@@ -508,7 +509,7 @@ async fn run_ops(
                 .expect("disk")
                 .crash(CrashKind::PowerLoss, &mut |n| rng.below(n));
             world.bump_disk_epoch(id);
-            world.count("fsync_failures");
+            world.count(Counter::FsyncFailures);
             world.record(
                 id,
                 "fault",
@@ -533,7 +534,7 @@ async fn run_ops(
                     op
                 );
             }
-            world.count("enospc");
+            world.count(Counter::Enospc);
             world.record(
                 id,
                 "fault",
@@ -564,7 +565,7 @@ async fn run_ops(
             if let FileOp::WriteAt { offset, .. } = &mut op {
                 let shift = 512 * (1 + world.below_of(FaultClass::MisdirectedWrites, 8));
                 *offset += shift;
-                world.count("misdirected_writes");
+                world.count(Counter::MisdirectedWrites);
                 world.record(id, "fault", serde_json::json!({"fault": "misdirected_write", "file": op.file_name(), "shift_bytes": shift}));
                 world.mark_damaged(id);
             }
@@ -586,7 +587,7 @@ async fn run_ops(
                 world.io_end(id);
                 return;
             }
-            world.violation("disk", format!("node {id}: {op:?} failed: {e}"));
+            world.violation(Checker::Disk, format!("node {id}: {op:?} failed: {e}"));
             return;
         }
     }
@@ -645,7 +646,7 @@ fn rot_disk(world: &World, id: u64) -> bool {
             d.overwrite(name, bytes).expect("listed");
             drop(disks);
             world.mark_damaged(id);
-            world.count("read_corruption_injected");
+            world.count(Counter::ReadCorruptionInjected);
             world.record(
                 id,
                 "fault",
@@ -658,7 +659,7 @@ fn rot_disk(world: &World, id: u64) -> bool {
     {
         unreadable = true;
         world.mark_damaged(id);
-        world.count("latent_sector_errors");
+        world.count(Counter::LatentSectorErrors);
         world.record(
             id,
             "fault",
@@ -710,7 +711,7 @@ async fn node_main(world: Arc<World>, id: u64) {
         Err(e) => {
             // Expected only where the disk was made to rot: then the node is replaced.
             if world.bad_disks.contains(&id) {
-                world.count("corruption_detected");
+                world.count(Counter::CorruptionDetected);
                 world.record(
                     id,
                     "unrecoverable",
@@ -719,7 +720,7 @@ async fn node_main(world: Arc<World>, id: u64) {
                 world.unrecoverable.lock().unwrap().insert(id);
             } else {
                 world.violation(
-                    "recovery",
+                    Checker::Recovery,
                     format!("node {id} incarnation {incarnation}: {e}"),
                 );
             }
@@ -739,7 +740,7 @@ async fn node_main(world: Arc<World>, id: u64) {
             .map(|q| q.into_iter().collect())
             .unwrap_or_default();
         for (to, bytes) in old.into_iter().take(4) {
-            world.count("stale_messages_replayed");
+            world.count(Counter::StaleMessagesReplayed);
             world.net_send(id, to, "stale", bytes);
         }
     }
@@ -763,7 +764,7 @@ async fn node_main(world: Arc<World>, id: u64) {
                     madsim::task::spawn(disk_job(world.clone(), id, job, done_tx.clone()));
                 }
                 Action::Snapshot(job) => {
-                    world.count("snapshot_jobs");
+                    world.count(Counter::SnapshotJobs);
                     madsim::task::spawn(snapshot_job(world.clone(), id, job, done_tx.clone()));
                 }
                 Action::Read(job) => {
@@ -776,7 +777,7 @@ async fn node_main(world: Arc<World>, id: u64) {
                         obs.record_bytes(&o.bytes);
                     }
                     if o.kind == FrameKind::SnapshotChunk {
-                        world.count("snapshot_chunks_sent");
+                        world.count(Counter::SnapshotChunksSent);
                     }
                     let (to, kind) = (o.to, o.kind);
                     let label = match kind {
@@ -838,7 +839,7 @@ async fn node_main(world: Arc<World>, id: u64) {
             Some(m) = rx.recv() => match m {
                 Inbound::Peer(bytes) => {
                     if node.receive(&bytes).is_err() {
-                        world.count("peer_frames_rejected");
+                        world.count(Counter::PeerFramesRejected);
                     }
                 }
                 Inbound::Client { request_id, op, timeout_ticks, reply } => {
@@ -877,49 +878,49 @@ fn observe_event(world: &World, id: u64, e: Event) {
         } => {
             obs.recovered(id, *hard_state);
             if report.torn_tail.is_some() {
-                obs.count("torn_tails_repaired");
+                obs.count(Counter::TornTailsRepaired);
             }
             if !report.removed_orphan_snapshots.is_empty() {
-                obs.count("orphan_snapshots_removed");
+                obs.count(Counter::OrphanSnapshotsRemoved);
             }
             if !report.set_aside.is_empty() {
-                obs.count("snapshots_set_aside");
+                obs.count(Counter::SnapshotsSetAside);
             }
             if report.snapshot.is_some() {
-                obs.count("restarts_from_snapshot");
+                obs.count(Counter::RestartsFromSnapshot);
             }
         }
-        Event::PeerRefused { .. } => obs.count("peer_incarnations_refused"),
-        Event::IncarnationProposed { .. } => obs.count("incarnations_recorded"),
-        Event::ClusterAdopted { .. } => obs.count("cluster_ids_adopted"),
+        Event::PeerRefused { .. } => obs.count(Counter::PeerIncarnationsRefused),
+        Event::IncarnationProposed { .. } => obs.count(Counter::IncarnationsRecorded),
+        Event::ClusterAdopted { .. } => obs.count(Counter::ClusterIdsAdopted),
         Event::RoleChanged {
             term,
             role: StateRole::Leader,
             ..
         } => {
             obs.leader(id, *term);
-            obs.count("elections");
+            obs.count(Counter::Elections);
         }
-        Event::SnapshotSaved { .. } => obs.count("snapshots_taken"),
-        Event::SnapshotSuperseded { .. } => obs.count("snapshots_superseded"),
-        Event::SnapshotInstalled { .. } => obs.count("snapshots_installed"),
-        Event::SnapshotSendStarted { .. } => obs.count("snapshot_sends_started"),
-        Event::SnapshotSent { .. } => obs.count("snapshots_sent"),
-        Event::SnapshotSendResumed { .. } => obs.count("snapshot_sends_resumed"),
-        Event::SnapshotChunksResent { .. } => obs.count("snapshot_chunks_resent"),
-        Event::SnapshotSendFailed { .. } => obs.count("snapshot_sends_failed"),
-        Event::SnapshotSetAside { .. } => obs.count("damaged_snapshots_refused_by_followers"),
-        Event::SnapshotReceived { .. } => obs.count("snapshots_received"),
-        Event::SnapshotRefused { .. } => obs.count("snapshots_refused"),
-        Event::SnapshotReceiveAbandoned { .. } => obs.count("snapshot_receives_abandoned"),
-        Event::CompactedLog { .. } => obs.count("compactions"),
-        Event::Purged { .. } => obs.count("purges"),
+        Event::SnapshotSaved { .. } => obs.count(Counter::SnapshotsTaken),
+        Event::SnapshotSuperseded { .. } => obs.count(Counter::SnapshotsSuperseded),
+        Event::SnapshotInstalled { .. } => obs.count(Counter::SnapshotsInstalled),
+        Event::SnapshotSendStarted { .. } => obs.count(Counter::SnapshotSendsStarted),
+        Event::SnapshotSent { .. } => obs.count(Counter::SnapshotsSent),
+        Event::SnapshotSendResumed { .. } => obs.count(Counter::SnapshotSendsResumed),
+        Event::SnapshotChunksResent { .. } => obs.count(Counter::SnapshotChunksResent),
+        Event::SnapshotSendFailed { .. } => obs.count(Counter::SnapshotSendsFailed),
+        Event::SnapshotSetAside { .. } => obs.count(Counter::DamagedSnapshotsRefusedByFollowers),
+        Event::SnapshotReceived { .. } => obs.count(Counter::SnapshotsReceived),
+        Event::SnapshotRefused { .. } => obs.count(Counter::SnapshotsRefused),
+        Event::SnapshotReceiveAbandoned { .. } => obs.count(Counter::SnapshotReceivesAbandoned),
+        Event::CompactedLog { .. } => obs.count(Counter::Compactions),
+        Event::Purged { .. } => obs.count(Counter::Purges),
         Event::MemberAdded { .. } | Event::MemberRemoved { .. } | Event::LearnerAdded { .. } => {
-            obs.count("conf_changes_applied")
+            obs.count(Counter::ConfChangesApplied)
         }
         Event::LearnerPromoted { .. } => {
-            obs.count("conf_changes_applied");
-            obs.count("learners_promoted");
+            obs.count(Counter::ConfChangesApplied);
+            obs.count(Counter::LearnersPromoted);
         }
         _ => {}
     }
@@ -959,7 +960,7 @@ impl World {
             // A wiped disk under its old id must be refused by its incarnation (every member
             // had recorded the old one before the wipe); then it is replaced.
             StopReason::NotRecognized { .. } if wiped => {
-                self.count("wiped_restarts_refused");
+                self.count(Counter::WipedRestartsRefused);
                 self.unrecoverable.lock().unwrap().insert(id);
             }
             // Only raft's own commit invariant (guarded in core) noticed: the incarnation check
@@ -967,20 +968,20 @@ impl World {
             StopReason::LogBehindLeader { .. } if wiped => {
                 self.unrecoverable.lock().unwrap().insert(id);
                 self.violation(
-                    "identity",
+                    Checker::Identity,
                     format!("node {id} restarted on a wiped disk was not refused by its incarnation: {reason}"),
                 )
             }
             // An honest node refused, or one that lost synced writes without being told to: the
             // storage or the protocol lost data.
             StopReason::NotRecognized { .. } => {
-                self.violation("identity", format!("node {id}: {reason}"))
+                self.violation(Checker::Identity, format!("node {id}: {reason}"))
             }
             StopReason::LogBehindLeader { .. } => {
-                self.violation("durable-state", format!("node {id}: {reason}"))
+                self.violation(Checker::DurableState, format!("node {id}: {reason}"))
             }
             StopReason::BadSnapshotFromLeader { .. } | StopReason::PeerUrlNotConfirmed { .. } => {
-                self.violation("fatal", format!("node {id}: {reason}"))
+                self.violation(Checker::Fatal, format!("node {id}: {reason}"))
             }
         }
     }
@@ -1051,10 +1052,10 @@ impl World {
             serde_json::json!({"mistake": what, "outcome": outcome}),
         );
         if expected {
-            self.count("operator_mistakes_refused");
+            self.count(Counter::OperatorMistakesRefused);
         } else {
             self.violation(
-                "identity",
+                Checker::Identity,
                 format!(
                     "node {id}: operator mistake {what} was not refused as expected: {outcome}"
                 ),
@@ -1304,7 +1305,7 @@ impl Operator {
         while Instant::now() < deadline {
             match call(&self.world, target, None, op.clone()).await {
                 Some(Ok(ClientReply::Members(_))) => {
-                    self.world.count("conf_changes");
+                    self.world.count(Counter::ConfChanges);
                     return ChangeOutcome::Done;
                 }
                 Some(Err(ClientError::Rejected(
@@ -1316,7 +1317,7 @@ impl Operator {
                 Some(Err(ClientError::Rejected(RejectReason::WouldLoseQuorum { .. })))
                     if !maybe_applied =>
                 {
-                    self.world.count("conf_changes_refused_for_quorum");
+                    self.world.count(Counter::ConfChangesRefusedForQuorum);
                     return ChangeOutcome::Refused;
                 }
                 Some(Err(ClientError::NotLeader { leader: Some(l) })) => target = l,
@@ -1371,9 +1372,9 @@ impl Operator {
         // never (then noticed and removed). Learner first, it costs the cluster no quorum.
         let never = self.streams.of(FaultClass::OperatorMistakes).below(2) == 0;
         world.count(if never {
-            "mistakes_never_started"
+            Counter::MistakesNeverStarted
         } else {
-            "mistakes_started_late"
+            Counter::MistakesStartedLate
         });
         world.record(
             id,
@@ -1395,7 +1396,7 @@ impl Operator {
             ChangeOutcome::Done if never => {
                 self.pending_adds.remove(&id);
                 if self.remove_member(id).await {
-                    world.count("never_started_members_removed");
+                    world.count(Counter::NeverStartedMembersRemoved);
                 }
                 return false;
             }
@@ -1510,7 +1511,7 @@ impl Operator {
         self.replacing.remove(&id);
         self.world.unrecoverable.lock().unwrap().remove(&id);
         self.world.damaged.lock().unwrap().remove(&id);
-        self.world.count("replacements");
+        self.world.count(Counter::Replacements);
     }
 
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<MemberCmd>) {
@@ -1646,7 +1647,7 @@ impl Supervisor {
         let world = &world;
         let was_busy = world.busy.lock().unwrap().remove(&victim).is_some();
         if world.synced.lock().unwrap().remove(&victim) {
-            world.count("crashes_between_sync_and_send");
+            world.count(Counter::CrashesBetweenSyncAndSend);
         }
         let Some(nid) = world.node_handle_id(victim) else {
             return;
@@ -1666,12 +1667,12 @@ impl Supervisor {
         world.bump_disk_epoch(victim);
         world.obs.lock().unwrap().faults_injected += 1;
         world.count(if kind == CrashKind::PowerLoss {
-            "crashes_power_loss"
+            Counter::CrashesPowerLoss
         } else {
-            "crashes_process"
+            Counter::CrashesProcess
         });
         if was_busy {
-            world.count("crashes_during_io");
+            world.count(Counter::CrashesDuringIo);
         }
         let kind_name = match kind {
             CrashKind::PowerLoss => "power_loss",
@@ -1681,7 +1682,7 @@ impl Supervisor {
         if wipe {
             world.disks.lock().unwrap().insert(victim, MemDir::new());
             world.mark_damaged(victim);
-            world.count("disk_losses");
+            world.count(Counter::DiskLosses);
             world.unrecoverable.lock().unwrap().insert(victim);
         } else {
             if world.cfg.swarm.operator_mistakes
@@ -1722,7 +1723,7 @@ impl Supervisor {
                 world.obs.lock().unwrap().disk_replaced(victim);
                 world.mark_damaged(victim);
                 world.wiped.lock().unwrap().insert(victim);
-                world.count("mistakes_wiped_restart");
+                world.count(Counter::MistakesWipedRestart);
                 world.record(
                     victim,
                     "fault",
@@ -1737,7 +1738,7 @@ impl Supervisor {
             }
             _ => Mistake::ChangedCluster,
         };
-        world.count("mistakes_at_start");
+        world.count(Counter::MistakesAtStart);
         world.mistakes.lock().unwrap().insert(victim, mistake);
     }
 
@@ -1757,7 +1758,7 @@ impl Supervisor {
                 continue;
             };
             world.record(id, "fault", serde_json::json!({"fault": "restart"}));
-            world.count("restarts");
+            world.count(Counter::Restarts);
             self.handle.restart(nid);
         }
         for id in due_ids(&world.paused, all, now) {
@@ -1852,9 +1853,9 @@ impl Supervisor {
         if !blocked.is_empty() {
             world.obs.lock().unwrap().faults_injected += 1;
             world.count(match kind {
-                1 => "partitions_split",
-                2 => "partitions_one_way",
-                _ => "partitions_isolate_leader",
+                1 => Counter::PartitionsSplit,
+                2 => Counter::PartitionsOneWay,
+                _ => Counter::PartitionsIsolateLeader,
             });
         }
         world.net.lock().unwrap().blocked = blocked;
@@ -1942,7 +1943,7 @@ pub async fn supervise(world: Arc<World>) {
                             0.05 + 2.0 * (sup.streams.of(Pauses).below(1000) as f64 / 1000.0),
                         );
                     world.paused.lock().unwrap().insert(victim, until);
-                    world.count("pauses");
+                    world.count(Counter::Pauses);
                     let for_ms = (until - now).as_millis() as u64;
                     world.record(
                         victim,
@@ -1986,7 +1987,7 @@ pub async fn supervise(world: Arc<World>) {
     }
     if !world.operator_idle.load(Ordering::Relaxed) {
         let stuck = world.unrecoverable.lock().unwrap().clone();
-        world.violation("liveness", format!("membership work (replacing {stuck:?}) did not finish within {LIVENESS_BOUND_S} s of healing"));
+        world.violation(Checker::Liveness, format!("membership work (replacing {stuck:?}) did not finish within {LIVENESS_BOUND_S} s of healing"));
     }
     let liveness_deadline = Instant::now() + Duration::from_secs(LIVENESS_BOUND_S);
 
@@ -2018,7 +2019,7 @@ pub async fn supervise(world: Arc<World>) {
         }
         if !served && world.members.lock().unwrap().contains_key(&id) {
             world.violation(
-                "liveness",
+                Checker::Liveness,
                 format!("member {id} did not serve a write and a read within {LIVENESS_BOUND_S} s"),
             );
         }
@@ -2035,7 +2036,7 @@ pub async fn supervise(world: Arc<World>) {
     for id in world.wiped.lock().unwrap().clone() {
         if world.members.lock().unwrap().contains_key(&id) {
             world.violation(
-                "identity",
+                Checker::Identity,
                 format!("node {id} was restarted on a wiped disk under its old id and its peers never refused it"),
             );
         }
@@ -2057,7 +2058,7 @@ pub async fn supervise(world: Arc<World>) {
             break;
         }
         if Instant::now() > deadline {
-            world.violation("liveness", format!("members {members:?} did not converge within {LIVENESS_BOUND_S} s after healing: {views:?}"));
+            world.violation(Checker::Liveness, format!("members {members:?} did not converge within {LIVENESS_BOUND_S} s after healing: {views:?}"));
             break;
         }
         sleep(Duration::from_millis(50)).await;

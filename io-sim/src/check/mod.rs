@@ -3,27 +3,28 @@
 pub mod linearizability;
 
 use crate::history::{Op, OpKind, Output};
+use crate::observer::Checker;
 use raftkv_core::command::RequestId;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The checkers that need only the client history (linearizability, then local reads), as
 /// `(checker, detail)` for each that fired. `run_seed` and `raftkv-sim check FILE` both call
 /// this, so an outside history is judged exactly as the simulator's own.
-pub fn history(history: &[Op]) -> Vec<(&'static str, String)> {
+pub fn history(history: &[Op]) -> Vec<(Checker, String)> {
     let mut fired = Vec::new();
     match linearizability::check(history) {
         linearizability::Verdict::Ok => {}
         linearizability::Verdict::Violation { key, ops } => fired.push((
-            "linearizability",
+            Checker::Linearizability,
             format!("key {key}: no linearization of its {ops} operations"),
         )),
         linearizability::Verdict::Inconclusive { key, ops } => fired.push((
-            "linearizability",
+            Checker::Linearizability,
             format!("key {key}: search budget exhausted on {ops} operations"),
         )),
     }
     if let Err(e) = local_reads(history) {
-        fired.push(("local-reads", e));
+        fired.push((Checker::LocalReads, e));
     }
     fired
 }
