@@ -75,7 +75,9 @@ pub struct RunArgs {
     /// (snapshots stream in chunks of at most 1 MiB, so this does not bound the state's size).
     #[arg(long, default_value_t = 64 << 20)]
     pub max_frame_bytes: usize,
-    /// Deadline for a client request, after which its outcome is reported unknown (504).
+    /// Deadline for a client request once proposed or forwarded, after which its outcome is
+    /// reported unknown (504). One that finds no leader is answered 503 (not applied) after at
+    /// most two election timeouts.
     #[arg(long, default_value_t = 5_000)]
     pub request_timeout_ms: u64,
     /// Cluster token: nodes only talk to peers with the same token.

@@ -92,10 +92,11 @@ impl Api {
         }
         match tokio::time::timeout(self.wait, rx).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(_)) => Err(text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "node is shutting down",
-            )),
+            // The node answers every request it took, even when it stops or shuts down: only
+            // one still queued before the event loop (never seen by the node) gets here.
+            Ok(Err(_)) => Err(busy("node is shutting down; the request was not applied")),
+            // The node answers everything by its own deadline; this is the shell's backstop
+            // (an event loop stalled on something), and the request may have been proposed.
             Err(_) => Err(text(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timed out; the outcome is unknown",
@@ -120,18 +121,17 @@ fn busy(msg: &str) -> Response {
     r
 }
 
+/// The node decided the answer (definite or outcome unknown); this only maps it to a status:
+/// 503 with `Retry-After` for a definite failure that may pass (the request was not applied),
+/// 409 for a refusal, 504 when the outcome is unknown.
 fn error_response(e: ClientError) -> Response {
     match e {
-        ClientError::NotLeader { leader: None } => busy("no leader elected yet; retry"),
-        ClientError::NotLeader { leader: Some(l) } => busy(&format!("not the leader; node {l} is")),
-        ClientError::Busy => busy("busy: too many pending requests"),
         ClientError::Rejected(why) => text(StatusCode::CONFLICT, format!("rejected: {why}")),
-        ClientError::Timeout | ClientError::LeaderChanged { .. } => text(
+        e if e.outcome_unknown() => text(
             StatusCode::GATEWAY_TIMEOUT,
             format!("{e}; retry with the same request id to be safe"),
         ),
-        ClientError::Stopped => text(StatusCode::SERVICE_UNAVAILABLE, "node stopped"),
-        ClientError::LeaderUnreachable { .. } => busy(&format!("{e}; retry")),
+        e => busy(&format!("{e}; retry")),
     }
 }
 

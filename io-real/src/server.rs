@@ -117,7 +117,11 @@ impl Server {
             tokio::select! {
                 _ = ticker.tick() => self.node.tick(),
                 input = inputs.recv() => {
-                    let Some(input) = input else { return Exit::Shutdown };
+                    let Some(input) = input else {
+                        self.node.shut_down();
+                        self.execute();
+                        return Exit::Shutdown;
+                    };
                     if let Some(exit) = self.handle(input) {
                         return exit;
                     }
@@ -132,7 +136,12 @@ impl Server {
                         }
                     }
                 }
-                _ = &mut shutdown => return Exit::Shutdown,
+                _ = &mut shutdown => {
+                    // Every request the node holds gets its answer (core decides which).
+                    self.node.shut_down();
+                    self.execute();
+                    return Exit::Shutdown;
+                }
             }
             self.execute();
             if let Some(reason) = self.node.stopped() {

@@ -58,6 +58,8 @@ pub const REQUIRED_COVERAGE: &[&str] = &[
     "operator_mistakes_refused",
     "mistakes_started_late",
     "never_started_members_removed",
+    "no_leader_answers",
+    "writes_definitely_not_applied",
 ];
 
 /// Required paths that a set of coverage totals never exercised.
