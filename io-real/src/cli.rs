@@ -92,10 +92,15 @@ pub struct RunArgs {
     pub peer_queue_len: usize,
 }
 
+/// Most nodes `raftkv cluster` runs: ports follow raftexample ({i}2379 for peers, {i}2380 for the
+/// API), and a seventh node's 72379 is no port.
+pub const MAX_CLUSTER_NODES: u64 = 6;
+
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArgs {
-    /// Number of nodes.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    /// Number of nodes, 1 to 6 (ports follow raftexample: {i}2379 for peers, {i}2380 for the API).
+    #[arg(long, default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_CLUSTER_NODES))]
     pub nodes: u64,
     /// Directory under which each node's data directory (raftkv-{id}) is created.
     #[arg(long, default_value = ".")]
@@ -124,6 +129,17 @@ pub fn peer_socket_addr(url: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_nodes_accepts_exactly_what_it_can_run() {
+        let parse = |n: &str| Cli::try_parse_from(["raftkv", "cluster", "--nodes", n]);
+        for n in 1..=MAX_CLUSTER_NODES {
+            assert!(parse(&n.to_string()).is_ok(), "{n}");
+        }
+        let err = parse(&(MAX_CLUSTER_NODES + 1).to_string()).unwrap_err();
+        assert!(err.to_string().contains("1..=6"), "{err}");
+        assert!(parse("0").is_err());
+    }
 
     #[test]
     fn peer_urls() {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod cluster;
 mod disk;
 mod http;
 mod peer;
@@ -10,7 +11,7 @@ mod server;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use cli::{Cli, ClusterArgs, Command, RunArgs};
+use cli::{Cli, Command, RunArgs};
 use raftkv_core::boot::{boot, StartFlags};
 use raftkv_core::compaction::CompactionConfig;
 use raftkv_core::node::{Node, NodeConfig, StopReason};
@@ -38,7 +39,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Cluster(args)) => run_cluster(args),
+        Some(Command::Cluster(args)) => cluster::run(args),
         Some(Command::Run(args)) => run_node(args),
         Some(Command::Bench(args)) => bench::run(args),
         None => run_node(cli.run),
@@ -282,44 +283,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-/// `raftkv cluster`: raftexample's Procfile as a subcommand.
-fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
-    if args.nodes > 6 {
-        bail!("--nodes must be at most 6 (ports follow raftexample: {{i}}2379 and {{i}}2380)");
-    }
-    let exe = std::env::current_exe()?;
-    let urls: Vec<String> = (1..=args.nodes)
-        .map(|i| format!("http://127.0.0.1:{}", i * 10000 + 2379))
-        .collect();
-    let mut children = Vec::new();
-    for i in 1..=args.nodes {
-        let child = std::process::Command::new(&exe)
-            .arg("run")
-            .args(["--id", &i.to_string()])
-            .args(["--cluster", &urls.join(",")])
-            .args(["--port", &(i * 10000 + 2380).to_string()])
-            .arg("--data-dir")
-            .arg(args.data_root.join(format!("raftkv-{i}")))
-            .args(&args.node_args)
-            .spawn()
-            .with_context(|| format!("starting node {i}"))?;
-        println!(
-            "node {i}: peer {} api http://127.0.0.1:{} (pid {})",
-            urls[i as usize - 1],
-            i * 10000 + 2380,
-            child.id()
-        );
-        children.push(child);
-    }
-    // Children share our process group: Ctrl-C reaches them directly. Wait for all.
-    let mut failed = false;
-    for mut c in children {
-        failed |= !c.wait()?.success();
-    }
-    if failed {
-        bail!("a node exited with an error");
-    }
-    Ok(())
 }

@@ -48,3 +48,76 @@ fn a_write_that_finds_no_leader_gets_a_definite_503_within_an_election_and_never
         (200, b"1".to_vec())
     );
 }
+
+fn pid_alive(pid: u32) -> bool {
+    // A zombie is dead: only its exit status is left for its parent.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn raftkv_cluster_prefixes_its_nodes_lines_and_takes_them_down_on_sigterm() {
+    // `raftkv cluster` uses raftexample's fixed ports ({i}2379, {i}2380).
+    let dir = TempDir::new("cluster-cmd");
+    let out = dir.0.join("stdout");
+    let err = dir.0.join("stderr");
+    let mut parent = std::process::Command::new(raftkv_bin())
+        .args(["cluster", "--nodes", "3", "--data-root"])
+        .arg(&dir.0)
+        .args(["--", "--tick-ms", "20"])
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let pids: Vec<u32> = poll(30, "three children started", || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let pids: Vec<u32> = text
+            .lines()
+            .filter_map(|l| l.rsplit_once("(pid ")?.1.strip_suffix(')')?.parse().ok())
+            .collect();
+        (pids.len() == 3).then_some(pids)
+    });
+    // Every node's log lines come prefixed with its id.
+    poll(30, "each node's lines prefixed", || {
+        let text = std::fs::read_to_string(&err).unwrap_or_default();
+        (1..=3)
+            .all(|i| {
+                text.lines()
+                    .any(|l| l.starts_with(&format!("[node {i}] ")) && l.contains("serving"))
+            })
+            .then_some(())
+    });
+    poll(30, "a leader", || {
+        status("http://127.0.0.1:12380")
+            .filter(|s| s["leader"] != 0)
+            .map(|_| ())
+    });
+    assert!(pids.iter().all(|&p| pid_alive(p)));
+    unsafe {
+        libc::kill(parent.id() as i32, libc::SIGTERM);
+    }
+    let status = wait_exit(&mut parent, Duration::from_secs(40));
+    assert!(status.success(), "raftkv cluster exited {status}");
+    // It waited for its children: none survives it.
+    poll(10, "no child left running", || {
+        pids.iter().all(|&p| !pid_alive(p)).then_some(())
+    });
+    let text = std::fs::read_to_string(&err).unwrap();
+    for i in 1..=3 {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("[node {i}] ")) && l.contains("shutting down")),
+            "node {i} never logged its shutdown:\n{text}"
+        );
+    }
+    // Every line a node printed carries a prefix; only the supervisor's own lines do not.
+    for l in text.lines() {
+        assert!(l.starts_with("[node "), "unprefixed line: {l}");
+    }
+}
