@@ -124,11 +124,10 @@ fn run_node(args: RunArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("raftkv-{}", args.id)));
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    disk::create_dir(&data_dir)?;
     let _lock = disk::lock_dir(&data_dir)?;
 
-    let names = disk::list(&data_dir).with_context(|| format!("listing {}", data_dir.display()))?;
+    let names = disk::list(&data_dir)?;
     let flags = StartFlags {
         peers: members,
         token: args.cluster_token.clone(),
@@ -136,7 +135,7 @@ fn run_node(args: RunArgs) -> anyhow::Result<()> {
     };
     let node = boot(node_config(&args), &flags, &names, &mut |name| {
         let path = data_dir.join(name);
-        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+        std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     })
     .with_context(|| format!("data directory {}", data_dir.display()))?;
 
@@ -163,11 +162,11 @@ async fn serve(
     let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE_LEN);
     let peer_listener = tokio::net::TcpListener::bind(&peer_addr)
         .await
-        .with_context(|| format!("binding peer address {peer_addr}"))?;
+        .with_context(|| format!("cannot bind the peer address {peer_addr}"))?;
     let api_addr = format!("{}:{}", args.host, args.port);
     let api_listener = tokio::net::TcpListener::bind(&api_addr)
         .await
-        .with_context(|| format!("binding HTTP address {api_addr}"))?;
+        .with_context(|| format!("cannot bind the HTTP address {api_addr}"))?;
 
     let peers = peer::Peers::new(args.max_frame_bytes, args.peer_queue_len, input_tx.clone());
     peers.spawn_listener(peer_listener);

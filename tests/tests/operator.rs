@@ -121,3 +121,61 @@ fn raftkv_cluster_prefixes_its_nodes_lines_and_takes_them_down_on_sigterm() {
         assert!(l.starts_with("[node "), "unprefixed line: {l}");
     }
 }
+
+/// Runs one node on `data_dir` and returns its stderr once it exits (it must refuse to start).
+fn refused_start(data_dir: &std::path::Path) -> String {
+    let out = std::process::Command::new(raftkv_bin())
+        .args(["--cluster", &format!("http://127.0.0.1:{}", free_port())])
+        .args(["--port", &free_port().to_string()])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started on {}", data_dir.display());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_refused_with_a_clear_message() {
+    let dir = TempDir::new("datadir-file");
+    let file = dir.0.join("not-a-dir");
+    std::fs::write(&file, b"hello").unwrap();
+    let err = refused_start(&file);
+    assert!(
+        err.contains(&format!(
+            "--data-dir {} is a regular file, not a directory",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("File exists"), "{err}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"hello",
+        "the file was touched"
+    );
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_created_names_the_path_and_the_operation() {
+    // Tests run as root here, which no mode bits stop; sysfs refuses new directories to root
+    // too (EPERM, or EROFS where it is mounted read-only).
+    assert!(
+        std::path::Path::new("/sys/kernel").is_dir(),
+        "no sysfs to test with"
+    );
+    let path = std::path::Path::new("/sys/raftkv-e2e-no-such/data");
+    let err = refused_start(path);
+    assert!(
+        err.contains(&format!(
+            "cannot create data directory {}: ",
+            path.display()
+        )),
+        "{err}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("raftkv: "))
+        .expect("an error line");
+    assert_eq!(line.matches("(os error ").count(), 1, "{line}");
+}
