@@ -68,7 +68,8 @@ pub struct RunArgs {
     /// WAL segment size (preallocated).
     #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
     pub segment_size_bytes: u64,
-    /// Largest HTTP request body accepted (larger bodies get 413).
+    /// Largest HTTP request body accepted (larger bodies get 413, from their Content-Length
+    /// before they are read).
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
     /// Largest peer frame accepted or sent: an append batch, or a chunk of a snapshot file

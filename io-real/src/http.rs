@@ -11,8 +11,9 @@
 
 use crate::server::{ClientResult, Input, StatusView};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
@@ -55,8 +56,41 @@ pub fn router(api: Api, max_body_bytes: usize) -> Router {
                 .post(add_member_legacy)
                 .delete(remove_member),
         )
+        // The declared length is checked before the body is read (a client is told at once,
+        // before it uploads, or before it waits for `100 Continue`); the limit on the body read
+        // covers bodies sent without a length (chunked).
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            max_body_bytes,
+            refuse_declared_oversize,
+        ))
         .with_state(api)
+}
+
+/// 413 for a request whose `Content-Length` is over the limit, without reading its body.
+async fn refuse_declared_oversize(
+    State(limit): State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit as u64 => {
+            let mut r = text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body of {len} bytes is over the limit of {limit} (--max-body-bytes)"),
+            );
+            // The unread body would otherwise be taken for the next request on the connection.
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+        _ => next.run(req).await,
+    }
 }
 
 fn text(code: StatusCode, msg: impl Into<String>) -> Response {

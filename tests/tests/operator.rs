@@ -179,3 +179,45 @@ fn a_data_dir_that_cannot_be_created_names_the_path_and_the_operation() {
         .expect("an error line");
     assert_eq!(line.matches("(os error ").count(), 1, "{line}");
 }
+
+/// Sends `head` (a request line and headers, no body) on a raw connection and returns what the
+/// server answers within `within`.
+fn raw_exchange(port: u16, head: &str, within: Duration) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the head of the response is in (or the server closes, or the timeout passes).
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn an_oversized_body_is_refused_from_its_content_length_before_it_is_sent() {
+    let mut c = Cluster::start("bodylimit", 1, &["--max-body-bytes", "1024"]);
+    c.wait_leader();
+    let port = c.nodes[0].api_port;
+    for path in ["/k", "/v1/kv/k"] {
+        let started = Instant::now();
+        // 64 MiB announced, not a byte sent: only the header can be answered.
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            64 << 20
+        );
+        let resp = raw_exchange(port, &head, Duration::from_secs(10));
+        assert!(resp.starts_with("HTTP/1.1 413"), "{path}: {resp:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path}: waited for the body"
+        );
+    }
+    // Within the limit, a body is still read and applied.
+    assert!(put_acked(&c.nodes[0].api(), "small", "v", 1, 1, 10));
+}
