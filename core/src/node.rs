@@ -34,6 +34,7 @@ use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
 use crate::compaction::{self, CompactionConfig, SnapshotOnDisk};
 use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs, rec_to_entry, rec_to_hs};
 use crate::fileop::FileOp;
+use crate::health::{self, Readiness};
 use crate::identity::{Identity, UNKNOWN_CLUSTER};
 use crate::kv::{Applied, KvState, SnapshotEncoder};
 use crate::msgcodec::Forward;
@@ -672,6 +673,9 @@ pub struct Node {
     stopped: Option<StopReason>,
     /// Set by [`Node::shut_down`]: pending requests were answered; nothing more is processed.
     shut_down: bool,
+    /// (term, commit) the highest commit index a leader of that term sent this node, for
+    /// readiness ("caught up" is measured against the leader's commit, not this node's own).
+    leader_commit: (u64, u64),
 }
 
 /// What recovery found, with the state machine already decoded from its snapshot (boot checks
@@ -939,6 +943,7 @@ impl Node {
             received: None,
             stopped: None,
             shut_down: false,
+            leader_commit: (0, 0),
         };
         node.staged.ops = ops;
         node.issue_job();
@@ -1022,6 +1027,36 @@ impl Node {
                 .progress()
                 .map(|(k, received)| (k.index, received, k.file_bytes)),
         }
+    }
+
+    /// Whether this node should be sent clients, check by check (see [`crate::health`]).
+    pub fn readiness(&self) -> Readiness {
+        let r = &self.raw.raft;
+        let committed = r.raft_log.committed;
+        let leader_commit = if r.state == StateRole::Leader {
+            committed
+        } else if self.leader_commit.0 == r.term {
+            self.leader_commit.1.max(committed)
+        } else {
+            committed
+        };
+        Readiness::evaluate(&health::Inputs {
+            id: self.cfg.id,
+            stopped: self.stopped.clone(),
+            shutting_down: self.shut_down,
+            leader: r.leader_id,
+            applied: self.kv.applied_index(),
+            leader_commit,
+            // The bound a learner must be within to be promoted: close enough to serve.
+            bound: self.cfg.compaction.catch_up_entries,
+            receiving_snapshot: self
+                .receiver
+                .progress()
+                .map(|(k, received)| (k.index, received, k.file_bytes)),
+            is_member: self.kv.members().contains_key(&self.cfg.id),
+            removed: self.removed_at_tick.is_some(),
+            url_unconfirmed: self.url_change.is_some(),
+        })
     }
 
     /// Processes everything raft has ready and returns the actions accumulated so far.
@@ -1329,7 +1364,26 @@ impl Node {
                 });
                 Err(error)
             }
-            msgcodec::Body::Raft(m) => self.raw.step(m).map_err(|e| PeerError::Raft(e.to_string())),
+            msgcodec::Body::Raft(m) => {
+                use raft::eraftpb::MessageType::{MsgAppend, MsgHeartbeat};
+                let (kind, term, commit) = (m.get_msg_type(), m.term, m.commit);
+                self.raw
+                    .step(m)
+                    .map_err(|e| PeerError::Raft(e.to_string()))?;
+                // Appends carry the leader's commit; heartbeats the part of it this node matched.
+                if matches!(kind, MsgAppend | MsgHeartbeat)
+                    && term == self.raw.raft.term
+                    && env.from == self.raw.raft.leader_id
+                {
+                    let seen = &mut self.leader_commit;
+                    *seen = if seen.0 == term {
+                        (term, seen.1.max(commit))
+                    } else {
+                        (term, commit)
+                    };
+                }
+                Ok(())
+            }
             msgcodec::Body::Forward(f) => {
                 // Served only by a leader; never forwarded twice.
                 let to = ReplyTo::Remote {

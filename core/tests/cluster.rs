@@ -609,3 +609,49 @@ fn without_the_seeded_election_timeout_traces_diverge() {
         "raft-rs's own randomness never showed; the determinism test proves nothing"
     );
 }
+
+#[test]
+fn readiness_names_the_check_that_fails() {
+    use raftkv_core::health::Check;
+    let failing = |c: &Cluster, id: u64| c.node(id).readiness().failure().map(|(c, _)| c);
+    // Small snapshots in small chunks, one in flight: catching up takes many rounds.
+    let mut c = Cluster::with_config(3, 23, |cfg| {
+        cfg.compaction.catch_up_entries = 5;
+        cfg.compaction.snap_count = 10;
+        cfg.snapshot_chunk_bytes = 32;
+        cfg.snapshot_window_chunks = 1;
+    });
+    let leader = c.wait_leader();
+    c.put("a", "1");
+    c.wait_converged(200);
+    for id in c.up_ids() {
+        assert_eq!(failing(&c, id), None, "node {id}");
+    }
+    // A follower cut off while the others commit and compact: it needs the leader's snapshot,
+    // and is not caught up until it has it.
+    let lagging = c.up_ids().into_iter().find(|&id| id != leader).unwrap();
+    c.isolated.insert(lagging);
+    for i in 0..40 {
+        c.put(&format!("k{i}"), "v");
+    }
+    c.isolated.clear();
+    let mut seen_behind = false;
+    c.run_until(300, "the lagging follower ready again", |c| {
+        seen_behind |= failing(c, lagging) == Some(Check::CaughtUp);
+        failing(c, lagging).is_none()
+            && c.node(lagging).status().applied_index == c.node(leader).status().commit_index
+    });
+    assert!(seen_behind, "never reported behind while catching up");
+    // Alone, a node knows no leader.
+    let survivor = lagging;
+    for id in c.up_ids() {
+        if id != survivor {
+            c.stop_node(id);
+        }
+    }
+    c.run_until(200, "no leader reported", |c| {
+        failing(c, survivor) == Some(Check::Leader)
+    });
+    c.shut_down(survivor);
+    assert_eq!(failing(&c, survivor), Some(Check::Running));
+}

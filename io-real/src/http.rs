@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use raftkv_core::command::RequestId;
+use raftkv_core::health::{Check, Readiness};
 use raftkv_core::kv::WriteResult;
 use raftkv_core::node::{ClientError, ClientOp, ClientReply};
 use serde::Deserialize;
@@ -37,6 +38,8 @@ pub struct Api {
 pub fn router(api: Api, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/members", get(list_members).post(add_member_json))
@@ -495,10 +498,84 @@ async fn status(State(api): State<Api>) -> Response {
     }
 }
 
+/// How long `/livez` waits for the event loop before calling the process stuck.
+const LIVEZ_WAIT: Duration = Duration::from_secs(2);
+
+/// etcd's probe format: a `[+]name ok` or `[-]name failed: why` line per check, then a verdict.
+fn probe(checks: &[(&str, Result<(), String>)], what: &str) -> Response {
+    let mut body = String::new();
+    for (name, r) in checks {
+        match r {
+            Ok(()) => body.push_str(&format!("[+]{name} ok\n")),
+            Err(why) => body.push_str(&format!("[-]{name} failed: {why}\n")),
+        }
+    }
+    let ok = checks.iter().all(|(_, r)| r.is_ok());
+    if ok {
+        body.push_str("ok");
+        text(StatusCode::OK, body)
+    } else {
+        body.push_str(&format!("{what} check failed"));
+        text(StatusCode::SERVICE_UNAVAILABLE, body)
+    }
+}
+
+fn readiness_checks(r: &Readiness) -> Vec<(&'static str, Result<(), String>)> {
+    r.checks
+        .iter()
+        .map(|(c, res)| (c.name(), res.clone().map_err(|e| e.to_string())))
+        .collect()
+}
+
+/// `/livez`: the process serves (its event loop answers and the node has not stopped), whatever
+/// the cluster is doing. A failing liveness probe means: restart this process.
+async fn livez(State(api): State<Api>) -> Response {
+    let serving = match tokio::time::timeout(LIVEZ_WAIT, api.status()).await {
+        Ok(Ok(v)) => v
+            .readiness
+            .checks
+            .iter()
+            .find(|(c, _)| *c == Check::Running)
+            .map_or(Ok(()), |(_, r)| r.clone().map_err(|e| e.to_string())),
+        Ok(Err(_)) => Err("the event loop is not taking requests".to_string()),
+        Err(_) => Err(format!(
+            "the event loop did not answer within {LIVEZ_WAIT:?}"
+        )),
+    };
+    probe(&[("serving", serving)], "livez")
+}
+
+/// `/readyz`: send this node clients (it runs, knows a leader, is caught up, and is a member of
+/// the configuration it knows). Every check is listed; the failed ones say why.
+async fn readyz(State(api): State<Api>) -> Response {
+    match api.status().await {
+        Ok(v) => probe(&readiness_checks(&v.readiness), "readyz"),
+        Err(r) => r,
+    }
+}
+
+/// `/health`, etcd's shape: `{"health": "true"|"false", "reason": ...}`, 200 only when ready.
 async fn health(State(api): State<Api>) -> Response {
     match api.status().await {
-        Ok(v) if v.status.leader_id != 0 => text(StatusCode::OK, "ok"),
-        Ok(_) => text(StatusCode::SERVICE_UNAVAILABLE, "no leader"),
+        Ok(v) => {
+            let (code, reason) = match v.readiness.failure() {
+                None => (StatusCode::OK, String::new()),
+                Some((check, why)) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{}: {why}", check.name()),
+                ),
+            };
+            let health = if code == StatusCode::OK {
+                "true"
+            } else {
+                "false"
+            };
+            (
+                code,
+                Json(serde_json::json!({"health": health, "reason": reason})),
+            )
+                .into_response()
+        }
         Err(r) => r,
     }
 }

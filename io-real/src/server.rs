@@ -4,6 +4,7 @@
 use crate::disk::DiskResult;
 use crate::peer::{Peers, SendReport};
 use raftkv_core::command::RequestId;
+use raftkv_core::health::Readiness;
 use raftkv_core::node::{
     Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskJob, Event, Node, NodeStatus,
     ReadJob, SendOutcome, SnapshotJob, StopReason,
@@ -60,6 +61,7 @@ pub struct Counters {
 pub struct StatusView {
     pub status: NodeStatus,
     pub counters: Counters,
+    pub readiness: Readiness,
 }
 
 /// How the loop ended.
@@ -203,6 +205,7 @@ impl Server {
                 let _ = tx.send(StatusView {
                     status: self.node.status(),
                     counters: self.counters.clone(),
+                    readiness: self.node.readiness(),
                 });
             }
             Input::Disk(DiskResult::Done {

@@ -221,3 +221,48 @@ fn an_oversized_body_is_refused_from_its_content_length_before_it_is_sent() {
     // Within the limit, a body is still read and applied.
     assert!(put_acked(&c.nodes[0].api(), "small", "v", 1, 1, 10));
 }
+
+#[test]
+fn livez_and_readyz_tell_a_serving_process_from_a_ready_member() {
+    let mut c = Cluster::start("probes", 3, &[]);
+    let leader = c.wait_leader();
+    let apis: Vec<String> = c.nodes.iter().map(|n| n.api()).collect();
+    for api in &apis {
+        poll(10, "every node ready", || {
+            let (code, body) = http("GET", &format!("{api}/readyz"), None);
+            (code == 200).then_some(String::from_utf8_lossy(&body).into_owned())
+        });
+        let (code, body) = http("GET", &format!("{api}/readyz"), None);
+        let body = String::from_utf8_lossy(&body);
+        for check in ["running", "leader", "caught_up", "membership"] {
+            assert!(body.contains(&format!("[+]{check} ok")), "{body}");
+        }
+        assert_eq!(code, 200);
+        assert_eq!(http("GET", &format!("{api}/livez"), None).0, 200);
+        let (code, body) = http("GET", &format!("{api}/health"), None);
+        assert_eq!(code, 200);
+        let h: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(h["health"], "true");
+    }
+    let survivor = (leader + 1) % 3;
+    for i in 0..3 {
+        if i != survivor {
+            c.kill9(i);
+        }
+    }
+    let api = &apis[survivor];
+    let body = poll(10, "the survivor not ready", || {
+        let (code, body) = http("GET", &format!("{api}/readyz"), None);
+        (code == 503).then_some(String::from_utf8_lossy(&body).into_owned())
+    });
+    assert!(body.contains("[-]leader failed: no leader known"), "{body}");
+    assert!(body.contains("[+]running ok"), "{body}");
+    // Alive all the same: no reason to restart it.
+    let (code, body) = http("GET", &format!("{api}/livez"), None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let (code, body) = http("GET", &format!("{api}/health"), None);
+    assert_eq!(code, 503);
+    let h: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(h["health"], "false");
+    assert!(h["reason"].as_str().unwrap().starts_with("leader: "), "{h}");
+}
