@@ -73,42 +73,67 @@ pub enum ClientReply {
     Members(BTreeMap<u64, String>),
 }
 
+/// Why a request failed. Each variant is either *definite* (the request was never proposed, so
+/// it was not applied and never will be: retrying anywhere is safe) or *outcome unknown* (it was
+/// proposed, or forwarded to a leader that may have proposed it: a write may still be applied).
+/// The node decides which; shells only map the variant to a status (see [`Self::outcome_unknown`]).
+///
+/// New variants go at the end: the enum crosses the peer network in forward replies (by
+/// variant index; `StoppedWhilePending` keeps the index, and the meaning, of the old `Stopped`).
 #[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum ClientError {
-    /// Not proposed: this node is not the leader.
-    #[error("not the leader; leader is {leader:?}")]
+    /// Definite: this node is not the leader (and does not forward this request).
+    #[error("not the leader; leader is {leader:?}; the request was not applied")]
     NotLeader { leader: Option<u64> },
-    /// Not proposed: a queue is full.
-    #[error("busy: too many pending requests")]
+    /// Definite: a queue is full.
+    #[error("busy: too many pending requests; the request was not applied")]
     Busy,
-    /// Not applied, and never will be.
+    /// Definite: not applied, and never will be.
     #[error("rejected: {0}")]
     Rejected(RejectReason),
-    /// Outcome unknown: the deadline passed (the write may still be applied).
+    /// Outcome unknown: the deadline passed after the request was proposed or forwarded (the
+    /// write may still be applied).
     #[error("timed out; the outcome is unknown")]
     Timeout,
     /// Outcome unknown: leadership changed while the request was pending.
     #[error("leadership changed; the outcome is unknown; leader is {leader:?}")]
     LeaderChanged { leader: Option<u64> },
-    /// Outcome unknown: the node stopped (removed from the cluster or failed) while the request
-    /// was pending.
-    #[error("node stopped")]
-    Stopped,
-    /// The follower could not send the request to the leader (connection refused, in backoff,
-    /// queue full): it was never proposed, so retrying (any node) is safe.
+    /// Outcome unknown: the node stopped (removed, failed, or shut down) after proposing or
+    /// forwarding the request.
+    #[error("node stopped while the request was pending; the outcome is unknown")]
+    StoppedWhilePending,
+    /// Definite: the follower could not send the request to the leader (connection refused, in
+    /// backoff, queue full): it was never proposed, so retrying (any node) is safe.
     #[error(
         "the leader (node {leader}) cannot be reached from this node; the request was not applied"
     )]
     LeaderUnreachable { leader: u64 },
+    /// Definite: no leader was known when the request arrived, and none was elected while it
+    /// was held (about one election timeout); it was never proposed.
+    #[error("no leader was elected within {waited_ticks} ticks; the request was not applied")]
+    NoLeader { waited_ticks: u64 },
+    /// Definite: the node has stopped (removed from the cluster, or failed) and did not propose
+    /// the request, either because it arrived after the stop or because it was still waiting
+    /// for a leader.
+    #[error("node stopped; the request was not applied")]
+    Stopped,
 }
 
 impl ClientError {
-    /// True if a write answered with this error may or may not have been applied.
+    /// True if a write answered with this error may or may not have been applied; false when
+    /// it was definitely not applied.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Timeout | ClientError::LeaderChanged { .. } | ClientError::Stopped
-        )
+        match self {
+            ClientError::Timeout
+            | ClientError::LeaderChanged { .. }
+            | ClientError::StoppedWhilePending => true,
+            ClientError::NotLeader { .. }
+            | ClientError::Busy
+            | ClientError::Rejected(_)
+            | ClientError::Stopped
+            | ClientError::LeaderUnreachable { .. }
+            | ClientError::NoLeader { .. } => false,
+        }
     }
 }
 
@@ -154,4 +179,46 @@ pub enum RejectReason {
     KindMismatch,
     #[error("raft refused the proposal")]
     ProposalRefused,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_error() -> Vec<ClientError> {
+        vec![
+            ClientError::NotLeader { leader: None },
+            ClientError::NotLeader { leader: Some(2) },
+            ClientError::Busy,
+            ClientError::Rejected(RejectReason::ChangeInProgress),
+            ClientError::Timeout,
+            ClientError::LeaderChanged { leader: Some(3) },
+            ClientError::StoppedWhilePending,
+            ClientError::LeaderUnreachable { leader: 2 },
+            ClientError::NoLeader { waited_ticks: 20 },
+            ClientError::Stopped,
+        ]
+    }
+
+    #[test]
+    fn every_answer_says_whether_it_was_applied() {
+        for e in every_error() {
+            let text = e.to_string();
+            if e.outcome_unknown() {
+                assert!(text.contains("outcome is unknown"), "{e:?}: {text}");
+            } else if !matches!(e, ClientError::Rejected(_)) {
+                assert!(text.contains("not applied"), "{e:?}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn old_nodes_stopped_keeps_its_wire_index_and_meaning() {
+        // Before definite stops existed, variant 5 was `Stopped`, outcome unknown: a frame from
+        // such a node must still read as outcome unknown.
+        let bytes = postcard::to_allocvec(&ClientError::StoppedWhilePending).unwrap();
+        assert_eq!(bytes, [5]);
+        let old: ClientError = postcard::from_bytes(&[5]).unwrap();
+        assert!(old.outcome_unknown());
+    }
 }

@@ -11,6 +11,7 @@ pub mod command;
 pub mod compaction;
 pub mod convert;
 pub mod fileop;
+pub mod health;
 pub mod identity;
 pub mod kv;
 pub mod memdir;

@@ -6,6 +6,10 @@
 //! [`Node::snapshot_saved`] (completion of a [`SnapshotJob`]), [`Node::sent`] (what became of a
 //! send). Outputs: [`Action`]s taken with [`Node::drain`]. A node that stops (removed, a disk
 //! failure, refused by its peers) says why in [`Node::stopped`] and answers everything pending.
+//! Which answer a request gets is decided here, never in a shell: a request never proposed gets a
+//! definite error (held at most [`no_leader_hold_ticks`] when no leader is known), and only one
+//! proposed, or forwarded to a leader that may have proposed it, is "outcome unknown"
+//! ([`ClientError::outcome_unknown`]).
 //!
 //! Identity: every frame carries the cluster id and both ends' incarnations. A frame from an
 //! incarnation the membership does not hold is refused (its votes and acks never count) and
@@ -30,6 +34,7 @@ use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
 use crate::compaction::{self, CompactionConfig, SnapshotOnDisk};
 use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs, rec_to_entry, rec_to_hs};
 use crate::fileop::FileOp;
+use crate::health::{self, Readiness};
 use crate::identity::{Identity, UNKNOWN_CLUSTER};
 use crate::kv::{Applied, KvState, SnapshotEncoder};
 use crate::msgcodec::Forward;
@@ -467,6 +472,14 @@ fn linger_ticks(cfg: &NodeConfig) -> u64 {
     10 * cfg.election_tick as u64
 }
 
+/// Ticks a request that finds no leader is held for one to be elected: the longest election
+/// timeout raft draws (`[election_tick, 2 * election_tick)`), so a follower that lost its leader
+/// has campaigned once before the request is answered `NoLeader`, and a client is never kept
+/// for its whole deadline only to learn nothing.
+pub fn no_leader_hold_ticks(cfg: &NodeConfig) -> u64 {
+    2 * cfg.election_tick as u64
+}
+
 /// Ticks a node started on a changed peer URL waits for a member to reach it there.
 fn url_confirm_ticks(cfg: &NodeConfig) -> u64 {
     20 * cfg.election_tick as u64
@@ -511,6 +524,17 @@ pub enum PeerError {
 enum ReplyTo {
     Local(u64),
     Remote { peer: u64, forward_id: u64 },
+}
+
+/// A request held while no leader is known (one may be elected meanwhile).
+#[derive(Debug)]
+struct AwaitingLeader {
+    arrived_tick: u64,
+    /// Answered `NoLeader` (definite) at this tick if no leader is known by then.
+    hold_until_tick: u64,
+    /// The request's own deadline, which it keeps once a leader takes it.
+    deadline_tick: u64,
+    req: ClientRequest,
 }
 
 #[derive(Debug)]
@@ -633,8 +657,8 @@ pub struct Node {
     next_read_id: u64,
     /// Addresses advertised by senders that are not (yet, or no longer) known members.
     peer_hints: BTreeMap<u64, String>,
-    /// Requests that arrived while no leader was known: (deadline tick, request).
-    awaiting_leader: VecDeque<(u64, ClientRequest)>,
+    /// Requests that arrived while no leader was known, never proposed.
+    awaiting_leader: VecDeque<AwaitingLeader>,
     /// Requests this follower forwarded to the leader, by forward id.
     forwarded: BTreeMap<u64, ForwardedRequest>,
     next_forward_id: u64,
@@ -669,6 +693,11 @@ pub struct Node {
     /// A received, verified snapshot that raft has taken and the next Ready installs.
     received: Option<Box<Received>>,
     stopped: Option<StopReason>,
+    /// Set by [`Node::shut_down`]: pending requests were answered; nothing more is processed.
+    shut_down: bool,
+    /// (term, commit) the highest commit index a leader of that term sent this node, for
+    /// readiness ("caught up" is measured against the leader's commit, not this node's own).
+    leader_commit: (u64, u64),
 }
 
 /// What recovery found, with the state machine already decoded from its snapshot (boot checks
@@ -935,6 +964,8 @@ impl Node {
             receiver: Receiver::default(),
             received: None,
             stopped: None,
+            shut_down: false,
+            leader_commit: (0, 0),
         };
         node.staged.ops = ops;
         node.issue_job();
@@ -1020,9 +1051,39 @@ impl Node {
         }
     }
 
+    /// Whether this node should be sent clients, check by check (see [`crate::health`]).
+    pub fn readiness(&self) -> Readiness {
+        let r = &self.raw.raft;
+        let committed = r.raft_log.committed;
+        let leader_commit = if r.state == StateRole::Leader {
+            committed
+        } else if self.leader_commit.0 == r.term {
+            self.leader_commit.1.max(committed)
+        } else {
+            committed
+        };
+        Readiness::evaluate(&health::Inputs {
+            id: self.cfg.id,
+            stopped: self.stopped.clone(),
+            shutting_down: self.shut_down,
+            leader: r.leader_id,
+            applied: self.kv.applied_index(),
+            leader_commit,
+            // The bound a learner must be within to be promoted: close enough to serve.
+            bound: self.cfg.compaction.catch_up_entries,
+            receiving_snapshot: self
+                .receiver
+                .progress()
+                .map(|(k, received)| (k.index, received, k.file_bytes)),
+            is_member: self.kv.members().contains_key(&self.cfg.id),
+            removed: self.removed_at_tick.is_some(),
+            url_unconfirmed: self.url_change.is_some(),
+        })
+    }
+
     /// Processes everything raft has ready and returns the actions accumulated so far.
     pub fn drain(&mut self) -> Vec<Action> {
-        if self.stopped.is_none() {
+        if self.stopped.is_none() && !self.shut_down {
             self.drive();
             self.fix_election_timeout();
         }
@@ -1037,15 +1098,46 @@ impl Node {
             reason: reason.clone(),
         }));
         self.stopped = Some(reason);
-        self.fail_pending(ClientError::Stopped);
+        self.answer_all_pending();
+    }
+
+    /// The shell is shutting down (SIGTERM): every pending request is answered as a stop would
+    /// answer it, so a client learns whether its request could still be applied (a shell that
+    /// merely dropped them could not tell). No input is processed afterwards.
+    pub fn shut_down(&mut self) {
+        if self.stopped.is_none() && !self.shut_down {
+            self.shut_down = true;
+            self.answer_all_pending();
+        }
+    }
+
+    /// A stopping node's answers: what it proposed, or forwarded to a leader that may have
+    /// proposed it, may still be applied (`StoppedWhilePending`); what was still waiting for a
+    /// leader never left this node (`Stopped`, definite). Reads change nothing, so theirs is
+    /// definite too.
+    fn answer_all_pending(&mut self) {
+        let proposals = std::mem::take(&mut self.proposals);
+        let reads = std::mem::take(&mut self.reads);
+        self.reads_waiting.clear();
         let forwarded = std::mem::take(&mut self.forwarded);
         let awaiting = std::mem::take(&mut self.awaiting_leader);
-        let handles = forwarded
+        let answers: Vec<(ReplyTo, ClientError)> = proposals
             .values()
-            .map(|f| f.handle)
-            .chain(awaiting.iter().map(|(_, r)| r.handle));
-        for handle in handles.collect::<Vec<_>>() {
-            self.reply(ReplyTo::Local(handle), Err(ClientError::Stopped));
+            .map(|p| (p.handle, ClientError::StoppedWhilePending))
+            .chain(
+                forwarded
+                    .values()
+                    .map(|f| (ReplyTo::Local(f.handle), ClientError::StoppedWhilePending)),
+            )
+            .chain(reads.values().map(|r| (r.handle, ClientError::Stopped)))
+            .chain(
+                awaiting
+                    .iter()
+                    .map(|a| (ReplyTo::Local(a.req.handle), ClientError::Stopped)),
+            )
+            .collect();
+        for (to, err) in answers {
+            self.reply(to, Err(err));
         }
     }
 
@@ -1067,7 +1159,7 @@ impl Node {
 
     /// One logical clock tick.
     pub fn tick(&mut self) {
-        if self.stopped.is_some() {
+        if self.stopped.is_some() || self.shut_down {
             return;
         }
         self.now_tick += 1;
@@ -1150,6 +1242,18 @@ impl Node {
         self.reads_waiting.retain(|id| reads.contains_key(id));
         for f in take_expired(&mut self.forwarded, now, |f| f.deadline_tick) {
             self.reply(ReplyTo::Local(f.handle), Err(ClientError::Timeout));
+        }
+        // Held for a leader and never proposed: a definite answer, not a timeout.
+        let (due, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_leader)
+            .into_iter()
+            .partition(|a| a.hold_until_tick <= now);
+        self.awaiting_leader = held.into();
+        for a in due {
+            let waited_ticks = now - a.arrived_tick;
+            self.reply(
+                ReplyTo::Local(a.req.handle),
+                Err(ClientError::NoLeader { waited_ticks }),
+            );
         }
     }
 
@@ -1282,7 +1386,26 @@ impl Node {
                 });
                 Err(error)
             }
-            msgcodec::Body::Raft(m) => self.raw.step(m).map_err(|e| PeerError::Raft(e.to_string())),
+            msgcodec::Body::Raft(m) => {
+                use raft::eraftpb::MessageType::{MsgAppend, MsgHeartbeat};
+                let (kind, term, commit) = (m.get_msg_type(), m.term, m.commit);
+                self.raw
+                    .step(m)
+                    .map_err(|e| PeerError::Raft(e.to_string()))?;
+                // Appends carry the leader's commit; heartbeats the part of it this node matched.
+                if matches!(kind, MsgAppend | MsgHeartbeat)
+                    && term == self.raw.raft.term
+                    && env.from == self.raw.raft.leader_id
+                {
+                    let seen = &mut self.leader_commit;
+                    *seen = if seen.0 == term {
+                        (term, seen.1.max(commit))
+                    } else {
+                        (term, commit)
+                    };
+                }
+                Ok(())
+            }
             msgcodec::Body::Forward(f) => {
                 // Served only by a leader; never forwarded twice.
                 let to = ReplyTo::Remote {
@@ -1387,8 +1510,8 @@ impl Node {
         }
     }
 
-    /// The disk job `id` failed. The node stops and answers everything pending (outcome
-    /// unknown); a shell exits or restarts the process, and recovery decides what survived.
+    /// The disk job `id` failed. The node stops and answers everything pending (outcome unknown
+    /// for what it proposed, definite for the rest); a shell exits or restarts the process, and recovery decides what survived.
     pub fn disk_failed(&mut self, id: u64, failure: DiskFailure) {
         let in_flight = self.in_flight.as_ref().map(|j| j.id);
         let snapshot = self.snapshot_job.as_ref().map(|(j, _)| *j);
@@ -1403,7 +1526,7 @@ impl Node {
     /// writes and linearizable reads are forwarded to the leader when one is known.
     pub fn client(&mut self, req: ClientRequest) {
         let to = ReplyTo::Local(req.handle);
-        if self.stopped.is_some() || self.removed_at_tick.is_some() {
+        if self.stopped.is_some() || self.shut_down || self.removed_at_tick.is_some() {
             return self.reply(to, Err(ClientError::Stopped));
         }
         let is_leader = self.raw.raft.state == StateRole::Leader;
@@ -1413,12 +1536,20 @@ impl Node {
         // dropped (frames from one's own id are refused) and wait out its deadline.
         let leader = Some(self.raw.raft.leader_id).filter(|&l| l != 0 && l != self.cfg.id);
         if !is_leader && forwardable && leader.is_none() {
-            // Hold it until an election settles (or its deadline passes) rather than fail fast.
+            // Hold it for an election to settle rather than fail fast, but not for the whole
+            // deadline: unproposed, its answer is definite whenever it comes.
             if self.awaiting_leader.len() >= self.cfg.max_pending_proposals {
                 return self.reply(to, Err(ClientError::Busy));
             }
             let deadline_tick = self.now_tick + req.timeout_ticks.max(1);
-            self.awaiting_leader.push_back((deadline_tick, req));
+            let hold_until_tick =
+                deadline_tick.min(self.now_tick + no_leader_hold_ticks(&self.cfg));
+            self.awaiting_leader.push_back(AwaitingLeader {
+                arrived_tick: self.now_tick,
+                hold_until_tick,
+                deadline_tick,
+                req,
+            });
             return;
         }
         if let (false, true, Some(leader)) = (is_leader, forwardable, leader) {
@@ -2331,8 +2462,13 @@ impl Node {
             return;
         }
         let now = self.now_tick;
-        for (deadline, mut req) in std::mem::take(&mut self.awaiting_leader) {
-            req.timeout_ticks = deadline.saturating_sub(now).max(1);
+        for AwaitingLeader {
+            deadline_tick,
+            mut req,
+            ..
+        } in std::mem::take(&mut self.awaiting_leader)
+        {
+            req.timeout_ticks = deadline_tick.saturating_sub(now).max(1);
             self.client(req);
         }
     }

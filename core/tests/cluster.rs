@@ -82,6 +82,107 @@ fn followers_forward_to_the_leader_and_serve_local_reads() {
     assert_eq!(c.wait_reply(h), Ok(ClientReply::Value(None)));
 }
 
+/// Brings a 3-node cluster to the point where `survivor` is alone and knows no leader (the other
+/// two stopped); returns the survivor.
+fn leaderless_survivor(c: &mut Cluster) -> u64 {
+    let leader = c.wait_leader();
+    c.put("a", "1");
+    c.wait_converged(200);
+    let survivor = c.up_ids().into_iter().find(|&id| id != leader).unwrap();
+    for id in c.up_ids() {
+        if id != survivor {
+            c.stop_node(id);
+        }
+    }
+    c.run_until(200, "the survivor forgets its leader", |c| {
+        c.node(survivor).status().leader_id == 0
+    });
+    survivor
+}
+
+#[test]
+fn a_request_that_finds_no_leader_is_held_about_an_election_then_answered_definitely() {
+    let mut c = Cluster::new(3, 21);
+    let survivor = leaderless_survivor(&mut c);
+    let hold = raftkv_core::node::no_leader_hold_ticks(&c.nodes[&survivor].cfg);
+    let before = c.now_steps();
+    let h = c.submit(survivor, put_op("held", "x"), None);
+    let err = c.wait_reply(h).unwrap_err();
+    let waited = c.now_steps() - before;
+    assert!(
+        matches!(err, ClientError::NoLeader { waited_ticks } if waited_ticks == hold),
+        "{err:?}"
+    );
+    assert!(!err.outcome_unknown(), "never proposed: a definite answer");
+    // Held for the election (a leader could have appeared), but well short of its deadline
+    // (the harness gives requests 50 ticks).
+    assert_eq!(
+        waited, hold,
+        "answered after the hold, not before nor at the deadline"
+    );
+    assert!(hold < 50);
+    // And it stays unapplied once a leader is back.
+    for id in [1, 2, 3] {
+        if !c.is_up(id) {
+            c.restart(id);
+        }
+    }
+    c.wait_converged(500);
+    assert_eq!(
+        c.get("held"),
+        None,
+        "a definite failure was applied after all"
+    );
+    assert_eq!(c.get("a"), Some(b"1".to_vec()));
+}
+
+#[test]
+fn a_request_held_for_a_leader_goes_through_when_one_is_elected_within_the_hold() {
+    let mut c = Cluster::new(3, 21);
+    let survivor = leaderless_survivor(&mut c);
+    let h = c.submit(survivor, put_op("b", "2"), None);
+    // A peer comes back at once: an election completes within the hold.
+    let other = [1, 2, 3].into_iter().find(|&id| !c.is_up(id)).unwrap();
+    c.restart(other);
+    assert_eq!(
+        c.wait_reply(h),
+        Ok(ClientReply::Written(WriteResult::Put { existed: false }))
+    );
+}
+
+#[test]
+fn a_stopping_node_answers_proposed_requests_unknown_and_the_rest_definitely() {
+    let mut c = Cluster::new(3, 22);
+    let leader = c.wait_leader();
+    // Cut off, the leader's proposal cannot commit: it stays pending.
+    c.isolated.insert(leader);
+    let proposed = c.submit(leader, put_op("p", "1"), None);
+    let follower = c.up_ids().into_iter().find(|&id| id != leader).unwrap();
+    let other = c
+        .up_ids()
+        .into_iter()
+        .find(|&id| id != leader && id != follower)
+        .unwrap();
+    c.stop_node(other);
+    c.run_until(200, "the follower forgets its leader", |c| {
+        c.node(follower).status().leader_id == 0
+    });
+    // Held for a leader on the follower, never proposed.
+    let held = c.submit(follower, put_op("q", "1"), None);
+    assert!(!c.replies.contains_key(&proposed) && !c.replies.contains_key(&held));
+    c.shut_down(leader);
+    c.shut_down(follower);
+    let proposed = c.replies.remove(&proposed).expect("answered at shutdown");
+    let held = c.replies.remove(&held).expect("answered at shutdown");
+    assert_eq!(proposed, Err(ClientError::StoppedWhilePending));
+    assert!(proposed.unwrap_err().outcome_unknown());
+    assert_eq!(held, Err(ClientError::Stopped));
+    assert!(!held.unwrap_err().outcome_unknown());
+    // After shutting down, a new request is refused at once, definitely.
+    let late = c.submit(follower, put_op("r", "1"), None);
+    assert_eq!(c.replies.remove(&late), Some(Err(ClientError::Stopped)));
+}
+
 #[test]
 fn survives_leader_loss_and_loses_no_acknowledged_write() {
     let mut c = Cluster::new(3, 3);
@@ -507,4 +608,50 @@ fn without_the_seeded_election_timeout_traces_diverge() {
         diverged,
         "raft-rs's own randomness never showed; the determinism test proves nothing"
     );
+}
+
+#[test]
+fn readiness_names_the_check_that_fails() {
+    use raftkv_core::health::Check;
+    let failing = |c: &Cluster, id: u64| c.node(id).readiness().failure().map(|(c, _)| c);
+    // Small snapshots in small chunks, one in flight: catching up takes many rounds.
+    let mut c = Cluster::with_config(3, 23, |cfg| {
+        cfg.compaction.catch_up_entries = 5;
+        cfg.compaction.snap_count = 10;
+        cfg.snapshot_chunk_bytes = 32;
+        cfg.snapshot_window_chunks = 1;
+    });
+    let leader = c.wait_leader();
+    c.put("a", "1");
+    c.wait_converged(200);
+    for id in c.up_ids() {
+        assert_eq!(failing(&c, id), None, "node {id}");
+    }
+    // A follower cut off while the others commit and compact: it needs the leader's snapshot,
+    // and is not caught up until it has it.
+    let lagging = c.up_ids().into_iter().find(|&id| id != leader).unwrap();
+    c.isolated.insert(lagging);
+    for i in 0..40 {
+        c.put(&format!("k{i}"), "v");
+    }
+    c.isolated.clear();
+    let mut seen_behind = false;
+    c.run_until(300, "the lagging follower ready again", |c| {
+        seen_behind |= failing(c, lagging) == Some(Check::CaughtUp);
+        failing(c, lagging).is_none()
+            && c.node(lagging).status().applied_index == c.node(leader).status().commit_index
+    });
+    assert!(seen_behind, "never reported behind while catching up");
+    // Alone, a node knows no leader.
+    let survivor = lagging;
+    for id in c.up_ids() {
+        if id != survivor {
+            c.stop_node(id);
+        }
+    }
+    c.run_until(200, "no leader reported", |c| {
+        failing(c, survivor) == Some(Check::Leader)
+    });
+    c.shut_down(survivor);
+    assert_eq!(failing(&c, survivor), Some(Check::Running));
 }

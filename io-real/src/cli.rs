@@ -68,14 +68,17 @@ pub struct RunArgs {
     /// WAL segment size (preallocated).
     #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
     pub segment_size_bytes: u64,
-    /// Largest HTTP request body accepted (larger bodies get 413).
+    /// Largest HTTP request body accepted (larger bodies get 413, from their Content-Length
+    /// before they are read).
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
     /// Largest peer frame accepted or sent: an append batch, or a chunk of a snapshot file
     /// (snapshots stream in chunks of at most 1 MiB, so this does not bound the state's size).
     #[arg(long, default_value_t = 64 << 20)]
     pub max_frame_bytes: usize,
-    /// Deadline for a client request, after which its outcome is reported unknown (504).
+    /// Deadline for a client request once proposed or forwarded, after which its outcome is
+    /// reported unknown (504). One that finds no leader is answered 503 (not applied) after at
+    /// most two election timeouts.
     #[arg(long, default_value_t = 5_000)]
     pub request_timeout_ms: u64,
     /// Cluster token: nodes only talk to peers with the same token.
@@ -90,10 +93,15 @@ pub struct RunArgs {
     pub peer_queue_len: usize,
 }
 
+/// Most nodes `raftkv cluster` runs: ports follow raftexample ({i}2379 for peers, {i}2380 for the
+/// API), and a seventh node's 72379 is no port.
+pub const MAX_CLUSTER_NODES: u64 = 6;
+
 #[derive(Args, Debug, Clone)]
 pub struct ClusterArgs {
-    /// Number of nodes.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    /// Number of nodes, 1 to 6 (ports follow raftexample: {i}2379 for peers, {i}2380 for the API).
+    #[arg(long, default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_CLUSTER_NODES))]
     pub nodes: u64,
     /// Directory under which each node's data directory (raftkv-{id}) is created.
     #[arg(long, default_value = ".")]
@@ -122,6 +130,17 @@ pub fn peer_socket_addr(url: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_nodes_accepts_exactly_what_it_can_run() {
+        let parse = |n: &str| Cli::try_parse_from(["raftkv", "cluster", "--nodes", n]);
+        for n in 1..=MAX_CLUSTER_NODES {
+            assert!(parse(&n.to_string()).is_ok(), "{n}");
+        }
+        let err = parse(&(MAX_CLUSTER_NODES + 1).to_string()).unwrap_err();
+        assert!(err.to_string().contains("1..=6"), "{err}");
+        assert!(parse("0").is_err());
+    }
 
     #[test]
     fn peer_urls() {

@@ -392,12 +392,56 @@ fn lower_thread_priority() {
     }
 }
 
+/// What went wrong with the data directory before the node could start: each names the path
+/// and the operation, since a bare `Permission denied (os error 13)` says neither. The I/O error
+/// is part of the message, not a `source`: anyhow's `{:#}` would print it twice.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("cannot create data directory {}: {error}", path.display())]
+    Create { path: PathBuf, error: io::Error },
+    #[error(
+        "--data-dir {} is a regular file, not a directory: give the path of a directory (it is \
+         created if missing)",
+        path.display()
+    )]
+    NotADirectory { path: PathBuf },
+    #[error("cannot list data directory {}: {error}", path.display())]
+    List { path: PathBuf, error: io::Error },
+    #[error("cannot open lock file {}: {error}", path.display())]
+    OpenLock { path: PathBuf, error: io::Error },
+    #[error("cannot lock {}: {error}", path.display())]
+    Lock { path: PathBuf, error: io::Error },
+    #[error("data directory {} is in use by another raftkv process", path.display())]
+    InUse { path: PathBuf },
+}
+
+/// Creates the data directory if it is missing; refuses a path that is something else.
+pub fn create_dir(dir: &Path) -> Result<(), DataDirError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(DataDirError::NotADirectory {
+                path: dir.to_path_buf(),
+            })
+        }
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(dir).map_err(|error| DataDirError::Create {
+        path: dir.to_path_buf(),
+        error,
+    })
+}
+
 /// File names in the data directory (regular files only).
-pub fn list(dir: &Path) -> io::Result<Vec<String>> {
+pub fn list(dir: &Path) -> Result<Vec<String>, DataDirError> {
+    let err = |error| DataDirError::List {
+        path: dir.to_path_buf(),
+        error,
+    };
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_type()?.is_file() {
+    for e in std::fs::read_dir(dir).map_err(err)? {
+        let e = e.map_err(err)?;
+        if e.file_type().map_err(err)?.is_file() {
             if let Some(name) = e.file_name().to_str() {
                 out.push(name.to_string());
             }
@@ -412,28 +456,66 @@ pub struct DirLock {
     _file: File,
 }
 
-pub fn lock_dir(dir: &Path) -> anyhow::Result<DirLock> {
+pub fn lock_dir(dir: &Path) -> Result<DirLock, DataDirError> {
     let path = dir.join("LOCK");
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)?;
+        .open(&path)
+        .map_err(|error| DataDirError::OpenLock {
+            path: path.clone(),
+            error,
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(DirLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            anyhow::bail!(
-                "data directory {} is in use by another raftkv process",
-                dir.display()
-            )
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DataDirError::InUse {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(error)) => Err(DataDirError::Lock { path, error }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_dir_errors_name_the_path_and_the_operation() {
+        let e = DataDirError::Create {
+            path: "/x/y".into(),
+            error: io::Error::from_raw_os_error(libc::EACCES),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot create data directory /x/y: Permission denied (os error 13)"
+        );
+        let tmp = std::env::temp_dir().join(format!("raftkv-datadir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        let file = tmp.join("file");
+        std::fs::write(&file, b"").unwrap();
+        // A regular file where the directory should be: said so, not "File exists".
+        let e = create_dir(&file).unwrap_err();
+        assert!(matches!(e, DataDirError::NotADirectory { .. }), "{e}");
+        assert!(e
+            .to_string()
+            .contains(&format!("{} is a regular file", file.display())));
+        // Below a file: the OS's own error, with the path and what was being done.
+        let below = file.join("sub");
+        let e = create_dir(&below).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "cannot create data directory {}: ",
+                below.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains("os error"), "{e}");
+        create_dir(&tmp.join("a/b")).unwrap();
+        create_dir(&tmp.join("a/b")).unwrap();
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
     use raftkv_core::boot::{boot, StartFlags};
     use raftkv_core::memdir::MemDir;
     use raftkv_core::node::{Action, ClientOp, ClientRequest, NodeConfig};

@@ -11,12 +11,14 @@
 
 use crate::server::{ClientResult, Input, StatusView};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use raftkv_core::command::RequestId;
+use raftkv_core::health::{Check, Readiness};
 use raftkv_core::kv::WriteResult;
 use raftkv_core::node::{ClientError, ClientOp, ClientReply};
 use serde::Deserialize;
@@ -36,6 +38,8 @@ pub struct Api {
 pub fn router(api: Api, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/members", get(list_members).post(add_member_json))
@@ -55,8 +59,41 @@ pub fn router(api: Api, max_body_bytes: usize) -> Router {
                 .post(add_member_legacy)
                 .delete(remove_member),
         )
+        // The declared length is checked before the body is read (a client is told at once,
+        // before it uploads, or before it waits for `100 Continue`); the limit on the body read
+        // covers bodies sent without a length (chunked).
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            max_body_bytes,
+            refuse_declared_oversize,
+        ))
         .with_state(api)
+}
+
+/// 413 for a request whose `Content-Length` is over the limit, without reading its body.
+async fn refuse_declared_oversize(
+    State(limit): State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit as u64 => {
+            let mut r = text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body of {len} bytes is over the limit of {limit} (--max-body-bytes)"),
+            );
+            // The unread body would otherwise be taken for the next request on the connection.
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+        _ => next.run(req).await,
+    }
 }
 
 fn text(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -92,10 +129,11 @@ impl Api {
         }
         match tokio::time::timeout(self.wait, rx).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(_)) => Err(text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "node is shutting down",
-            )),
+            // The node answers every request it took, even when it stops or shuts down: only
+            // one still queued before the event loop (never seen by the node) gets here.
+            Ok(Err(_)) => Err(busy("node is shutting down; the request was not applied")),
+            // The node answers everything by its own deadline; this is the shell's backstop
+            // (an event loop stalled on something), and the request may have been proposed.
             Err(_) => Err(text(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timed out; the outcome is unknown",
@@ -120,18 +158,17 @@ fn busy(msg: &str) -> Response {
     r
 }
 
+/// The node decided the answer (definite or outcome unknown); this only maps it to a status:
+/// 503 with `Retry-After` for a definite failure that may pass (the request was not applied),
+/// 409 for a refusal, 504 when the outcome is unknown.
 fn error_response(e: ClientError) -> Response {
     match e {
-        ClientError::NotLeader { leader: None } => busy("no leader elected yet; retry"),
-        ClientError::NotLeader { leader: Some(l) } => busy(&format!("not the leader; node {l} is")),
-        ClientError::Busy => busy("busy: too many pending requests"),
         ClientError::Rejected(why) => text(StatusCode::CONFLICT, format!("rejected: {why}")),
-        ClientError::Timeout | ClientError::LeaderChanged { .. } => text(
+        e if e.outcome_unknown() => text(
             StatusCode::GATEWAY_TIMEOUT,
             format!("{e}; retry with the same request id to be safe"),
         ),
-        ClientError::Stopped => text(StatusCode::SERVICE_UNAVAILABLE, "node stopped"),
-        ClientError::LeaderUnreachable { .. } => busy(&format!("{e}; retry")),
+        e => busy(&format!("{e}; retry")),
     }
 }
 
@@ -461,10 +498,84 @@ async fn status(State(api): State<Api>) -> Response {
     }
 }
 
+/// How long `/livez` waits for the event loop before calling the process stuck.
+const LIVEZ_WAIT: Duration = Duration::from_secs(2);
+
+/// etcd's probe format: a `[+]name ok` or `[-]name failed: why` line per check, then a verdict.
+fn probe(checks: &[(&str, Result<(), String>)], what: &str) -> Response {
+    let mut body = String::new();
+    for (name, r) in checks {
+        match r {
+            Ok(()) => body.push_str(&format!("[+]{name} ok\n")),
+            Err(why) => body.push_str(&format!("[-]{name} failed: {why}\n")),
+        }
+    }
+    let ok = checks.iter().all(|(_, r)| r.is_ok());
+    if ok {
+        body.push_str("ok");
+        text(StatusCode::OK, body)
+    } else {
+        body.push_str(&format!("{what} check failed"));
+        text(StatusCode::SERVICE_UNAVAILABLE, body)
+    }
+}
+
+fn readiness_checks(r: &Readiness) -> Vec<(&'static str, Result<(), String>)> {
+    r.checks
+        .iter()
+        .map(|(c, res)| (c.name(), res.clone().map_err(|e| e.to_string())))
+        .collect()
+}
+
+/// `/livez`: the process serves (its event loop answers and the node has not stopped), whatever
+/// the cluster is doing. A failing liveness probe means: restart this process.
+async fn livez(State(api): State<Api>) -> Response {
+    let serving = match tokio::time::timeout(LIVEZ_WAIT, api.status()).await {
+        Ok(Ok(v)) => v
+            .readiness
+            .checks
+            .iter()
+            .find(|(c, _)| *c == Check::Running)
+            .map_or(Ok(()), |(_, r)| r.clone().map_err(|e| e.to_string())),
+        Ok(Err(_)) => Err("the event loop is not taking requests".to_string()),
+        Err(_) => Err(format!(
+            "the event loop did not answer within {LIVEZ_WAIT:?}"
+        )),
+    };
+    probe(&[("serving", serving)], "livez")
+}
+
+/// `/readyz`: send this node clients (it runs, knows a leader, is caught up, and is a member of
+/// the configuration it knows). Every check is listed; the failed ones say why.
+async fn readyz(State(api): State<Api>) -> Response {
+    match api.status().await {
+        Ok(v) => probe(&readiness_checks(&v.readiness), "readyz"),
+        Err(r) => r,
+    }
+}
+
+/// `/health`, etcd's shape: `{"health": "true"|"false", "reason": ...}`, 200 only when ready.
 async fn health(State(api): State<Api>) -> Response {
     match api.status().await {
-        Ok(v) if v.status.leader_id != 0 => text(StatusCode::OK, "ok"),
-        Ok(_) => text(StatusCode::SERVICE_UNAVAILABLE, "no leader"),
+        Ok(v) => {
+            let (code, reason) = match v.readiness.failure() {
+                None => (StatusCode::OK, String::new()),
+                Some((check, why)) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{}: {why}", check.name()),
+                ),
+            };
+            let health = if code == StatusCode::OK {
+                "true"
+            } else {
+                "false"
+            };
+            (
+                code,
+                Json(serde_json::json!({"health": health, "reason": reason})),
+            )
+                .into_response()
+        }
         Err(r) => r,
     }
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod cluster;
 mod disk;
 mod http;
 mod peer;
@@ -10,7 +11,7 @@ mod server;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use cli::{Cli, ClusterArgs, Command, RunArgs};
+use cli::{Cli, Command, RunArgs};
 use raftkv_core::boot::{boot, StartFlags};
 use raftkv_core::compaction::CompactionConfig;
 use raftkv_core::node::{Node, NodeConfig, StopReason};
@@ -38,7 +39,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Cluster(args)) => run_cluster(args),
+        Some(Command::Cluster(args)) => cluster::run(args),
         Some(Command::Run(args)) => run_node(args),
         Some(Command::Bench(args)) => bench::run(args),
         None => run_node(cli.run),
@@ -123,11 +124,10 @@ fn run_node(args: RunArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("raftkv-{}", args.id)));
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    disk::create_dir(&data_dir)?;
     let _lock = disk::lock_dir(&data_dir)?;
 
-    let names = disk::list(&data_dir).with_context(|| format!("listing {}", data_dir.display()))?;
+    let names = disk::list(&data_dir)?;
     let flags = StartFlags {
         peers: members,
         token: args.cluster_token.clone(),
@@ -135,7 +135,7 @@ fn run_node(args: RunArgs) -> anyhow::Result<()> {
     };
     let node = boot(node_config(&args), &flags, &names, &mut |name| {
         let path = data_dir.join(name);
-        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+        std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     })
     .with_context(|| format!("data directory {}", data_dir.display()))?;
 
@@ -162,11 +162,11 @@ async fn serve(
     let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE_LEN);
     let peer_listener = tokio::net::TcpListener::bind(&peer_addr)
         .await
-        .with_context(|| format!("binding peer address {peer_addr}"))?;
+        .with_context(|| format!("cannot bind the peer address {peer_addr}"))?;
     let api_addr = format!("{}:{}", args.host, args.port);
     let api_listener = tokio::net::TcpListener::bind(&api_addr)
         .await
-        .with_context(|| format!("binding HTTP address {api_addr}"))?;
+        .with_context(|| format!("cannot bind the HTTP address {api_addr}"))?;
 
     let peers = peer::Peers::new(args.max_frame_bytes, args.peer_queue_len, input_tx.clone());
     peers.spawn_listener(peer_listener);
@@ -282,44 +282,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-/// `raftkv cluster`: raftexample's Procfile as a subcommand.
-fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
-    if args.nodes > 6 {
-        bail!("--nodes must be at most 6 (ports follow raftexample: {{i}}2379 and {{i}}2380)");
-    }
-    let exe = std::env::current_exe()?;
-    let urls: Vec<String> = (1..=args.nodes)
-        .map(|i| format!("http://127.0.0.1:{}", i * 10000 + 2379))
-        .collect();
-    let mut children = Vec::new();
-    for i in 1..=args.nodes {
-        let child = std::process::Command::new(&exe)
-            .arg("run")
-            .args(["--id", &i.to_string()])
-            .args(["--cluster", &urls.join(",")])
-            .args(["--port", &(i * 10000 + 2380).to_string()])
-            .arg("--data-dir")
-            .arg(args.data_root.join(format!("raftkv-{i}")))
-            .args(&args.node_args)
-            .spawn()
-            .with_context(|| format!("starting node {i}"))?;
-        println!(
-            "node {i}: peer {} api http://127.0.0.1:{} (pid {})",
-            urls[i as usize - 1],
-            i * 10000 + 2380,
-            child.id()
-        );
-        children.push(child);
-    }
-    // Children share our process group: Ctrl-C reaches them directly. Wait for all.
-    let mut failed = false;
-    for mut c in children {
-        failed |= !c.wait()?.success();
-    }
-    if failed {
-        bail!("a node exited with an error");
-    }
-    Ok(())
 }

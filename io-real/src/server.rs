@@ -4,6 +4,7 @@
 use crate::disk::DiskResult;
 use crate::peer::{Peers, SendReport};
 use raftkv_core::command::RequestId;
+use raftkv_core::health::Readiness;
 use raftkv_core::node::{
     Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskJob, Event, Node, NodeStatus,
     ReadJob, SendOutcome, SnapshotJob, StopReason,
@@ -60,6 +61,7 @@ pub struct Counters {
 pub struct StatusView {
     pub status: NodeStatus,
     pub counters: Counters,
+    pub readiness: Readiness,
 }
 
 /// How the loop ended.
@@ -117,7 +119,11 @@ impl Server {
             tokio::select! {
                 _ = ticker.tick() => self.node.tick(),
                 input = inputs.recv() => {
-                    let Some(input) = input else { return Exit::Shutdown };
+                    let Some(input) = input else {
+                        self.node.shut_down();
+                        self.execute();
+                        return Exit::Shutdown;
+                    };
                     if let Some(exit) = self.handle(input) {
                         return exit;
                     }
@@ -132,7 +138,12 @@ impl Server {
                         }
                     }
                 }
-                _ = &mut shutdown => return Exit::Shutdown,
+                _ = &mut shutdown => {
+                    // Every request the node holds gets its answer (core decides which).
+                    self.node.shut_down();
+                    self.execute();
+                    return Exit::Shutdown;
+                }
             }
             self.execute();
             if let Some(reason) = self.node.stopped() {
@@ -194,6 +205,7 @@ impl Server {
                 let _ = tx.send(StatusView {
                     status: self.node.status(),
                     counters: self.counters.clone(),
+                    readiness: self.node.readiness(),
                 });
             }
             Input::Disk(DiskResult::Done {

@@ -67,10 +67,12 @@ pub enum Counter {
     StaleMessagesReplayed,
     TornTailsRepaired,
     WipedRestartsRefused,
+    NoLeaderAnswers,
+    WritesDefinitelyNotApplied,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 60] = [
+    pub const ALL: [Counter; 62] = [
         Counter::ClusterIdsAdopted,
         Counter::Compactions,
         Counter::ConfChanges,
@@ -131,6 +133,8 @@ impl Counter {
         Counter::StaleMessagesReplayed,
         Counter::TornTailsRepaired,
         Counter::WipedRestartsRefused,
+        Counter::NoLeaderAnswers,
+        Counter::WritesDefinitelyNotApplied,
     ];
 
     pub fn name(self) -> &'static str {
@@ -195,6 +199,8 @@ impl Counter {
             Counter::StaleMessagesReplayed => "stale_messages_replayed",
             Counter::TornTailsRepaired => "torn_tails_repaired",
             Counter::WipedRestartsRefused => "wiped_restarts_refused",
+            Counter::WritesDefinitelyNotApplied => "writes_definitely_not_applied",
+            Counter::NoLeaderAnswers => "no_leader_answers",
         }
     }
 
@@ -246,6 +252,8 @@ pub const REQUIRED: &[Counter] = &[
     Counter::OperatorMistakesRefused,
     Counter::MistakesStartedLate,
     Counter::NeverStartedMembersRemoved,
+    Counter::NoLeaderAnswers,
+    Counter::WritesDefinitelyNotApplied,
 ];
 
 /// Required paths that a set of totals (by counter name) never exercised.

@@ -1101,19 +1101,46 @@ async fn call(
     request_id: Option<RequestId>,
     op: ClientOp,
 ) -> Option<Reply> {
+    call_traced(world, target, request_id, op).await.ok()
+}
+
+/// Why a call got no reply.
+enum NoReply {
+    /// The node was down: the request never reached it.
+    NotSent,
+    /// It reached the node, which died holding it or did not answer in time: it may have been
+    /// proposed.
+    Unanswered,
+}
+
+async fn call_traced(
+    world: &World,
+    target: u64,
+    request_id: Option<RequestId>,
+    op: ClientOp,
+) -> Result<Reply, NoReply> {
     let ticks = (world.cfg.client_timeout_ms / world.cfg.tick_ms).max(1);
-    let inbox = world.inboxes.lock().unwrap().get(&target).cloned()?;
+    let inbox = world
+        .inboxes
+        .lock()
+        .unwrap()
+        .get(&target)
+        .cloned()
+        .ok_or(NoReply::NotSent)?;
     let (tx, rx) = oneshot::channel();
-    let _ = inbox.send(Inbound::Client {
+    let request = Inbound::Client {
         request_id,
         op,
         timeout_ticks: ticks,
         reply: tx,
-    });
+    };
+    if inbox.send(request).is_err() {
+        return Err(NoReply::NotSent);
+    }
     match madsim::time::timeout(Duration::from_millis(world.cfg.client_timeout_ms + 500), rx).await
     {
-        Ok(Ok(r)) => Some(r),
-        _ => None,
+        Ok(Ok(r)) => Ok(r),
+        _ => Err(NoReply::Unanswered),
     }
 }
 
@@ -1169,26 +1196,38 @@ async fn client_main(world: Arc<World>, cid: u64) {
             if attempt > 0 {
                 sleep(Duration::from_millis(10 + rng.below(40))).await;
             }
-            match call(&world, target, rid, op.clone()).await {
-                Some(Ok(reply)) => {
+            match call_traced(&world, target, rid, op.clone()).await {
+                Ok(Ok(reply)) => {
                     result = Some(Ok(reply));
                     break;
                 }
-                Some(Err(e)) => {
+                Ok(Err(e)) => {
+                    // The node's claim, taken at its word: a definite answer means this attempt
+                    // was never applied. A write no attempt left in doubt is left out of the
+                    // history (it never happened), so if it was applied after all, a read that
+                    // sees its unique value fails the linearizability check.
                     maybe_applied |= e.outcome_unknown();
+                    if matches!(e, ClientError::NoLeader { .. }) {
+                        world.count(Counter::NoLeaderAnswers);
+                    }
+                    // Some clients take a definite 503 as final, as a real one may: that is
+                    // what puts the claim to the test (a retry under the same request id would
+                    // hide an application by the attempt that claimed none).
+                    let give_up = is_write && !maybe_applied && rng.below(4) == 0;
                     target = match e {
                         ClientError::NotLeader { leader: Some(l) } => l,
                         _ => world.random_member(&mut rng),
                     };
-                    if matches!(e, ClientError::Rejected(_)) {
+                    if matches!(e, ClientError::Rejected(_)) || (give_up && !e.outcome_unknown()) {
                         result = Some(Err(e));
                         break;
                     }
                 }
-                None => {
-                    // Down (never sent: harmless) or died holding it (maybe applied).
-                    maybe_applied |=
-                        world.inboxes.lock().unwrap().contains_key(&target) || attempt > 0;
+                Err(NoReply::NotSent) => target = world.random_member(&mut rng),
+                Err(NoReply::Unanswered) => {
+                    // Died holding it, or silent: it may have been proposed. (Whether the node
+                    // is up after the call says nothing: one that crashed holding it is not.)
+                    maybe_applied = true;
                     target = world.random_member(&mut rng);
                 }
             }
@@ -1207,6 +1246,9 @@ async fn client_main(world: Arc<World>, cid: u64) {
             )),
             _ => None,
         };
+        if is_write && matches!(&result, Some(Err(e)) if !e.outcome_unknown()) && !maybe_applied {
+            world.count(Counter::WritesDefinitelyNotApplied);
+        }
         // Unknown write outcomes are recorded without a completion; reads and writes that
         // definitely never happened are not recorded.
         if output.is_some() || (is_write && maybe_applied) {

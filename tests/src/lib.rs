@@ -316,6 +316,32 @@ pub fn http_with(
     body: Option<&[u8]>,
     headers: &[(&str, &str)],
 ) -> (u16, Vec<u8>) {
+    let r = http_full(method, url, body, headers);
+    (r.code, r.body)
+}
+
+/// A response with its headers (lower-case names).
+pub struct Reply {
+    /// 0 for a connection error.
+    pub code: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn http_full(method: &str, url: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Reply {
     let mut req = agent().request(method, url);
     for (k, v) in headers {
         req = req.set(k, v);
@@ -327,12 +353,30 @@ pub fn http_with(
     let resp = match resp {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
-        Err(_) => return (0, Vec::new()),
+        Err(_) => {
+            return Reply {
+                code: 0,
+                headers: Vec::new(),
+                body: Vec::new(),
+            }
+        }
     };
     let code = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .filter_map(|k| {
+            resp.header(&k)
+                .map(|v| (k.to_ascii_lowercase(), v.to_string()))
+        })
+        .collect();
     let mut out = Vec::new();
     let _ = std::io::Read::read_to_end(&mut resp.into_reader(), &mut out);
-    (code, out)
+    Reply {
+        code,
+        headers,
+        body: out,
+    }
 }
 
 pub fn status(api: &str) -> Option<serde_json::Value> {

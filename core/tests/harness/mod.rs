@@ -496,6 +496,18 @@ impl Cluster {
         Ok(())
     }
 
+    /// The shell of node `id` shuts down (SIGTERM): the node answers what it holds.
+    pub fn shut_down(&mut self, id: u64) {
+        self.nodes
+            .get_mut(&id)
+            .unwrap()
+            .node
+            .as_mut()
+            .unwrap()
+            .shut_down();
+        self.pump_actions();
+    }
+
     /// Stops a node (a process that exits); its directory stays.
     pub fn stop_node(&mut self, id: u64) {
         let n = self.nodes.get_mut(&id).unwrap();
