@@ -174,7 +174,7 @@ pub fn run_seed(seed: u64, trace: Trace, opts: &WorldOptions) -> SeedReport {
         fired.insert(at, (Checker::Durability, e));
     }
     for (checker, detail) in fired {
-        obs.violation(checker, detail);
+        obs.finding(checker, detail);
     }
     SeedReport {
         seed,

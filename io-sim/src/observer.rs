@@ -71,6 +71,8 @@ pub struct Observer {
     trace: Fnv64,
     pub trace_lines: Option<Vec<String>>,
     pub trace_len: u64,
+    /// The latest time an event was recorded at: when the observer's own checkers fire.
+    now_ns: u64,
     pub coverage: BTreeMap<Counter, u64>,
     pub violations: Vec<Violation>,
     /// index -> (term, entry hash) as first applied by any node.
@@ -99,6 +101,7 @@ impl Observer {
 
     /// Appends one event to the trace (sim time in ns, node id or 0, a JSON object body).
     pub fn record(&mut self, now_ns: u64, node: u64, what: &str, detail: serde_json::Value) {
+        self.now_ns = self.now_ns.max(now_ns);
         let line =
             serde_json::json!({"t_ns": now_ns, "node": node, "event": what, "detail": detail})
                 .to_string();
@@ -128,7 +131,29 @@ impl Observer {
         *self.coverage.entry(what).or_default() += 1;
     }
 
+    /// A checker fired during the run, at the latest time the trace has seen: it is traced
+    /// there (the timeline marks it), then kept.
     pub fn violation(&mut self, checker: Checker, detail: String) {
+        let now = self.now_ns;
+        self.violation_at(now, checker, detail);
+    }
+
+    /// A checker fired during the run at `now_ns`.
+    pub fn violation_at(&mut self, now_ns: u64, checker: Checker, detail: String) {
+        if self.violations.len() < 20 {
+            self.record(
+                now_ns,
+                0,
+                "violation",
+                serde_json::json!({"checker": checker.name(), "detail": detail}),
+            );
+            self.violations.push(Violation { checker, detail });
+        }
+    }
+
+    /// A checker of the finished run fired (the history checkers): kept, not traced, since it
+    /// fired at no moment of the run.
+    pub fn finding(&mut self, checker: Checker, detail: String) {
         if self.violations.len() < 20 {
             self.violations.push(Violation { checker, detail });
         }

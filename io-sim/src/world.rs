@@ -228,12 +228,8 @@ impl World {
     }
 
     fn violation(&self, checker: Checker, detail: String) {
-        self.record(
-            0,
-            "violation",
-            serde_json::json!({"checker": checker.name(), "detail": detail}),
-        );
-        self.obs.lock().unwrap().violation(checker, detail);
+        let now = self.now_ns();
+        self.obs.lock().unwrap().violation_at(now, checker, detail);
     }
 
     /// Uniform in `0..n`, from `class`'s stream.
