@@ -161,8 +161,8 @@ pub fn run_seed(seed: u64, trace: Trace, opts: &WorldOptions) -> SeedReport {
         }
     };
     let sim_secs = sim_ns as f64 / 1e9;
-    let history = world.history.lock().unwrap().clone();
-    let acked = world.acked.lock().unwrap().clone();
+    let history = world.workload.history();
+    let acked = world.workload.acked();
     let mut obs = std::mem::take(&mut *world.obs.lock().unwrap());
     let mut fired = check::history(&history);
     if let Err(e) = check::durability(&acked, &obs.applied_requests) {
