@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod disk;
 mod http;
+mod metrics;
 mod peer;
 mod server;
 
@@ -209,6 +210,7 @@ async fn serve(
     let api = http::Api {
         inputs: input_tx.clone(),
         wait: Duration::from_millis(args.request_timeout_ms + 1000),
+        metrics: metrics::install()?,
     };
     // Every write travels to the followers inside one append frame: a body that could not is
     // refused up front (413), never accepted and then stuck.
