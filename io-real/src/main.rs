@@ -225,6 +225,16 @@ async fn serve(
             "--max-body-bytes does not fit a peer frame; larger request bodies get 413"
         );
     }
+    // Histogram samples wait in the recorder until drained: the exporter's own listener would
+    // run this upkeep, ours must, or an unscraped node's memory grows with every request.
+    let upkeep = api.metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let app = http::router(api, max_body_bytes);
     let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
     let http_task = tokio::spawn(async move {
