@@ -11,8 +11,7 @@ mod peer;
 mod server;
 
 use anyhow::{bail, Context};
-use clap::Parser;
-use cli::{Cli, Command, RunArgs};
+use cli::{Command, RunArgs};
 use raftkv_core::boot::{boot, StartFlags};
 use raftkv_core::compaction::CompactionConfig;
 use raftkv_core::node::{Node, NodeConfig, StopReason};
@@ -38,7 +37,14 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = match cli::parse_from(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(cli::ConfigError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("raftkv: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Some(Command::Cluster(args)) => cluster::run(args),
         Some(Command::Run(args)) => run_node(args),
