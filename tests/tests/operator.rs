@@ -314,3 +314,52 @@ fn metrics_have_latency_histograms_in_seconds_after_a_put() {
     assert!(!text.contains("microseconds"), "{text}");
     assert_eq!(value("raftkv_is_leader"), Some(1.0));
 }
+
+#[test]
+fn bench_exits_non_zero_when_errors_pass_the_threshold() {
+    let mut c = Cluster::start("benchfail", 1, &[]);
+    c.wait_leader();
+    let live = c.nodes[0].api();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let bench = |endpoints: &str, extra: &[&str]| {
+        std::process::Command::new(raftkv_bin())
+            .args(["bench", "--endpoints", endpoints, "--clients", "4"])
+            .args(["--duration", "1s", "--progress-ms", "0", "--keys", "10"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = bench(&live, &[]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Half the clients talk to a port nobody listens on: connection errors.
+    let both = format!("{live},{dead}");
+    let failed = bench(&both, &[]);
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(
+        err.contains("connection errors (connect:ConnectionRefused "),
+        "{err}"
+    );
+    assert!(err.contains("over --max-connection-errors 0"), "{err}");
+    // The results are still printed.
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("ops/s"));
+    // Thresholds raised out of reach: the same run passes.
+    let tolerated = bench(
+        &both,
+        &[
+            "--max-connection-errors",
+            "1000000000",
+            "--max-error-ratio",
+            "1",
+        ],
+    );
+    assert!(
+        tolerated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tolerated.stderr)
+    );
+}
