@@ -140,8 +140,8 @@ run_one() {
 	local name=$sys-$wl-c$c out cpu0 cpu1 mach0 mach1 t0 t1 f0=0 f1=0 fs0=0 fs1=0 syncm summ scale
 	out=$RES/$name.json
 	case $sys in
-	# raftkv: time of whole disk jobs (writes + syncs), in us; etcd: WAL fsync time, in s.
-	raftkv) syncm=raftkv_disk_syncs_total summ=raftkv_disk_job_microseconds_total scale=0.001 ;;
+	# raftkv: time of whole disk jobs (writes + syncs); etcd: WAL fsync time; both in s.
+	raftkv) syncm=raftkv_disk_syncs_total summ=raftkv_disk_job_duration_seconds_sum scale=1000 ;;
 	etcd) syncm=etcd_disk_wal_fsync_duration_seconds_count summ=etcd_disk_wal_fsync_duration_seconds_sum scale=1000 ;;
 	*) syncm="" summ="" scale=0 ;;
 	esac
@@ -363,7 +363,7 @@ done | while IFS=$'\t' read -r a b c d e g o u h i j k; do
 	# shellcheck disable=SC2059
 	printf "$dfmt" "$a" "$b" "$c" "$d" "$e" "$g" "$o" "$u" "$h" "$i" "$j" "$k"
 done
-echo "(*) raftkv: whole disk job (writes + syncs) per sync, from raftkv_disk_job_microseconds_total;"
+echo "(*) raftkv: whole disk job (writes + syncs) per sync, from raftkv_disk_job_duration_seconds_sum;"
 echo "    etcd: WAL fsync time per fsync (etcd_disk_wal_fsync_duration_seconds); raftexample exports neither."
 for sys in "${!UNAVAILABLE[@]}"; do echo "not measured: $sys: ${UNAVAILABLE[$sys]}"; done
 for f in "$RES"/*.json; do

@@ -70,6 +70,18 @@ def metric(port, name):
     return None
 
 
+def metric_f(port, name):
+    """A metric's value as a float (seconds, say), None if absent."""
+    try:
+        _, body = request(port, "GET", "/metrics", timeout=5)
+    except (OSError, http.client.HTTPException):
+        return None
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
 def poll(what, secs, f):
     deadline = time.time() + secs
     while time.time() < deadline:
@@ -170,7 +182,7 @@ def run(binary, size_mib, base_port):
         # Time the first snapshot job that covers the whole state: the one the next 200 entries
         # trigger. Jobs complete one at a time, so each change of the saved count is one job.
         last = (metric(c.api[leader], "raftkv_snapshots_saved_total"),
-                metric(c.api[leader], "raftkv_snapshot_job_microseconds_total"))
+                metric_f(c.api[leader], "raftkv_snapshot_save_duration_seconds_sum") or 0.0)
         for k in range(210):
             request(c.api[leader], "PUT", f"/v1/kv/tick{k}", body=b"x")
         deadline = time.time() + 600
@@ -178,14 +190,14 @@ def run(binary, size_mib, base_port):
             if time.time() > deadline:
                 raise SystemExit("no full-state snapshot")
             now = (metric(c.api[leader], "raftkv_snapshots_saved_total"),
-                   metric(c.api[leader], "raftkv_snapshot_job_microseconds_total"))
+                   metric_f(c.api[leader], "raftkv_snapshot_save_duration_seconds_sum") or 0.0)
             if now[0] != last[0]:
-                job_us = now[1] - last[1]
+                job_s = now[1] - last[1]
                 last = now
                 if status(c.api[leader])["snapshot_index"] >= filled:
                     break
             time.sleep(0.01)
-        row["snapshot_create_s"] = job_us / 1e6
+        row["snapshot_create_s"] = job_s
         ldir = os.path.join(work, f"n{leader}")
         snaps = sorted((f for f in os.listdir(ldir) if f.endswith(".snap")))
         row["snapshot_file_mib"] = os.path.getsize(os.path.join(ldir, snaps[-1])) / (1 << 20)

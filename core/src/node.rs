@@ -1511,7 +1511,8 @@ impl Node {
     }
 
     /// The disk job `id` failed. The node stops and answers everything pending (outcome unknown
-    /// for what it proposed, definite for the rest); a shell exits or restarts the process, and recovery decides what survived.
+    /// for what it proposed, definite for the rest); a shell exits or restarts the process, and
+    /// recovery decides what survived.
     pub fn disk_failed(&mut self, id: u64, failure: DiskFailure) {
         let in_flight = self.in_flight.as_ref().map(|j| j.id);
         let snapshot = self.snapshot_job.as_ref().map(|(j, _)| *j);

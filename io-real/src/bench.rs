@@ -118,6 +118,72 @@ pub struct BenchArgs {
     /// Seed for key choice and the put/get mix (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Exit non-zero if more than this fraction of the measured requests failed (any error:
+    /// a non-success status, a timeout, a broken connection). 1 never fails on the ratio.
+    #[arg(long, default_value_t = 0.01, value_parser = parse_ratio)]
+    pub max_error_ratio: f64,
+    /// Exit non-zero if more than this many connection errors happened (refused, reset, closed
+    /// mid-response): a node down or restarting makes numbers that describe nothing.
+    #[arg(long, default_value_t = 0)]
+    pub max_connection_errors: u64,
+}
+
+/// Why a run's numbers should not be trusted (the exit status says so).
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum Verdict {
+    #[error("{errors} of {requests} requests failed ({:.2} %), over --max-error-ratio {max} ({})",
+            100.0 * *errors as f64 / *requests as f64, kinds)]
+    TooManyErrors {
+        errors: u64,
+        requests: u64,
+        max: f64,
+        kinds: String,
+    },
+    #[error("{count} connection errors ({kinds}), over --max-connection-errors {max}")]
+    ConnectionErrors { count: u64, max: u64, kinds: String },
+}
+
+/// A connection that failed, as opposed to a request the server answered with an error.
+fn is_connection_error(kind: &str) -> bool {
+    kind.starts_with("connect:") || kind.starts_with("io:") || kind == "closed"
+}
+
+impl Stats {
+    /// Checks the run against the thresholds; the connection check first, as the likelier cause.
+    fn verdict(&self, max_error_ratio: f64, max_connection_errors: u64) -> Result<(), Verdict> {
+        let list = |pick: &dyn Fn(&str) -> bool| {
+            self.errors
+                .iter()
+                .filter(|(k, _)| pick(k))
+                .map(|(k, (n, _))| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let connection: u64 = self
+            .errors
+            .iter()
+            .filter(|(k, _)| is_connection_error(k))
+            .map(|(_, (n, _))| n)
+            .sum();
+        if connection > max_connection_errors {
+            return Err(Verdict::ConnectionErrors {
+                count: connection,
+                max: max_connection_errors,
+                kinds: list(&is_connection_error),
+            });
+        }
+        let errors = self.error_count();
+        let requests = self.put.count + self.get.count + errors;
+        if errors > 0 && errors as f64 > max_error_ratio * requests as f64 {
+            return Err(Verdict::TooManyErrors {
+                errors,
+                requests,
+                max: max_error_ratio,
+                kinds: list(&|_| true),
+            });
+        }
+        Ok(())
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -1129,6 +1195,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         if s.put.count + s.get.count == 0 && s.error_count() > 0 {
             anyhow::bail!("no request succeeded ({} errors)", s.error_count());
         }
+        s.verdict(args.max_error_ratio, args.max_connection_errors)?;
         anyhow::Ok(())
     })
 }
@@ -1275,6 +1342,53 @@ fn own_cpu_seconds() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stats(ok: u64, errors: &[(&str, u64)]) -> Stats {
+        let mut s = Stats::default();
+        for _ in 0..ok {
+            s.put.record(1000);
+        }
+        for (kind, n) in errors {
+            for _ in 0..*n {
+                s.error(kind.to_string(), || "detail".into());
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn a_run_fails_on_connection_errors_or_too_many_errors() {
+        assert_eq!(stats(1000, &[]).verdict(0.01, 0), Ok(()));
+        // 10 of 1010 is under 1 %; 11 of 1011 is over.
+        assert_eq!(stats(1000, &[("http_503", 10)]).verdict(0.01, 0), Ok(()));
+        let v = stats(1000, &[("http_503", 11)])
+            .verdict(0.01, 0)
+            .unwrap_err();
+        assert!(matches!(
+            v,
+            Verdict::TooManyErrors {
+                errors: 11,
+                requests: 1011,
+                ..
+            }
+        ));
+        assert!(v.to_string().contains("http_503 11"), "{v}");
+        // Any connection error, by default (the run: 1228 of them, exit status 0).
+        let v = stats(100_000, &[("connect:ConnectionRefused", 1228)])
+            .verdict(0.01, 0)
+            .unwrap_err();
+        assert_eq!(
+            v.to_string(),
+            "1228 connection errors (connect:ConnectionRefused 1228), over --max-connection-errors 0"
+        );
+        for kind in ["io:ConnectionReset", "closed"] {
+            assert!(stats(100, &[(kind, 1)]).verdict(1.0, 0).is_err(), "{kind}");
+            assert_eq!(stats(100, &[(kind, 1)]).verdict(1.0, 1), Ok(()), "{kind}");
+        }
+        // A timeout is an error, not a connection error.
+        assert_eq!(stats(100, &[("timeout", 1)]).verdict(0.01, 0), Ok(()));
+        assert!(stats(100, &[("timeout", 2)]).verdict(0.01, 0).is_err());
+    }
 
     #[test]
     fn histogram_buckets_are_contiguous() {

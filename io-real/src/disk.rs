@@ -16,18 +16,19 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub enum DiskResult {
     Done {
         id: u64,
-        sync_count: u32,
-        elapsed_us: u64,
+        /// How long each sync of the job took, in order.
+        syncs: Vec<Duration>,
+        elapsed: Duration,
     },
     SnapshotSaved {
         id: u64,
         size_bytes: u64,
-        elapsed_us: u64,
+        elapsed: Duration,
     },
     /// A read of a snapshot file being streamed to a follower.
     Read {
@@ -275,13 +276,11 @@ impl<F: Fs> Disk<F> {
         Ok(())
     }
 
-    /// Applies `ops` in order; the number of syncs, or the first error (with the path).
-    fn apply_all(&mut self, ops: &[FileOp]) -> Result<u32, (DiskFailure, String)> {
-        let mut sync_count = 0;
+    /// Applies `ops` in order; how long each sync took, or the first error (with the path).
+    fn apply_all(&mut self, ops: &[FileOp]) -> Result<Vec<Duration>, (DiskFailure, String)> {
+        let mut syncs = Vec::new();
         for op in ops {
-            if op.is_sync() {
-                sync_count += 1;
-            }
+            let start = op.is_sync().then(Instant::now);
             self.apply(op).map_err(|e| {
                 let file = op
                     .file_name()
@@ -293,8 +292,11 @@ impl<F: Fs> Disk<F> {
                 };
                 (failure, e.to_string())
             })?;
+            if let Some(start) = start {
+                syncs.push(start.elapsed());
+            }
         }
-        Ok(sync_count)
+        Ok(syncs)
     }
 
     /// Runs jobs from `jobs` until the sender is dropped; reports each on `done`.
@@ -310,10 +312,10 @@ impl<F: Fs> Disk<F> {
                     });
                     return; // never carry on after a failed write or sync
                 }
-                Ok(sync_count) => done(DiskResult::Done {
+                Ok(syncs) => done(DiskResult::Done {
                     id: job.id,
-                    sync_count,
-                    elapsed_us: start.elapsed().as_micros() as u64,
+                    syncs,
+                    elapsed: start.elapsed(),
                 }),
             }
         }
@@ -326,9 +328,9 @@ impl<F: Fs> Disk<F> {
             let start = Instant::now();
             // Encoded piece by piece as the ops are taken: never the whole file in memory.
             let (size_bytes, ops) = job.write();
-            let mut result = Ok(0);
+            let mut result = Ok(());
             for op in ops {
-                if let Err(e) = self.apply_all(std::slice::from_ref(&op)) {
+                if let Err(e) = self.apply_all(std::slice::from_ref(&op)).map(drop) {
                     result = Err(e);
                     break;
                 }
@@ -348,7 +350,7 @@ impl<F: Fs> Disk<F> {
                 Ok(_) => done(DiskResult::SnapshotSaved {
                     id: job.id,
                     size_bytes,
-                    elapsed_us: start.elapsed().as_micros() as u64,
+                    elapsed: start.elapsed(),
                 }),
             }
         }

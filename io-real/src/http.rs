@@ -17,12 +17,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use raftkv_core::command::RequestId;
 use raftkv_core::health::{Check, Readiness};
 use raftkv_core::kv::WriteResult;
 use raftkv_core::node::{ClientError, ClientOp, ClientReply};
 use serde::Deserialize;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Longest key accepted, in bytes.
@@ -33,6 +34,23 @@ pub struct Api {
     pub inputs: mpsc::Sender<Input>,
     /// How long a handler waits for the node (a little over the node's own deadline).
     pub wait: Duration,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// The `op` label of a request's latency.
+fn op_label(op: &ClientOp) -> &'static str {
+    match op {
+        ClientOp::Put { .. } => "put",
+        ClientOp::Delete { .. } => "delete",
+        ClientOp::Get { .. } => "get",
+        ClientOp::GetLocal { .. } => "get_local",
+        ClientOp::AddNode { .. }
+        | ClientOp::RemoveNode { .. }
+        | ClientOp::AddLearner { .. }
+        | ClientOp::PromoteNode { .. }
+        | ClientOp::UpdateNode { .. } => "member",
+    }
 }
 
 pub fn router(api: Api, max_body_bytes: usize) -> Router {
@@ -111,6 +129,25 @@ async fn empty_key() -> Response {
 
 impl Api {
     async fn call(
+        &self,
+        op: ClientOp,
+        request_id: Option<RequestId>,
+    ) -> Result<ClientResult, Response> {
+        let started = Instant::now();
+        let op_name = op_label(&op);
+        let r = self.call_node(op, request_id).await;
+        let result = match &r {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(e)) if e.outcome_unknown() => "unknown",
+            Err(resp) if resp.status() == StatusCode::GATEWAY_TIMEOUT => "unknown",
+            Ok(Err(_)) | Err(_) => "not_applied",
+        };
+        metrics::histogram!(crate::metrics::REQUEST_SECONDS, "op" => op_name, "result" => result)
+            .record(started.elapsed());
+        r
+    }
+
+    async fn call_node(
         &self,
         op: ClientOp,
         request_id: Option<RequestId>,
@@ -581,176 +618,11 @@ async fn health(State(api): State<Api>) -> Response {
 }
 
 async fn metrics(State(api): State<Api>) -> Response {
-    let v = match api.status().await {
-        Ok(v) => v,
+    match api.status().await {
+        Ok(v) => crate::metrics::update(&v),
         Err(r) => return r,
-    };
-    let s = &v.status;
-    let c = &v.counters;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        out.push_str(&format!(
-            "# HELP raftkv_{name} {help}\n# TYPE raftkv_{name} {kind}\nraftkv_{name} {value}\n"
-        ));
-    };
-    metric(
-        "is_leader",
-        "gauge",
-        "1 if this node is the leader.",
-        (s.role == raftkv_core::node::StateRole::Leader) as u64,
-    );
-    metric("term", "gauge", "Current raft term.", s.term);
-    metric(
-        "commit_index",
-        "gauge",
-        "Highest committed index.",
-        s.commit_index,
-    );
-    metric(
-        "applied_index",
-        "gauge",
-        "Highest applied index.",
-        s.applied_index,
-    );
-    metric(
-        "snapshot_index",
-        "gauge",
-        "Index of the latest snapshot.",
-        s.snapshot_index,
-    );
-    metric(
-        "log_entries_in_memory",
-        "gauge",
-        "Raft log entries held in memory.",
-        s.log_entries_in_memory as u64,
-    );
-    metric(
-        "members",
-        "gauge",
-        "Cluster members.",
-        s.members.len() as u64,
-    );
-    metric(
-        "pending_proposals",
-        "gauge",
-        "Proposals waiting for commit and apply.",
-        s.pending_proposals as u64,
-    );
-    metric(
-        "pending_reads",
-        "gauge",
-        "Linearizable reads waiting.",
-        s.pending_reads as u64,
-    );
-    metric(
-        "client_requests_total",
-        "counter",
-        "Client requests received.",
-        c.client_requests,
-    );
-    metric(
-        "client_errors_total",
-        "counter",
-        "Client requests answered with an error.",
-        c.client_errors,
-    );
-    metric(
-        "peer_frames_in_total",
-        "counter",
-        "Peer frames received.",
-        c.peer_frames_in,
-    );
-    metric(
-        "peer_frames_rejected_total",
-        "counter",
-        "Peer frames rejected.",
-        c.peer_frames_rejected,
-    );
-    metric(
-        "peer_frames_out_total",
-        "counter",
-        "Peer frames queued for sending.",
-        c.peer_frames_out,
-    );
-    metric(
-        "peer_frames_dropped_total",
-        "counter",
-        "Peer frames dropped (unreachable, queue full).",
-        c.peer_frames_dropped,
-    );
-    metric(
-        "disk_jobs_total",
-        "counter",
-        "Disk jobs executed.",
-        c.disk_jobs,
-    );
-    metric(
-        "disk_syncs_total",
-        "counter",
-        "fsync/fdatasync calls.",
-        c.disk_syncs,
-    );
-    metric(
-        "disk_job_microseconds_total",
-        "counter",
-        "Time spent executing disk jobs.",
-        c.disk_job_us_total,
-    );
-    metric(
-        "snapshot_job_microseconds_total",
-        "counter",
-        "Time spent serialising and writing snapshot files (beside the WAL's jobs).",
-        c.snapshot_job_us_total,
-    );
-    metric(
-        "snapshot_bytes_total",
-        "counter",
-        "Bytes of snapshot files written.",
-        c.snapshot_bytes_total,
-    );
-    metric(
-        "snapshots_saved_total",
-        "counter",
-        "Snapshots taken.",
-        c.snapshots_saved,
-    );
-    metric(
-        "snapshots_installed_total",
-        "counter",
-        "Snapshots received from the leader.",
-        c.snapshots_installed,
-    );
-    metric(
-        "snapshot_sent_bytes_total",
-        "counter",
-        "Bytes of snapshot files read to stream to followers.",
-        c.snapshot_bytes_sent,
-    );
-    metric(
-        "snapshot_sends_failed_total",
-        "counter",
-        "Snapshot transfers to followers that failed (raft retries them).",
-        c.snapshot_sends_failed,
-    );
-    metric(
-        "compactions_total",
-        "counter",
-        "In-memory log compactions.",
-        c.compactions,
-    );
-    metric(
-        "purges_total",
-        "counter",
-        "Purges of old WAL segments and snapshot files.",
-        c.purges,
-    );
-    metric(
-        "elections_won_total",
-        "counter",
-        "Times this node became leader.",
-        c.elections_won,
-    );
-    let mut r = (StatusCode::OK, out).into_response();
+    }
+    let mut r = (StatusCode::OK, api.metrics.render()).into_response();
     r.headers_mut().insert(
         "content-type",
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -6,12 +6,12 @@ mod cli;
 mod cluster;
 mod disk;
 mod http;
+mod metrics;
 mod peer;
 mod server;
 
 use anyhow::{bail, Context};
-use clap::Parser;
-use cli::{Cli, Command, RunArgs};
+use cli::{Command, RunArgs};
 use raftkv_core::boot::{boot, StartFlags};
 use raftkv_core::compaction::CompactionConfig;
 use raftkv_core::node::{Node, NodeConfig, StopReason};
@@ -37,7 +37,14 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = match cli::parse_from(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(cli::ConfigError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("raftkv: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Some(Command::Cluster(args)) => cluster::run(args),
         Some(Command::Run(args)) => run_node(args),
@@ -209,6 +216,7 @@ async fn serve(
     let api = http::Api {
         inputs: input_tx.clone(),
         wait: Duration::from_millis(args.request_timeout_ms + 1000),
+        metrics: metrics::install()?,
     };
     // Every write travels to the followers inside one append frame: a body that could not is
     // refused up front (413), never accepted and then stuck.
@@ -223,6 +231,16 @@ async fn serve(
             "--max-body-bytes does not fit a peer frame; larger request bodies get 413"
         );
     }
+    // Histogram samples wait in the recorder until drained: the exporter's own listener would
+    // run this upkeep, ours must, or an unscraped node's memory grows with every request.
+    let upkeep = api.metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let app = http::router(api, max_body_bytes);
     let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
     let http_task = tokio::spawn(async move {

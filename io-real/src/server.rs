@@ -44,9 +44,7 @@ pub struct Counters {
     pub peer_frames_dropped: u64,
     pub disk_jobs: u64,
     pub disk_syncs: u64,
-    pub disk_job_us_total: u64,
     pub snapshot_jobs: u64,
-    pub snapshot_job_us_total: u64,
     pub snapshot_bytes_total: u64,
     pub snapshots_saved: u64,
     pub snapshots_installed: u64,
@@ -208,23 +206,23 @@ impl Server {
                     readiness: self.node.readiness(),
                 });
             }
-            Input::Disk(DiskResult::Done {
-                id,
-                sync_count,
-                elapsed_us,
-            }) => {
+            Input::Disk(DiskResult::Done { id, syncs, elapsed }) => {
                 self.counters.disk_jobs += 1;
-                self.counters.disk_syncs += sync_count as u64;
-                self.counters.disk_job_us_total += elapsed_us;
+                self.counters.disk_syncs += syncs.len() as u64;
+                let fsync = metrics::histogram!(crate::metrics::WAL_FSYNC_SECONDS);
+                for d in syncs {
+                    fsync.record(d);
+                }
+                metrics::histogram!(crate::metrics::DISK_JOB_SECONDS).record(elapsed);
                 self.node.disk_done(id);
             }
             Input::Disk(DiskResult::SnapshotSaved {
                 id,
                 size_bytes,
-                elapsed_us,
+                elapsed,
             }) => {
                 self.counters.snapshot_jobs += 1;
-                self.counters.snapshot_job_us_total += elapsed_us;
+                metrics::histogram!(crate::metrics::SNAPSHOT_SAVE_SECONDS).record(elapsed);
                 self.counters.snapshot_bytes_total += size_bytes;
                 self.node.snapshot_saved(id, size_bytes);
             }

@@ -266,3 +266,100 @@ fn livez_and_readyz_tell_a_serving_process_from_a_ready_member() {
     assert_eq!(h["health"], "false");
     assert!(h["reason"].as_str().unwrap().starts_with("leader: "), "{h}");
 }
+
+#[test]
+fn metrics_have_latency_histograms_in_seconds_after_a_put() {
+    let mut c = Cluster::start("metrics", 1, &[]);
+    c.wait_leader();
+    let api = c.nodes[0].api();
+    assert!(put_acked(&api, "k", "v", 1, 1, 10));
+    let (code, body) = http("GET", &format!("{api}/metrics"), None);
+    assert_eq!(code, 200);
+    let text = String::from_utf8_lossy(&body);
+    let lines: Vec<&str> = text.lines().collect();
+    let has = |pred: &dyn Fn(&str) -> bool| lines.iter().any(|l| pred(l));
+    // The PUT's own latency, bucketed, in seconds.
+    assert!(
+        has(
+            &|l: &str| l.starts_with("raftkv_request_duration_seconds_bucket{")
+                && l.contains("op=\"put\"")
+                && l.contains("result=\"ok\"")
+                && l.contains("le=\"+Inf\"")
+                && !l.ends_with(" 0")
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            &|l: &str| l.starts_with("raftkv_request_duration_seconds_bucket{")
+                && l.contains("le=\"0.005\"")
+        ),
+        "{text}"
+    );
+    // Its fsync: at least one, bucketed.
+    assert!(
+        has(&|l: &str| l.starts_with("raftkv_wal_fsync_duration_seconds_bucket{le=\"")),
+        "{text}"
+    );
+    let value = |name: &str| -> Option<f64> {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
+    };
+    // One scrape: the histogram counts the syncs the counter counts.
+    let syncs = value("raftkv_wal_fsync_duration_seconds_count").unwrap();
+    assert!(syncs >= 1.0);
+    assert_eq!(value("raftkv_disk_syncs_total"), Some(syncs));
+    assert!(value("raftkv_wal_fsync_duration_seconds_sum").unwrap() > 0.0);
+    assert!(!text.contains("microseconds"), "{text}");
+    assert_eq!(value("raftkv_is_leader"), Some(1.0));
+}
+
+#[test]
+fn bench_exits_non_zero_when_errors_pass_the_threshold() {
+    let mut c = Cluster::start("benchfail", 1, &[]);
+    c.wait_leader();
+    let live = c.nodes[0].api();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let bench = |endpoints: &str, extra: &[&str]| {
+        std::process::Command::new(raftkv_bin())
+            .args(["bench", "--endpoints", endpoints, "--clients", "4"])
+            .args(["--duration", "1s", "--progress-ms", "0", "--keys", "10"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = bench(&live, &[]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Half the clients talk to a port nobody listens on: connection errors.
+    let both = format!("{live},{dead}");
+    let failed = bench(&both, &[]);
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(
+        err.contains("connection errors (connect:ConnectionRefused "),
+        "{err}"
+    );
+    assert!(err.contains("over --max-connection-errors 0"), "{err}");
+    // The results are still printed.
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("ops/s"));
+    // Thresholds raised out of reach: the same run passes.
+    let tolerated = bench(
+        &both,
+        &[
+            "--max-connection-errors",
+            "1000000000",
+            "--max-error-ratio",
+            "1",
+        ],
+    );
+    assert!(
+        tolerated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tolerated.stderr)
+    );
+}
