@@ -28,8 +28,13 @@
 //! an O(1) clone of the state, a shell serialises it and writes the file beside the WAL's jobs,
 //! and only once that file is durable does the node log its WAL marker and compact. Writes never
 //! wait for a snapshot to be serialised or synced.
+//!
+//! Sub-states with their own invariants live beside this file: `persist` (the next disk job and
+//! the one in flight; HardState monotone), and the snapshot transfer in `crate::transfer`.
 
 pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, RejectReason};
+mod persist;
+
 use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
 use crate::compaction::{self, CompactionConfig, SnapshotOnDisk};
 use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs, rec_to_entry, rec_to_hs};
@@ -50,6 +55,7 @@ use crate::transfer::{
     SnapKey, TransferConfig,
 };
 use crate::wal::{HardStateRec, Record, SnapshotMarker, WalConfig, WalIdentity, WalWriter};
+use persist::Persistence;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
 };
@@ -568,39 +574,6 @@ struct PendingRead {
     read_index: Option<u64>,
 }
 
-#[derive(Debug, Default)]
-struct StagedJob {
-    ops: Vec<FileOp>,
-    post_sync: Vec<FileOp>,
-    wal_written: bool,
-    ready_number: Option<u64>,
-    gated: Vec<Message>,
-    /// Frames released once the job completes (acknowledgements of snapshot chunks it writes).
-    gated_frames: Vec<Outgoing>,
-    /// The last HardState written in this job: durable once it completes.
-    hard_state: Option<HardStateRec>,
-}
-
-impl StagedJob {
-    fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-            && self.post_sync.is_empty()
-            && !self.wal_written
-            && self.ready_number.is_none()
-            && self.gated.is_empty()
-            && self.gated_frames.is_empty()
-    }
-}
-
-#[derive(Debug)]
-struct InFlightJob {
-    id: u64,
-    ready_number: Option<u64>,
-    gated: Vec<Message>,
-    gated_frames: Vec<Outgoing>,
-    hard_state: Option<HardStateRec>,
-}
-
 /// Read-only view for status endpoints and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -639,7 +612,8 @@ pub struct Node {
     identity: Identity,
     raw: RawNode<NodeStorage>,
     kv: KvState,
-    wal: WalWriter,
+    /// The next disk job and the one in flight (raft-rs's persistence order).
+    persist: Persistence,
     rng: Rng,
     now_tick: u64,
     /// (term, role, leader) at the last election-timeout draw.
@@ -647,9 +621,6 @@ pub struct Node {
     role: StateRole,
     leader_id: u64,
     actions: Vec<Action>,
-    next_job_id: u64,
-    in_flight: Option<InFlightJob>,
-    staged: StagedJob,
     proposals: BTreeMap<u64, PendingProposal>,
     reads: BTreeMap<u64, PendingRead>,
     /// Reads waiting for the new leader to commit an entry of its term (raft-rs would drop them).
@@ -930,15 +901,12 @@ impl Node {
             identity,
             raw,
             kv,
-            wal,
+            persist: Persistence::new(wal, ops),
             now_tick: 0,
             timeout_key: None,
             role: StateRole::Follower,
             leader_id: 0,
             actions: events.into_iter().map(Action::Event).collect(),
-            next_job_id: 1,
-            in_flight: None,
-            staged: StagedJob::default(),
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
             reads_waiting: VecDeque::new(),
@@ -967,9 +935,8 @@ impl Node {
             shut_down: false,
             leader_commit: (0, 0),
         };
-        node.staged.ops = ops;
         node.issue_job();
-        node.startup_job = node.in_flight.as_ref().map(|j| j.id);
+        node.startup_job = node.persist.in_flight_id();
         // A lone voter need not wait out an election timeout to lead.
         let voters = &node.raw.raft.prs().conf().voters().ids();
         if voters.len() == 1 && voters.contains(node.cfg.id) {
@@ -1041,7 +1008,7 @@ impl Node {
             members: self.kv.members().clone(),
             pending_proposals: self.proposals.len(),
             pending_reads: self.reads.len(),
-            disk_job_in_flight: self.in_flight.is_some(),
+            disk_job_in_flight: self.persist.in_flight_id().is_some(),
             snapshot_job_in_flight: self.snapshot_job.is_some(),
             snapshot_sends: self.senders.len(),
             snapshot_receiving: self
@@ -1479,7 +1446,7 @@ impl Node {
         assert_eq!(self.identity.cluster_id, UNKNOWN_CLUSTER);
         self.identity.cluster_id = cluster_id;
         // The WAL keeps the id it was created with (unknown): the identity file is the authority.
-        self.identity.write_ops(&mut self.staged.ops);
+        self.identity.write_ops(self.persist.ops());
         self.actions
             .push(Action::Event(Event::ClusterAdopted { cluster_id, from }));
     }
@@ -1514,7 +1481,7 @@ impl Node {
     /// for what it proposed, definite for the rest); a shell exits or restarts the process, and
     /// recovery decides what survived.
     pub fn disk_failed(&mut self, id: u64, failure: DiskFailure) {
-        let in_flight = self.in_flight.as_ref().map(|j| j.id);
+        let in_flight = self.persist.in_flight_id();
         let snapshot = self.snapshot_job.as_ref().map(|(j, _)| *j);
         assert!(
             in_flight == Some(id) || snapshot == Some(id),
@@ -1903,11 +1870,7 @@ impl Node {
 
     /// The disk job `id` completed: everything in it is durable.
     pub fn disk_done(&mut self, id: u64) {
-        let job = self
-            .in_flight
-            .take()
-            .expect("disk_done without a job in flight");
-        assert_eq!(job.id, id, "disk jobs complete in order");
+        let job = self.persist.complete(id);
         if self.startup_job == Some(id) {
             self.startup_job = None;
             if let Some(held) = self.held_until_identity.take() {
@@ -1984,13 +1947,7 @@ impl Node {
             }
             if !rd.entries().is_empty() {
                 self.raw.mut_store().append(rd.entries());
-                for e in rd.entries() {
-                    self.wal.append(
-                        &Record::Entry(crate::convert::entry_to_rec(e)),
-                        &mut self.staged.ops,
-                    );
-                }
-                self.staged.wal_written = true;
+                self.persist.append_entries(rd.entries());
             }
             if let Some(hs) = rd.hs() {
                 self.raw.mut_store().set_hard_state(hs.clone());
@@ -2006,26 +1963,46 @@ impl Node {
             let persisted = rd.take_persisted_messages();
             let number = rd.number();
             self.raw.advance_append_async(rd);
-            if self.staged.is_empty() && self.in_flight.is_none() {
+            if self.persist.is_idle() {
                 // Nothing to persist and nothing in flight: the Ready is durable as it stands.
                 self.raw.on_persist_ready(number);
                 for m in persisted {
                     self.send(m);
                 }
             } else if planted(PlantedBug::PersistedMessagesBeforeSync) {
-                self.staged.ready_number = Some(number);
+                self.persist.gate_ready(number, Vec::new());
                 for m in persisted {
                     self.send(m);
                 }
             } else {
-                self.staged.ready_number = Some(number);
-                self.staged.gated.extend(persisted);
+                self.persist.gate_ready(number, persisted);
             }
             self.advance_apply();
             self.serve_reads();
             self.maybe_snapshot();
         }
         self.issue_job();
+        self.assert_log_order();
+    }
+
+    /// applied ≤ committed ≤ last index, after every pass of the Ready loop: the state machine
+    /// only ever applies what raft committed, and raft commits only what its log holds.
+    fn assert_log_order(&self) {
+        let log = &self.raw.raft.raft_log;
+        let applied = self.kv.applied_index();
+        assert!(
+            applied <= log.committed,
+            "node {}: applied {applied} beyond committed {}",
+            self.cfg.id,
+            log.committed
+        );
+        assert!(
+            log.committed <= log.last_index(),
+            "node {}: committed {} beyond the log's last index {}",
+            self.cfg.id,
+            log.committed,
+            log.last_index()
+        );
     }
 
     /// Stages the WAL record naming a snapshot file; the file's own ops must come first (in this
@@ -2037,47 +2014,22 @@ impl Node {
         conf_state: crate::wal::ConfStateRec,
         log_reset: bool,
     ) {
-        self.wal.append(
-            &Record::Snapshot(SnapshotMarker {
-                index,
-                term,
-                conf_state,
-                log_reset,
-            }),
-            &mut self.staged.ops,
-        );
-        self.staged.wal_written = true;
+        self.persist.stage_marker(SnapshotMarker {
+            index,
+            term,
+            conf_state,
+            log_reset,
+        });
     }
 
     fn stage_hard_state(&mut self, hs: HardStateRec) {
-        self.wal
-            .append(&Record::HardState(hs), &mut self.staged.ops);
-        self.staged.wal_written = true;
-        self.staged.hard_state = Some(hs);
+        self.persist.stage_hard_state(hs);
     }
 
     fn issue_job(&mut self) {
-        if self.in_flight.is_some() || self.staged.is_empty() {
-            return;
+        if let Some(job) = self.persist.issue() {
+            self.actions.push(Action::Disk(job));
         }
-        let staged = std::mem::take(&mut self.staged);
-        let mut ops = staged.ops;
-        if staged.wal_written {
-            self.wal.sync(&mut ops);
-        } else {
-            self.wal.flush(&mut ops);
-        }
-        ops.extend(staged.post_sync);
-        let id = self.next_job_id;
-        self.next_job_id += 1;
-        self.in_flight = Some(InFlightJob {
-            id,
-            ready_number: staged.ready_number,
-            gated: staged.gated,
-            gated_frames: staged.gated_frames,
-            hard_state: staged.hard_state,
-        });
-        self.actions.push(Action::Disk(DiskJob { id, ops }));
     }
 
     /// This node's routing header for outgoing frames.
@@ -2223,11 +2175,11 @@ impl Node {
     fn set_aside_snapshot(&mut self, name: String, why: SendFailure) {
         if self.snapshots_on_disk.iter().any(|s| s.name == name) {
             self.snapshots_on_disk.retain(|s| s.name != name);
-            self.staged.post_sync.push(FileOp::Rename {
+            self.persist.post_sync().push(FileOp::Rename {
                 from: name.clone(),
                 to: format!("{name}{}", snapfile::BROKEN_SUFFIX),
             });
-            self.staged.post_sync.push(FileOp::SyncDir);
+            self.persist.post_sync().push(FileOp::SyncDir);
             let latest = self.raw.store().latest_snapshot().map(|s| {
                 let m = s.get_metadata();
                 snapfile::file_name(m.term, m.index)
@@ -2286,7 +2238,7 @@ impl Node {
             &bytes,
             self.now_tick,
             committed,
-            &mut self.staged.ops,
+            self.persist.ops(),
         );
         if let Some((from, key, received_bytes)) = self.receiver.take_replaced() {
             self.actions
@@ -2329,18 +2281,18 @@ impl Node {
                     // raft restores only the newest: an older one it took and has not installed
                     // yet is never installed now, so its file goes.
                     if let Some(older) = self.received.replace(received) {
-                        self.staged.ops.push(FileOp::Remove { name: older.tmp });
+                        self.persist.ops().push(FileOp::Remove { name: older.tmp });
                     }
                 } else {
                     // raft did not need it after all (it caught up meanwhile).
-                    self.staged.ops.push(FileOp::Remove { name: received.tmp });
+                    self.persist.ops().push(FileOp::Remove { name: received.tmp });
                 }
                 (ack, true)
             }
         };
         let frame = msgcodec::encode_ack(&self.sender(), to, ack);
         if gated {
-            self.staged.gated_frames.push(Outgoing {
+            self.persist.gate_frame(Outgoing {
                 to: from,
                 kind: FrameKind::Other,
                 bytes: frame,
@@ -2366,7 +2318,7 @@ impl Node {
         let give_up = transfer_config(&self.cfg).give_up_ticks;
         if let Some((from, key, received_bytes)) =
             self.receiver
-                .tick(self.now_tick, give_up, &mut self.staged.ops)
+                .tick(self.now_tick, give_up, self.persist.ops())
         {
             self.actions
                 .push(Action::Event(Event::SnapshotReceiveAbandoned {
@@ -2688,13 +2640,13 @@ impl Node {
         let name = snapfile::file_name(term, index);
         if planted(PlantedBug::MarkerBeforeSnapshotDurable) {
             self.stage_snapshot_marker(index, term, conf_state.clone(), true);
-            self.wal.sync(&mut self.staged.ops);
+            self.persist.sync_wal();
         }
-        self.staged.ops.push(FileOp::Rename {
+        self.persist.ops().push(FileOp::Rename {
             from: received.tmp,
             to: name.clone(),
         });
-        self.staged.ops.push(FileOp::SyncDir);
+        self.persist.ops().push(FileOp::SyncDir);
         let kv = received.kv;
         if !planted(PlantedBug::MarkerBeforeSnapshotDurable) {
             self.stage_snapshot_marker(index, term, conf_state, true);
@@ -2755,8 +2707,7 @@ impl Node {
             term,
             conf_state,
         };
-        let id = self.next_job_id;
-        self.next_job_id += 1;
+        let id = self.persist.allocate_id();
         self.snapshot_job = Some((id, meta.clone()));
         self.actions.push(Action::Snapshot(SnapshotJob {
             id,
@@ -2788,7 +2739,7 @@ impl Node {
             // The leader's snapshot was installed meanwhile and is newer: this file describes a
             // past no marker will point to. Remove it (after the next sync, like any purge).
             if !self.snapshots_on_disk.iter().any(|s| s.name == name) {
-                self.staged.post_sync.push(FileOp::Remove { name });
+                self.persist.post_sync().push(FileOp::Remove { name });
             }
             self.actions
                 .push(Action::Event(Event::SnapshotSuperseded { index }));
@@ -2832,29 +2783,29 @@ impl Node {
         let plan = compaction::plan_purge(
             &self.cfg.compaction,
             &self.snapshots_on_disk,
-            self.wal.segments(),
-            self.wal.marker_segments(),
+            self.persist.wal().segments(),
+            self.persist.wal().marker_segments(),
         );
         let keep_from = if planted(PlantedBug::CompactPastSnapshot) {
-            self.wal.current_seq()
+            self.persist.wal().current_seq()
         } else {
             plan.keep_wal_from_seq
         };
         // Removals wait for this job's sync (`post_sync`): the new marker must be durable first.
         let early = planted(PlantedBug::PurgeBeforeMarkerDurable);
-        let purge_ops = if early {
-            &mut self.staged.ops
+        let (wal, purge_ops) = if early {
+            self.persist.wal_and_ops()
         } else {
-            &mut self.staged.post_sync
+            self.persist.wal_and_post_sync()
         };
-        let segments = self.wal.purge_before(keep_from, purge_ops);
+        let segments = wal.purge_before(keep_from, purge_ops);
         let mut plan = plan;
         // A file streaming to a follower stays until its transfer ends (a later purge takes it).
         plan.remove_snapshots.retain(|n| !self.senders.pinned(n));
         let purge_ops = if early {
-            &mut self.staged.ops
+            self.persist.ops()
         } else {
-            &mut self.staged.post_sync
+            self.persist.post_sync()
         };
         for name in &plan.remove_snapshots {
             purge_ops.push(FileOp::Remove { name: name.clone() });
