@@ -2285,7 +2285,9 @@ impl Node {
                     }
                 } else {
                     // raft did not need it after all (it caught up meanwhile).
-                    self.persist.ops().push(FileOp::Remove { name: received.tmp });
+                    self.persist
+                        .ops()
+                        .push(FileOp::Remove { name: received.tmp });
                 }
                 (ack, true)
             }

@@ -131,7 +131,8 @@ impl Persistence {
             );
         }
         self.last_hard_state = Some(hs);
-        self.wal.append(&Record::HardState(hs), &mut self.staged.ops);
+        self.wal
+            .append(&Record::HardState(hs), &mut self.staged.ops);
         self.staged.wal_written = true;
         self.staged.hard_state = Some(hs);
     }
