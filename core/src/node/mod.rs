@@ -30,9 +30,12 @@
 //! wait for a snapshot to be serialised or synced.
 //!
 //! Sub-states with their own invariants live beside this file: `persist` (the next disk job and
-//! the one in flight; HardState monotone), and the snapshot transfer in `crate::transfer`.
+//! the one in flight; HardState monotone), `pending` (every request held and where its answer
+//! goes; tables bounded, each request answered once), and the snapshot transfer in
+//! `crate::transfer`.
 
 pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, RejectReason};
+mod pending;
 mod persist;
 
 use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
@@ -55,13 +58,14 @@ use crate::transfer::{
     SnapKey, TransferConfig,
 };
 use crate::wal::{HardStateRec, Record, SnapshotMarker, WalConfig, WalIdentity, WalWriter};
+use pending::{AwaitingLeader, Pending, PendingKind, PendingProposal, PendingRead};
 use persist::Persistence;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
 };
 pub use raft::StateRole;
 use raft::{RawNode, SnapshotStatus};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 /// Bound on remembered addresses of non-members.
@@ -532,48 +536,6 @@ enum ReplyTo {
     Remote { peer: u64, forward_id: u64 },
 }
 
-/// A request held while no leader is known (one may be elected meanwhile).
-#[derive(Debug)]
-struct AwaitingLeader {
-    arrived_tick: u64,
-    /// Answered `NoLeader` (definite) at this tick if no leader is known by then.
-    hold_until_tick: u64,
-    /// The request's own deadline, which it keeps once a leader takes it.
-    deadline_tick: u64,
-    req: ClientRequest,
-}
-
-#[derive(Debug)]
-struct ForwardedRequest {
-    handle: u64,
-    deadline_tick: u64,
-    /// The node it was forwarded to: only its reply counts.
-    leader: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PendingKind {
-    Write,
-    Member,
-}
-
-#[derive(Debug)]
-struct PendingProposal {
-    handle: ReplyTo,
-    term: u64,
-    kind: PendingKind,
-    deadline_tick: u64,
-}
-
-#[derive(Debug)]
-struct PendingRead {
-    handle: ReplyTo,
-    key: Vec<u8>,
-    deadline_tick: u64,
-    /// Set once raft answered the ReadIndex; served when applied reaches it.
-    read_index: Option<u64>,
-}
-
 /// Read-only view for status endpoints and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -621,18 +583,10 @@ pub struct Node {
     role: StateRole,
     leader_id: u64,
     actions: Vec<Action>,
-    proposals: BTreeMap<u64, PendingProposal>,
-    reads: BTreeMap<u64, PendingRead>,
-    /// Reads waiting for the new leader to commit an entry of its term (raft-rs would drop them).
-    reads_waiting: VecDeque<u64>,
-    next_read_id: u64,
+    /// Every client request held and not yet answered.
+    pending: Pending,
     /// Addresses advertised by senders that are not (yet, or no longer) known members.
     peer_hints: BTreeMap<u64, String>,
-    /// Requests that arrived while no leader was known, never proposed.
-    awaiting_leader: VecDeque<AwaitingLeader>,
-    /// Requests this follower forwarded to the leader, by forward id.
-    forwarded: BTreeMap<u64, ForwardedRequest>,
-    next_forward_id: u64,
     snapshot_index: u64,
     snapshots_on_disk: Vec<SnapshotOnDisk>,
     snapshot_wanted: bool,
@@ -686,22 +640,6 @@ fn transfer_config(cfg: &NodeConfig) -> TransferConfig {
         resend_ticks: (election / 2).max(1),
         give_up_ticks: 10 * election,
     }
-}
-
-/// Removes and returns, in key order, the entries whose deadline has passed.
-fn take_expired<T>(
-    map: &mut BTreeMap<u64, T>,
-    now_tick: u64,
-    deadline_tick: impl Fn(&T) -> u64,
-) -> Vec<T> {
-    let due: Vec<u64> = map
-        .iter()
-        .filter(|(_, v)| deadline_tick(v) <= now_tick)
-        .map(|(k, _)| *k)
-        .collect();
-    due.into_iter()
-        .map(|k| map.remove(&k).expect("listed"))
-        .collect()
 }
 
 fn raft_config(cfg: &NodeConfig, applied: u64) -> raft::Config {
@@ -907,14 +845,13 @@ impl Node {
             role: StateRole::Follower,
             leader_id: 0,
             actions: events.into_iter().map(Action::Event).collect(),
-            proposals: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            reads_waiting: VecDeque::new(),
-            next_read_id: first_read_id,
-            awaiting_leader: VecDeque::new(),
+            pending: Pending::new(
+                cfg_transfer.max_pending_proposals,
+                cfg_transfer.max_pending_reads,
+                first_read_id,
+                first_forward_id,
+            ),
             peer_hints: BTreeMap::new(),
-            forwarded: BTreeMap::new(),
-            next_forward_id: first_forward_id,
             snapshot_index,
             snapshots_on_disk,
             snapshot_wanted: false,
@@ -1006,8 +943,8 @@ impl Node {
             persisted_index: self.raw.raft.raft_log.persisted,
             log_entries_in_memory: store.entry_count(),
             members: self.kv.members().clone(),
-            pending_proposals: self.proposals.len(),
-            pending_reads: self.reads.len(),
+            pending_proposals: self.pending.proposal_count(),
+            pending_reads: self.pending.read_count(),
             disk_job_in_flight: self.persist.in_flight_id().is_some(),
             snapshot_job_in_flight: self.snapshot_job.is_some(),
             snapshot_sends: self.senders.len(),
@@ -1083,41 +1020,14 @@ impl Node {
     /// leader never left this node (`Stopped`, definite). Reads change nothing, so theirs is
     /// definite too.
     fn answer_all_pending(&mut self) {
-        let proposals = std::mem::take(&mut self.proposals);
-        let reads = std::mem::take(&mut self.reads);
-        self.reads_waiting.clear();
-        let forwarded = std::mem::take(&mut self.forwarded);
-        let awaiting = std::mem::take(&mut self.awaiting_leader);
-        let answers: Vec<(ReplyTo, ClientError)> = proposals
-            .values()
-            .map(|p| (p.handle, ClientError::StoppedWhilePending))
-            .chain(
-                forwarded
-                    .values()
-                    .map(|f| (ReplyTo::Local(f.handle), ClientError::StoppedWhilePending)),
-            )
-            .chain(reads.values().map(|r| (r.handle, ClientError::Stopped)))
-            .chain(
-                awaiting
-                    .iter()
-                    .map(|a| (ReplyTo::Local(a.req.handle), ClientError::Stopped)),
-            )
-            .collect();
-        for (to, err) in answers {
+        for (to, err) in self.pending.take_all_for_stop() {
             self.reply(to, Err(err));
         }
     }
 
     /// Answers every pending proposal and read with `err`.
     fn fail_pending(&mut self, err: ClientError) {
-        let proposals = std::mem::take(&mut self.proposals);
-        let reads = std::mem::take(&mut self.reads);
-        self.reads_waiting.clear();
-        let handles = proposals
-            .values()
-            .map(|p| p.handle)
-            .chain(reads.values().map(|r| r.handle));
-        for handle in handles.collect::<Vec<_>>() {
+        for handle in self.pending.take_proposals_and_reads() {
             self.reply(handle, Err(err.clone()));
         }
     }
@@ -1198,29 +1108,8 @@ impl Node {
     }
 
     fn expire_requests(&mut self) {
-        let now = self.now_tick;
-        for p in take_expired(&mut self.proposals, now, |p| p.deadline_tick) {
-            self.reply(p.handle, Err(ClientError::Timeout));
-        }
-        for r in take_expired(&mut self.reads, now, |r| r.deadline_tick) {
-            self.reply(r.handle, Err(ClientError::Timeout));
-        }
-        let reads = &self.reads;
-        self.reads_waiting.retain(|id| reads.contains_key(id));
-        for f in take_expired(&mut self.forwarded, now, |f| f.deadline_tick) {
-            self.reply(ReplyTo::Local(f.handle), Err(ClientError::Timeout));
-        }
-        // Held for a leader and never proposed: a definite answer, not a timeout.
-        let (due, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_leader)
-            .into_iter()
-            .partition(|a| a.hold_until_tick <= now);
-        self.awaiting_leader = held.into();
-        for a in due {
-            let waited_ticks = now - a.arrived_tick;
-            self.reply(
-                ReplyTo::Local(a.req.handle),
-                Err(ClientError::NoLeader { waited_ticks }),
-            );
+        for (to, err) in self.pending.take_expired(self.now_tick) {
+            self.reply(to, Err(err));
         }
     }
 
@@ -1395,12 +1284,7 @@ impl Node {
             msgcodec::Body::ForwardReply { forward_id, result } => {
                 // Forward ids start at a random point per incarnation, so a late reply meant for
                 // a previous incarnation of this node cannot answer a request of this one.
-                if self
-                    .forwarded
-                    .get(&forward_id)
-                    .is_some_and(|f| f.leader == env.from)
-                {
-                    let f = self.forwarded.remove(&forward_id).expect("checked");
+                if let Some(f) = self.pending.take_forward_from(forward_id, env.from) {
                     self.reply(ReplyTo::Local(f.handle), result);
                 }
                 Ok(())
@@ -1465,7 +1349,7 @@ impl Node {
                     FrameKind::Forward { forward_id } => {
                         // Never reached the leader: definitely not applied, and waiting out the
                         // deadline would only turn that into "outcome unknown".
-                        if let Some(f) = self.forwarded.remove(&forward_id) {
+                        if let Some(f) = self.pending.take_forward(forward_id) {
                             let err = ClientError::LeaderUnreachable { leader: f.leader };
                             self.reply(ReplyTo::Local(f.handle), Err(err));
                         }
@@ -1506,35 +1390,27 @@ impl Node {
         if !is_leader && forwardable && leader.is_none() {
             // Hold it for an election to settle rather than fail fast, but not for the whole
             // deadline: unproposed, its answer is definite whenever it comes.
-            if self.awaiting_leader.len() >= self.cfg.max_pending_proposals {
-                return self.reply(to, Err(ClientError::Busy));
-            }
             let deadline_tick = self.now_tick + req.timeout_ticks.max(1);
             let hold_until_tick =
                 deadline_tick.min(self.now_tick + no_leader_hold_ticks(&self.cfg));
-            self.awaiting_leader.push_back(AwaitingLeader {
+            let handle = req.handle;
+            let held = self.pending.hold(AwaitingLeader {
                 arrived_tick: self.now_tick,
                 hold_until_tick,
                 deadline_tick,
                 req,
             });
+            if !held {
+                return self.reply(ReplyTo::Local(handle), Err(ClientError::Busy));
+            }
             return;
         }
         if let (false, true, Some(leader)) = (is_leader, forwardable, leader) {
-            if self.forwarded.len() >= self.cfg.max_pending_proposals {
-                return self.reply(to, Err(ClientError::Busy));
-            }
-            let forward_id = self.next_forward_id;
-            self.next_forward_id += 1;
             let deadline_tick = self.now_tick + req.timeout_ticks.max(1);
-            self.forwarded.insert(
-                forward_id,
-                ForwardedRequest {
-                    handle: req.handle,
-                    deadline_tick,
-                    leader,
-                },
-            );
+            let Some(forward_id) = self.pending.add_forward(req.handle, deadline_tick, leader)
+            else {
+                return self.reply(to, Err(ClientError::Busy));
+            };
             let fwd = Forward {
                 forward_id,
                 request_id: req.request_id,
@@ -1574,24 +1450,18 @@ impl Node {
                 self.reply(to, Ok(ClientReply::Value(v)));
             }
             ClientOp::Get { key } => {
-                if self.reads.len() >= self.cfg.max_pending_reads {
+                let now = self.raw.raft.commit_to_current_term();
+                let read = PendingRead {
+                    handle: to,
+                    key,
+                    deadline_tick,
+                    read_index: None,
+                };
+                let Some(id) = self.pending.add_read(read, !now) else {
                     return self.reply(to, Err(ClientError::Busy));
-                }
-                let id = self.next_read_id;
-                self.next_read_id += 1;
-                self.reads.insert(
-                    id,
-                    PendingRead {
-                        handle: to,
-                        key,
-                        deadline_tick,
-                        read_index: None,
-                    },
-                );
-                if self.raw.raft.commit_to_current_term() {
+                };
+                if now {
                     self.raw.read_index(id.to_le_bytes().to_vec());
-                } else {
-                    self.reads_waiting.push_back(id);
                 }
             }
             ClientOp::Put { key, value } => {
@@ -1815,14 +1685,7 @@ impl Node {
 
     /// Planted bug only: answer the write just proposed as if it were applied.
     fn ack_early(&mut self, to: ReplyTo, result: crate::kv::WriteResult) {
-        let ours = self
-            .proposals
-            .iter()
-            .rev()
-            .find(|(_, p)| p.handle == to)
-            .map(|(i, _)| *i);
-        if let Some(index) = ours {
-            self.proposals.remove(&index);
+        if self.pending.take_latest_proposal_for(to).is_some() {
             self.reply(to, Ok(ClientReply::Written(result)));
         }
     }
@@ -1834,7 +1697,7 @@ impl Node {
         kind: PendingKind,
         f: impl FnOnce(&mut RawNode<NodeStorage>) -> raft::Result<()>,
     ) {
-        if self.proposals.len() >= self.cfg.max_pending_proposals {
+        if self.pending.proposals_full() {
             return self.reply(handle, Err(ClientError::Busy));
         }
         let before = self.raw.raft.raft_log.last_index();
@@ -1846,11 +1709,7 @@ impl Node {
                     return self.reply(handle, Err(ClientError::LeaderChanged { leader: None }));
                 }
                 let term = self.raw.raft.term;
-                debug_assert!(
-                    !self.proposals.contains_key(&index),
-                    "two proposals at index {index}"
-                );
-                self.proposals.insert(
+                self.pending.add_proposal(
                     index,
                     PendingProposal {
                         handle,
@@ -1955,7 +1814,7 @@ impl Node {
             }
             for rs in rd.take_read_states() {
                 if let Ok(b) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
-                    if let Some(r) = self.reads.get_mut(&u64::from_le_bytes(b)) {
+                    if let Some(r) = self.pending.read_mut(u64::from_le_bytes(b)) {
                         r.read_index = Some(rs.index);
                     }
                 }
@@ -2395,14 +2254,7 @@ impl Node {
         // Requests forwarded to a node that is no longer the leader would otherwise wait out
         // their whole deadline (the old leader may be dead): answer them now, outcome unknown,
         // so clients retry (with their request id) against the new leader.
-        let stale: Vec<u64> = self
-            .forwarded
-            .iter()
-            .filter(|(_, f)| f.leader != leader_id)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            let f = self.forwarded.remove(&id).expect("listed");
+        for f in self.pending.take_forwards_not_to(leader_id) {
             self.reply(
                 ReplyTo::Local(f.handle),
                 Err(ClientError::LeaderChanged { leader }),
@@ -2413,7 +2265,7 @@ impl Node {
     /// Requests held while no leader was known go (or are forwarded) once one is. Runs outside
     /// Ready handling: raft-rs forbids proposing between `ready` and `advance`.
     fn flush_awaiting_leader(&mut self) {
-        if self.leader_id == 0 || self.awaiting_leader.is_empty() {
+        if self.leader_id == 0 || !self.pending.has_awaiting() {
             return;
         }
         let now = self.now_tick;
@@ -2421,7 +2273,7 @@ impl Node {
             deadline_tick,
             mut req,
             ..
-        } in std::mem::take(&mut self.awaiting_leader)
+        } in self.pending.take_awaiting()
         {
             req.timeout_ticks = deadline_tick.saturating_sub(now).max(1);
             self.client(req);
@@ -2429,29 +2281,20 @@ impl Node {
     }
 
     fn flush_waiting_reads(&mut self) {
-        if self.reads_waiting.is_empty()
+        if !self.pending.has_waiting_reads()
             || self.raw.raft.state != StateRole::Leader
             || !self.raw.raft.commit_to_current_term()
         {
             return;
         }
-        while let Some(id) = self.reads_waiting.pop_front() {
-            if self.reads.contains_key(&id) {
-                self.raw.read_index(id.to_le_bytes().to_vec());
-            }
+        for id in self.pending.take_waiting_reads() {
+            self.raw.read_index(id.to_le_bytes().to_vec());
         }
     }
 
     fn serve_reads(&mut self) {
         let applied = self.kv.applied_index();
-        let ready: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.read_index.is_some_and(|i| i <= applied))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ready {
-            let r = self.reads.remove(&id).expect("listed");
+        for r in self.pending.take_servable_reads(applied) {
             let v = self.kv.get(&r.key).map(|v| v.to_vec());
             self.reply(r.handle, Ok(ClientReply::Value(v)));
         }
@@ -2590,7 +2433,7 @@ impl Node {
 
     fn finish_proposal(&mut self, index: u64, term: u64, result: Result<ClientReply, ClientError>) {
         // Proposals at lower indexes that were never applied were overwritten.
-        let Some(p) = self.proposals.remove(&index) else {
+        let Some(p) = self.pending.take_proposal(index) else {
             return;
         };
         if p.term != term {
