@@ -1072,7 +1072,7 @@ impl Node {
     /// with async persistence then has `applied` below the compacted log (it may only advance
     /// to the snapshot once persisted), and a campaign in that window asks storage for the
     /// entries between the two to look for conf changes: `Store(Compacted)`, a panic inside
-    /// raft-rs. Found by the simulator (e.g. `raftkv-sim --seed 59` before this guard). The
+    /// raft-rs. Found by the simulator (`raftkv-sim --seed 109 --without-raft-rs-guard` shows it). The
     /// node neither ticks nor accepts `MsgTimeoutNow` until the job completes.
     fn snapshot_unpersisted(&self) -> bool {
         self.cfg.raft_rs_snapshot_campaign_guard
