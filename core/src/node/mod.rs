@@ -31,12 +31,14 @@
 //!
 //! Sub-states with their own invariants live beside this file: `persist` (the next disk job and
 //! the one in flight; HardState monotone), `pending` (every request held and where its answer
-//! goes; tables bounded, each request answered once), and the snapshot transfer in
-//! `crate::transfer`.
+//! goes; tables bounded, each request answered once), `snapshots` (the snapshot lane: files on
+//! disk, one job at a time, never beside startup's; the index only moves forward), and the
+//! snapshot transfer in `crate::transfer`.
 
 pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, RejectReason};
 mod pending;
 mod persist;
+mod snapshots;
 
 use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
 use crate::compaction::{self, CompactionConfig, SnapshotOnDisk};
@@ -60,6 +62,7 @@ use crate::transfer::{
 use crate::wal::{HardStateRec, Record, SnapshotMarker, WalConfig, WalIdentity, WalWriter};
 use pending::{AwaitingLeader, Pending, PendingKind, PendingProposal, PendingRead};
 use persist::Persistence;
+use snapshots::SnapshotLane;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
 };
@@ -587,15 +590,8 @@ pub struct Node {
     pending: Pending,
     /// Addresses advertised by senders that are not (yet, or no longer) known members.
     peer_hints: BTreeMap<u64, String>,
-    snapshot_index: u64,
-    snapshots_on_disk: Vec<SnapshotOnDisk>,
-    snapshot_wanted: bool,
-    /// The snapshot job handed out and not yet reported saved: (job id, what it captures).
-    snapshot_job: Option<(u64, SnapshotMeta)>,
-    /// The startup job (recovery's removal of temp and orphan snapshot files) until it completes.
-    /// A snapshot job may reuse one of those names, so none starts before: the two lanes must
-    /// never touch the same file (the simulator caught a removal landing on a new temp file).
-    startup_job: Option<u64>,
+    /// The snapshots on disk, the snapshot job, the startup job it may not run beside.
+    snapshots: SnapshotLane,
     /// Incarnations proposed for recording and not yet applied: member id -> term proposed in.
     recording: BTreeMap<u64, u64>,
     /// The incarnation each peer last spoke with, for members whose incarnation is unrecorded.
@@ -852,11 +848,7 @@ impl Node {
                 first_forward_id,
             ),
             peer_hints: BTreeMap::new(),
-            snapshot_index,
-            snapshots_on_disk,
-            snapshot_wanted: false,
-            snapshot_job: None,
-            startup_job: None,
+            snapshots: SnapshotLane::new(snapshot_index, snapshots_on_disk),
             recording: BTreeMap::new(),
             seen_incarnations: BTreeMap::new(),
             held_until_identity: fresh_identity.then(Vec::new),
@@ -873,7 +865,8 @@ impl Node {
             leader_commit: (0, 0),
         };
         node.issue_job();
-        node.startup_job = node.persist.in_flight_id();
+        let startup = node.persist.in_flight_id();
+        node.snapshots.set_startup_job(startup);
         // A lone voter need not wait out an election timeout to lead.
         let voters = &node.raw.raft.prs().conf().voters().ids();
         if voters.len() == 1 && voters.contains(node.cfg.id) {
@@ -937,7 +930,7 @@ impl Node {
             term: self.raw.raft.term,
             commit_index: self.raw.raft.raft_log.committed,
             applied_index: self.kv.applied_index(),
-            snapshot_index: self.snapshot_index,
+            snapshot_index: self.snapshots.index(),
             first_index: store.first_index(),
             last_index: self.raw.raft.raft_log.last_index(),
             persisted_index: self.raw.raft.raft_log.persisted,
@@ -946,7 +939,7 @@ impl Node {
             pending_proposals: self.pending.proposal_count(),
             pending_reads: self.pending.read_count(),
             disk_job_in_flight: self.persist.in_flight_id().is_some(),
-            snapshot_job_in_flight: self.snapshot_job.is_some(),
+            snapshot_job_in_flight: self.snapshots.job_id().is_some(),
             snapshot_sends: self.senders.len(),
             snapshot_receiving: self
                 .receiver
@@ -1366,7 +1359,7 @@ impl Node {
     /// recovery decides what survived.
     pub fn disk_failed(&mut self, id: u64, failure: DiskFailure) {
         let in_flight = self.persist.in_flight_id();
-        let snapshot = self.snapshot_job.as_ref().map(|(j, _)| *j);
+        let snapshot = self.snapshots.job_id();
         assert!(
             in_flight == Some(id) || snapshot == Some(id),
             "disk_failed for job {id}, which is not in flight"
@@ -1730,8 +1723,7 @@ impl Node {
     /// The disk job `id` completed: everything in it is durable.
     pub fn disk_done(&mut self, id: u64) {
         let job = self.persist.complete(id);
-        if self.startup_job == Some(id) {
-            self.startup_job = None;
+        if self.snapshots.startup_done(id) {
             if let Some(held) = self.held_until_identity.take() {
                 self.actions.extend(held.into_iter().map(Action::Send));
             }
@@ -1776,7 +1768,7 @@ impl Node {
     fn drive(&mut self) {
         loop {
             if self.raw.store().take_snapshot_wanted() {
-                self.snapshot_wanted = true;
+                self.snapshots.want();
             }
             self.flush_waiting_reads();
             self.flush_awaiting_leader();
@@ -1958,7 +1950,7 @@ impl Node {
         };
         let name = snapfile::file_name(key.term, key.index);
         assert!(
-            self.snapshots_on_disk.iter().any(|s| s.name == name),
+            self.snapshots.holds(&name),
             "raft sends snapshot {name}, which is not on disk"
         );
         self.actions.push(Action::Event(Event::SnapshotSendStarted {
@@ -2032,8 +2024,8 @@ impl Node {
     /// A follower found this snapshot file damaged (its checksum fails there, so here too):
     /// stop sending it, set it aside as recovery would, and make a fresh snapshot instead.
     fn set_aside_snapshot(&mut self, name: String, why: SendFailure) {
-        if self.snapshots_on_disk.iter().any(|s| s.name == name) {
-            self.snapshots_on_disk.retain(|s| s.name != name);
+        if self.snapshots.holds(&name) {
+            self.snapshots.forget(&name);
             self.persist.post_sync().push(FileOp::Rename {
                 from: name.clone(),
                 to: format!("{name}{}", snapfile::BROKEN_SUFFIX),
@@ -2046,7 +2038,7 @@ impl Node {
             if latest.as_deref() == Some(name.as_str()) {
                 self.raw.mut_store().forget_latest_snapshot();
             }
-            self.snapshot_wanted = true;
+            self.snapshots.want();
             self.actions.push(Action::Event(Event::SnapshotSetAside {
                 name: name.clone(),
             }));
@@ -2459,7 +2451,7 @@ impl Node {
     fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), StopReason> {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
-        if let Some((_, local)) = &self.snapshot_job {
+        if let Some((_, local)) = self.snapshots.job() {
             // raft restores only snapshots beyond its commit, and a local snapshot is at or below
             // it: the two never share a file name, so the lanes never write the same file.
             assert!(
@@ -2498,9 +2490,7 @@ impl Node {
         }
         self.raw.mut_store().apply_snapshot(snap);
         self.kv = kv;
-        self.snapshot_index = index;
-        self.snapshots_on_disk
-            .push(SnapshotOnDisk { name, term, index });
+        self.snapshots.record(SnapshotOnDisk { name, term, index });
         self.actions
             .push(Action::Event(Event::SnapshotInstalled { term, index }));
         self.plan_purge();
@@ -2509,20 +2499,21 @@ impl Node {
 
     fn maybe_snapshot(&mut self) {
         let applied = self.kv.applied_index();
-        let due = compaction::should_snapshot(&self.cfg.compaction, applied, self.snapshot_index);
-        let wanted = self.snapshot_wanted && {
+        let due =
+            compaction::should_snapshot(&self.cfg.compaction, applied, self.snapshots.index());
+        let wanted = self.snapshots.is_wanted() && {
             let store = self.raw.store();
             let current = store
                 .latest_snapshot()
                 .is_none_or(|s| s.get_metadata().get_conf_state() != store.conf_state());
-            applied > self.snapshot_index || current
+            applied > self.snapshots.index() || current
         };
-        if self.snapshot_job.is_some() || self.startup_job.is_some() {
+        if self.snapshots.busy() {
             // One at a time, and not beside startup's file removals; a wanted snapshot is asked
             // for again once this one is saved.
             return;
         }
-        self.snapshot_wanted = false;
+        self.snapshots.clear_wanted();
         if due || wanted {
             self.create_snapshot();
         }
@@ -2531,12 +2522,11 @@ impl Node {
     /// raftexample's maybeTriggerSnapshot, run only after everything raft handed out is applied.
     /// Hands the state to a snapshot job; `snapshot_saved` logs and compacts once it is durable.
     fn create_snapshot(&mut self) {
-        assert!(self.snapshot_job.is_none(), "one snapshot job at a time");
         let applied = self.kv.applied_index();
         assert!(applied > 0, "a snapshot of nothing");
         self.actions.push(Action::Event(Event::StartSnapshot {
             applied_index: applied,
-            last_snapshot_index: self.snapshot_index,
+            last_snapshot_index: self.snapshots.index(),
         }));
         let store = self.raw.store();
         let term = store
@@ -2553,7 +2543,7 @@ impl Node {
             conf_state,
         };
         let id = self.persist.allocate_id();
-        self.snapshot_job = Some((id, meta.clone()));
+        self.snapshots.start(id, meta.clone());
         self.actions.push(Action::Snapshot(SnapshotJob {
             id,
             meta,
@@ -2566,11 +2556,7 @@ impl Node {
     /// is the state machine it holds. Logs the WAL marker (after the file, never before: a crash
     /// in between leaves an orphan file that recovery removes) and compacts the log.
     pub fn snapshot_saved(&mut self, id: u64, file_bytes: u64) {
-        let (job_id, meta) = self
-            .snapshot_job
-            .take()
-            .expect("snapshot_saved without a snapshot job");
-        assert_eq!(job_id, id, "snapshot_saved for another job");
+        let meta = self.snapshots.finish(id);
         if self.stopped.is_some() {
             return;
         }
@@ -2580,10 +2566,10 @@ impl Node {
             conf_state,
         } = meta.clone();
         let name = snapfile::file_name(term, index);
-        if index <= self.snapshot_index {
+        if index <= self.snapshots.index() {
             // The leader's snapshot was installed meanwhile and is newer: this file describes a
             // past no marker will point to. Remove it (after the next sync, like any purge).
-            if !self.snapshots_on_disk.iter().any(|s| s.name == name) {
+            if !self.snapshots.holds(&name) {
                 self.persist.post_sync().push(FileOp::Remove { name });
             }
             self.actions
@@ -2612,9 +2598,7 @@ impl Node {
         self.raw.mut_store().compact(ci);
         self.actions
             .push(Action::Event(Event::CompactedLog { index: ci }));
-        self.snapshot_index = index;
-        self.snapshots_on_disk
-            .push(SnapshotOnDisk { name, term, index });
+        self.snapshots.record(SnapshotOnDisk { name, term, index });
         self.actions
             .push(Action::Event(Event::SnapshotSaved { term, index }));
         self.plan_purge();
@@ -2627,7 +2611,7 @@ impl Node {
     fn plan_purge(&mut self) {
         let plan = compaction::plan_purge(
             &self.cfg.compaction,
-            &self.snapshots_on_disk,
+            self.snapshots.on_disk(),
             self.persist.wal().segments(),
             self.persist.wal().marker_segments(),
         );
@@ -2657,8 +2641,7 @@ impl Node {
         }
         if !plan.remove_snapshots.is_empty() {
             purge_ops.push(FileOp::SyncDir);
-            self.snapshots_on_disk
-                .retain(|s| !plan.remove_snapshots.contains(&s.name));
+            self.snapshots.forget_all(&plan.remove_snapshots);
         }
         if segments > 0 || !plan.remove_snapshots.is_empty() {
             self.actions.push(Action::Event(Event::Purged {
