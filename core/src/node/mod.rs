@@ -32,10 +32,12 @@
 //! Sub-states with their own invariants live beside this file: `persist` (the next disk job and
 //! the one in flight; HardState monotone), `pending` (every request held and where its answer
 //! goes; tables bounded, each request answered once), `snapshots` (the snapshot lane: files on
-//! disk, one job at a time, never beside startup's; the index only moves forward), and the
-//! snapshot transfer in `crate::transfer`.
+//! disk, one job at a time, never beside startup's; the index only moves forward), `peers`
+//! (what the node knows of its peers beyond the applied membership), and the snapshot transfer
+//! in `crate::transfer`.
 
 pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, RejectReason};
+mod peers;
 mod pending;
 mod persist;
 mod snapshots;
@@ -60,19 +62,17 @@ use crate::transfer::{
     SnapKey, TransferConfig,
 };
 use crate::wal::{HardStateRec, Record, SnapshotMarker, WalConfig, WalIdentity, WalWriter};
+use peers::Peers;
 use pending::{AwaitingLeader, Pending, PendingKind, PendingProposal, PendingRead};
 use persist::Persistence;
-use snapshots::SnapshotLane;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
 };
 pub use raft::StateRole;
 use raft::{RawNode, SnapshotStatus};
+use snapshots::SnapshotLane;
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
-
-/// Bound on remembered addresses of non-members.
-const MAX_PEER_HINTS: usize = 64;
 
 /// Static configuration of one node.
 #[derive(Clone, Debug)]
@@ -588,22 +588,15 @@ pub struct Node {
     actions: Vec<Action>,
     /// Every client request held and not yet answered.
     pending: Pending,
-    /// Addresses advertised by senders that are not (yet, or no longer) known members.
-    peer_hints: BTreeMap<u64, String>,
+    /// What this node knows of its peers beyond the membership it applied.
+    peers: Peers,
     /// The snapshots on disk, the snapshot job, the startup job it may not run beside.
     snapshots: SnapshotLane,
     /// Incarnations proposed for recording and not yet applied: member id -> term proposed in.
-    recording: BTreeMap<u64, u64>,
-    /// The incarnation each peer last spoke with, for members whose incarnation is unrecorded.
-    seen_incarnations: BTreeMap<u64, u64>,
     /// Frames held until the startup job that writes a fresh identity file completes.
     held_until_identity: Option<Vec<Outgoing>>,
     /// When this node applied its own removal (it lingers, then stops).
     removed_at_tick: Option<u64>,
-    /// Learners the leader proposed to promote, and the term it did so in.
-    promoting: BTreeMap<u64, u64>,
-    /// When each peer last sent a frame this node accepted (for the strict reconfig check).
-    last_heard_tick: BTreeMap<u64, u64>,
     /// The peer URL this node listens on (its flags), advertised in every frame.
     own_url: Option<String>,
     url_change: Option<UrlChange>,
@@ -847,15 +840,11 @@ impl Node {
                 first_read_id,
                 first_forward_id,
             ),
-            peer_hints: BTreeMap::new(),
+            peers: Peers::default(),
             snapshots: SnapshotLane::new(snapshot_index, snapshots_on_disk),
-            recording: BTreeMap::new(),
-            seen_incarnations: BTreeMap::new(),
             held_until_identity: fresh_identity.then(Vec::new),
             own_url: None,
             url_change: None,
-            last_heard_tick: BTreeMap::new(),
-            promoting: BTreeMap::new(),
             removed_at_tick: None,
             senders: Senders::new(transfer_config(&cfg_transfer)),
             receiver: Receiver::default(),
@@ -1180,16 +1169,12 @@ impl Node {
                 return Err(error);
             }
         } else if env.from_incarnation != 0 && self.kv.members().contains_key(&env.from) {
-            self.seen_incarnations
-                .insert(env.from, env.from_incarnation);
+            self.peers.saw_incarnation(env.from, env.from_incarnation);
         }
         // An id this node does not know may be a member added after the state it has applied
         // (it lags), or one since removed: remember its address so replies can reach it.
         if !self.kv.members().contains_key(&env.from) && !env.from_addr.is_empty() {
-            if self.peer_hints.len() >= MAX_PEER_HINTS && !self.peer_hints.contains_key(&env.from) {
-                self.peer_hints.pop_first();
-            }
-            self.peer_hints.insert(env.from, env.from_addr.clone());
+            self.peers.hint(env.from, env.from_addr.clone());
         }
         if self.kv.was_removed(env.from) {
             // Tell it, or it campaigns forever: it never sees the entry that removed it.
@@ -1202,7 +1187,7 @@ impl Node {
             return Err(PeerError::UnknownSender(env.from));
         }
         if self.kv.members().contains_key(&env.from) {
-            self.last_heard_tick.insert(env.from, self.now_tick);
+            self.peers.heard(env.from, self.now_tick);
         }
         if self.url_change.is_some() && self.kv.members().contains_key(&env.from) {
             let c = self.url_change.take().expect("checked");
@@ -1582,10 +1567,7 @@ impl Node {
         // a learner that never started must never be promoted (the simulator caught one in a
         // young cluster, whose four voters then lost their quorum to one crash).
         let window = 2 * self.cfg.election_tick as u64;
-        let alive = self
-            .last_heard_tick
-            .get(&id)
-            .is_some_and(|&t| t + window >= self.now_tick);
+        let alive = self.peers.heard_within(id, self.now_tick, window);
         if !alive
             || matched == 0
             || matched + self.cfg.compaction.catch_up_entries.max(1) < last_index
@@ -1613,7 +1595,7 @@ impl Node {
             .filter(|(_, auto)| **auto)
             .map(|(id, _)| *id)
             .find(|id| {
-                self.promoting.get(id) != Some(&term) && self.promotion_refused(*id).is_none()
+                !self.peers.promoting_in(*id, term) && self.promotion_refused(*id).is_none()
             });
         if let Some(id) = ready {
             let change = MemberChange::Promote { id };
@@ -1623,7 +1605,7 @@ impl Node {
                 change,
             };
             if self.raw.propose_conf_change(mp.encode(), cc).is_ok() {
-                self.promoting.insert(id, term);
+                self.peers.proposed_promotion(id, term);
             }
         }
     }
@@ -1640,13 +1622,7 @@ impl Node {
         let window = 2 * self.cfg.election_tick as u64;
         let active = voters
             .iter()
-            .filter(|&&v| {
-                v == self.cfg.id
-                    || self
-                        .last_heard_tick
-                        .get(&v)
-                        .is_some_and(|&t| t + window >= self.now_tick)
-            })
+            .filter(|&&v| v == self.cfg.id || self.peers.heard_within(v, self.now_tick, window))
             .count();
         let needed = voters.len() / 2 + 1;
         (active < needed).then_some(RejectReason::WouldLoseQuorum { active, needed })
@@ -1903,7 +1879,7 @@ impl Node {
         self.kv
             .members()
             .get(&id)
-            .or_else(|| self.peer_hints.get(&id))
+            .or_else(|| self.peers.hinted_address(id))
             .map(|s| s.as_str())
     }
 
@@ -2204,11 +2180,11 @@ impl Node {
         let term = self.raw.raft.term;
         let me = (self.cfg.id, self.identity.incarnation);
         let wanted: Vec<(u64, u64)> = std::iter::once(me)
-            .chain(self.seen_incarnations.iter().map(|(a, b)| (*a, *b)))
+            .chain(self.peers.seen_incarnations())
             .filter(|(id, _)| {
                 self.kv.members().contains_key(id)
                     && self.kv.incarnation(*id).is_none()
-                    && self.recording.get(id) != Some(&term)
+                    && !self.peers.recording_in(*id, term)
             })
             .collect();
         for (id, incarnation) in wanted {
@@ -2217,7 +2193,7 @@ impl Node {
                 command: crate::command::Command::RecordIncarnation { id, incarnation },
             };
             if self.raw.propose(vec![], p.encode()).is_ok() {
-                self.recording.insert(id, term);
+                self.peers.proposed_recording(id, term);
                 self.actions.push(Action::Event(Event::IncarnationProposed {
                     id,
                     incarnation,
@@ -2326,8 +2302,7 @@ impl Node {
                 EntryType::EntryNormal => match Proposal::decode(&e.data) {
                     Some(p) => {
                         if let crate::command::Command::RecordIncarnation { id, .. } = &p.command {
-                            self.recording.remove(id);
-                            self.seen_incarnations.remove(id);
+                            self.peers.recorded(*id);
                         }
                         let result = match self.kv.apply_command(e.index, p.request_id, &p.command)
                         {
@@ -2383,11 +2358,10 @@ impl Node {
                 self.raw.mut_store().set_conf_state(cs);
                 self.kv.apply_member_change(e.index, &change);
                 if let MemberChange::Remove { id } = &change {
-                    self.last_heard_tick.remove(id);
-                    self.seen_incarnations.remove(id);
+                    self.peers.forget(*id);
                 }
                 if let MemberChange::Promote { id } = &change {
-                    self.promoting.remove(id);
+                    self.peers.promoted(*id);
                 }
                 let ev = match &change {
                     MemberChange::Add { id, addr } => Event::MemberAdded {

@@ -88,7 +88,10 @@ impl SnapshotLane {
     }
 
     pub(super) fn start(&mut self, id: u64, meta: SnapshotMeta) {
-        assert!(!self.busy(), "one snapshot job at a time, never beside startup's");
+        assert!(
+            !self.busy(),
+            "one snapshot job at a time, never beside startup's"
+        );
         self.job = Some((id, meta));
     }
 
