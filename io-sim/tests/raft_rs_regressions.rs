@@ -16,12 +16,16 @@
 
 use raftkv_io_sim::{run_seed, Trace, WorldOptions};
 
-fn reproduces(seed: u64) -> bool {
-    let without = WorldOptions {
+/// The world of a seed without core's workaround.
+fn without_guard() -> WorldOptions {
+    WorldOptions {
         without_raft_rs_guard: true,
         ..WorldOptions::default()
-    };
-    let r = run_seed(seed, Trace::Hash, &without);
+    }
+}
+
+fn reproduces(seed: u64) -> bool {
+    let r = run_seed(seed, Trace::Hash, &without_guard());
     r.violations
         .iter()
         .any(|v| v.checker == "panic" && v.detail.contains("Store(Compacted)"))
@@ -41,17 +45,18 @@ fn raft_rs_campaign_after_snapshot_panic_reproduces_without_the_workaround_and_n
     }
 }
 
+fn first_reproducing_seed() -> u64 {
+    (0..600)
+        .find(|&s| reproduces(s))
+        .expect("a seed in 0..600 reproduces the raft-rs panic without the workaround")
+}
+
 /// A failure's repro line carries every flag that shaped its world: replayed from another
 /// directory, the line's own arguments reproduce the same panic.
 #[test]
 fn the_repro_line_of_a_seed_without_the_workaround_reproduces_it_from_any_directory() {
-    let seed = (0..600)
-        .find(|&s| reproduces(s))
-        .expect("a seed in 0..600 reproduces the raft-rs panic without the workaround");
-    let without = WorldOptions {
-        without_raft_rs_guard: true,
-        ..WorldOptions::default()
-    };
+    let seed = first_reproducing_seed();
+    let without = without_guard();
     let line = run_seed(seed, Trace::Hash, &without).repro();
     assert!(line.contains("--without-raft-rs-guard"), "{line}");
     let args = line
@@ -83,13 +88,8 @@ fn the_repro_line_of_a_seed_without_the_workaround_reproduces_it_from_any_direct
 /// has no fault class the original world did not have.
 #[test]
 fn a_shrunk_world_still_fails_with_the_same_checker() {
-    let seed = (0..600)
-        .find(|&s| reproduces(s))
-        .expect("a seed in 0..600 reproduces the raft-rs panic without the workaround");
-    let without = WorldOptions {
-        without_raft_rs_guard: true,
-        ..WorldOptions::default()
-    };
+    let seed = first_reproducing_seed();
+    let without = without_guard();
     let mut trials = Vec::new();
     let r = raftkv_io_sim::shrink::shrink(seed, &without, &mut |t| trials.push(t.clone()))
         .expect("the seed fails");
