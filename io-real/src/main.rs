@@ -1,7 +1,6 @@
 //! `raftkv`: run a node (default), start a local cluster of nodes as child processes, or
 //! generate HTTP load (`raftkv bench`).
 
-mod bench;
 mod cli;
 mod cluster;
 mod disk;
@@ -48,7 +47,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::Cluster(args)) => cluster::run(args),
         Some(Command::Run(args)) => run_node(args),
-        Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Bench(args)) => raftkv_loadgen::run(args).map_err(anyhow::Error::from),
         None => run_node(cli.run),
     };
     match result {
