@@ -9,27 +9,10 @@ pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Standard base64 with padding (RFC 4648), as etcd's JSON gateway carries keys and values.
 pub(crate) fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for c in input.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if c.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(input)
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -201,5 +184,45 @@ mod tests {
         assert!(e.body_has_value(b"{\"kvs\":[{\"key\":\"x\",\"value\":\"dmFs\"}]}", b"val"));
         assert_eq!(e.classify(Op::Put, 503, b""), Err("http_503".into()));
         assert_eq!(d(Mode::Raftkv, lin).classify(Op::Get, 404, b""), Ok(false));
+    }
+
+    #[test]
+    fn what_a_response_means_in_each_dialect() {
+        let d = |mode| Dialect {
+            mode,
+            consistency: Consistency::Linearizable,
+            host: "h:1".into(),
+        };
+        let (raftkv, raftexample, etcd) = (d(Mode::Raftkv), d(Mode::Raftexample), d(Mode::Etcd));
+        for d in [&raftkv, &raftexample] {
+            assert_eq!(d.classify(Op::Put, 204, b""), Ok(true));
+            assert_eq!(d.classify(Op::Get, 200, b"v"), Ok(true));
+            assert_eq!(d.classify(Op::Get, 404, b"key not found\n"), Ok(false));
+            // A 404 on a put is no success: the path was wrong.
+            assert_eq!(d.classify(Op::Put, 404, b""), Err("http_404".into()));
+            for status in [409, 413, 503, 504] {
+                assert_eq!(
+                    d.classify(Op::Get, status, b""),
+                    Err(format!("http_{status}"))
+                );
+            }
+            assert!(d.body_has_value(b"0123", b"0123"));
+            assert!(!d.body_has_value(b"01234", b"0123"));
+        }
+        // etcd's gateway answers 200 for a missing key, without "kvs" (its JSON omits empty
+        // fields), and with "count" as a string.
+        let missing = br#"{"header":{"cluster_id":"1","member_id":"2","revision":"9","raft_term":"2"},"count":"0"}"#;
+        assert_eq!(etcd.classify(Op::Get, 200, missing), Ok(false));
+        let found = br#"{"header":{"revision":"9"},"kvs":[{"key":"MDA0Mg==","create_revision":"3","mod_revision":"9","version":"2","value":"dmFs"}],"count":"1"}"#;
+        assert_eq!(etcd.classify(Op::Get, 200, found), Ok(true));
+        assert!(etcd.body_has_value(found, b"val"));
+        assert!(!etcd.body_has_value(found, b"other"));
+        assert!(!etcd.body_has_value(missing, b"val"));
+        assert_eq!(etcd.classify(Op::Put, 200, br#"{"header":{}}"#), Ok(true));
+        // The gateway's errors come as other statuses with a JSON body.
+        assert_eq!(
+            etcd.classify(Op::Put, 400, br#"{"code":3,"message":"bad"}"#),
+            Err("http_400".into())
+        );
     }
 }

@@ -329,4 +329,113 @@ mod tests {
             Err(ReqError::Closed | ReqError::Io(_))
         ));
     }
+
+    fn head(bytes: &[u8]) -> Result<(usize, u16, bool, bool, Option<usize>), String> {
+        match parse_head(bytes) {
+            Ok(Head::Done {
+                len,
+                status,
+                keep_alive,
+                chunked,
+                content_length,
+            }) => Ok((len, status, keep_alive, chunked, content_length)),
+            Ok(Head::Partial) => Err("partial".into()),
+            Err(e) => Err(e.kind()),
+        }
+    }
+
+    #[test]
+    fn status_lines_and_the_headers_that_frame_a_body() {
+        let h = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(head(h), Ok((h.len(), 204, true, false, None)));
+        assert_eq!(
+            head(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\nbody").map(|h| (h.1, h.4)),
+            Ok((200, Some(12)))
+        );
+        // Keep-alive: HTTP/1.1 unless `close`; HTTP/1.0 only with `keep-alive`.
+        let ka = |h: &[u8]| head(h).map(|h| h.2);
+        assert_eq!(
+            ka(b"HTTP/1.1 200 OK\r\nConnection: Upgrade, CLOSE\r\n\r\n"),
+            Ok(false)
+        );
+        assert_eq!(ka(b"HTTP/1.0 200 OK\r\n\r\n"), Ok(false));
+        assert_eq!(
+            ka(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n"),
+            Ok(true)
+        );
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        assert_eq!(head(chunked).map(|h| h.3), Ok(true));
+        // Not yet a whole head: wait for more bytes.
+        assert_eq!(
+            head(b"HTTP/1.1 200 OK\r\nContent-Le"),
+            Err("partial".into())
+        );
+        assert_eq!(head(b""), Err("partial".into()));
+        for bad in [
+            &b"HTTP/1.1 abc OK\r\n\r\n"[..],
+            b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        ] {
+            assert_eq!(
+                head(bad),
+                Err("bad_response".into()),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // The same length twice is no conflict.
+        let twice = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(head(twice).map(|h| h.4), Ok(Some(2)));
+    }
+
+    #[tokio::test]
+    async fn bad_chunks_and_huge_heads_are_bad_responses() {
+        for resp in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY",
+        ] {
+            let (a, mut b) = tokio::io::duplex(1024);
+            b.write_all(resp).await.unwrap();
+            let mut c = HttpConn::new(a);
+            let e = c.roundtrip(b"GET / HTTP/1.1\r\n\r\n").await.err().unwrap();
+            assert_eq!(e.kind(), "bad_response", "{e:?}");
+        }
+        let (a, mut b) = tokio::io::duplex(MAX_HEAD_BYTES * 2);
+        let mut big = b"HTTP/1.1 200 OK\r\n".to_vec();
+        while big.len() <= MAX_HEAD_BYTES + 4096 {
+            big.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
+        }
+        let writer = tokio::spawn(async move {
+            let _ = b.write_all(&big).await;
+            b
+        });
+        let mut c = HttpConn::new(a);
+        let e = c.roundtrip(b"GET / HTTP/1.1\r\n\r\n").await.err().unwrap();
+        assert_eq!(e.kind(), "bad_response", "{e:?}");
+        drop(c);
+        drop(writer.await.unwrap());
+    }
+
+    #[test]
+    fn error_kinds_are_what_the_report_counts() {
+        use std::io::{Error, ErrorKind};
+        let refused = ReqError::Connect(Error::from(ErrorKind::ConnectionRefused));
+        assert_eq!(refused.kind(), "connect:ConnectionRefused");
+        let reset = ReqError::Io(Error::from(ErrorKind::ConnectionReset));
+        assert_eq!(reset.kind(), "io:ConnectionReset");
+        assert_eq!(ReqError::Closed.kind(), "closed");
+        assert_eq!(ReqError::Timeout.kind(), "timeout");
+        assert_eq!(ReqError::Protocol("x".into()).kind(), "bad_response");
+        assert_eq!(ReqError::Protocol("x".into()).detail(), "x");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        let e = connect(&addr).await.err().expect("nobody listens");
+        assert_eq!(e.kind(), "connect:ConnectionRefused");
+    }
 }

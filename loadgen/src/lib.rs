@@ -1,9 +1,11 @@
-//! raftkv-loadgen, `raftkv bench`: a closed-loop HTTP/1.1 load generator in the spirit of etcd's `benchmark`.
+//! raftkv-loadgen, `raftkv bench`: a closed-loop HTTP/1.1 load generator in the spirit of etcd's
+//! `benchmark`.
 //!
 //! Every client owns one keep-alive connection and has exactly one request outstanding; client
-//! `i` talks to endpoint `i mod n`. The HTTP client is a small hand-written one (request bytes
-//! built in place, responses parsed with `httparse`, `Content-Length`, chunked and
-//! read-to-EOF bodies), so the generator costs little CPU next to the servers it measures.
+//! `i` talks to endpoint `i mod n`. The HTTP client is a small hand-written one (`http`: request
+//! bytes built in place, responses parsed with `httparse`), not hyper's: on the 2-core
+//! benchmark machine hyper's client cost the generator about 1.5 times the CPU per request,
+//! CPU taken from the servers it measures (BENCHMARKS.md, "The load generator's own cost").
 //!
 //! One tool drives every system compared in `bench/compare.sh`:
 //!
@@ -39,7 +41,7 @@ pub use stats::Verdict;
 
 use args::parse_endpoints;
 use dialect::{base64, Dialect};
-use load::{run_phase, sentinel, Config, Phase, Rng};
+use load::{run_phase, sentinel, Config, Phase};
 use report::report;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,10 +91,8 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     let value: Vec<u8> = {
-        let mut r = Rng::new(seed ^ 0x5555);
-        (0..args.value_size)
-            .map(|_| b'a' + r.below(26) as u8)
-            .collect()
+        let mut r = fastrand::Rng::with_seed(seed ^ 0x5555);
+        (0..args.value_size).map(|_| r.u8(b'a'..=b'z')).collect()
     };
     let dialects = endpoints
         .iter()
@@ -159,7 +159,7 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
         .await;
         let stopped = Instant::now();
         let sentinel = if args.sentinel {
-            let nonce = Rng::new(seed ^ 0xABCD).next();
+            let nonce = fastrand::Rng::with_seed(seed ^ 0xABCD).u64(..);
             let waits: Vec<_> = (0..endpoints.len())
                 .map(|ep| tokio::spawn(sentinel(cfg.clone(), ep, nonce, stopped)))
                 .collect();

@@ -16,31 +16,6 @@ pub(crate) const SENTINEL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a sentinel may stay invisible before it is written again.
 pub(crate) const SENTINEL_REWRITE: Duration = Duration::from_secs(5);
 
-/// xorshift64*: fast, and good enough to pick keys.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        // splitmix64 of the seed, so nearby seeds diverge and 0 is fine.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        ((self.next() as u128 * n as u128) >> 64) as u64
-    }
-    pub(crate) fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// One measured (or prefill) phase.
 pub(crate) struct Phase {
     pub(crate) duration: Option<Duration>,
@@ -87,7 +62,7 @@ pub(crate) async fn client(
     let ep = (id as usize) % cfg.endpoints.len();
     let addr = &cfg.endpoints[ep];
     let dialect = &cfg.dialects[ep];
-    let mut rng = Rng::new(cfg.seed ^ id.wrapping_mul(0xA076_1D64_78BD_642F));
+    let mut rng = fastrand::Rng::with_seed(cfg.seed ^ id.wrapping_mul(0xA076_1D64_78BD_642F));
     let mut stats = Stats::default();
     let mut key = String::with_capacity(cfg.key_size);
     let mut req = Vec::with_capacity(512 + cfg.value.len() * 2);
@@ -143,7 +118,7 @@ pub(crate) async fn client(
             }
         }
         let c = conn.as_mut().expect("connected");
-        let op = if phase.put_ratio >= 1.0 || rng.unit() < phase.put_ratio {
+        let op = if phase.put_ratio >= 1.0 || rng.f64() < phase.put_ratio {
             Op::Put
         } else {
             Op::Get
@@ -151,7 +126,7 @@ pub(crate) async fn client(
         let k = if phase.sequential {
             ticket % cfg.keys
         } else {
-            rng.below(cfg.keys)
+            rng.u64(..cfg.keys)
         };
         key.clear();
         let _ = write!(key, "{k:0width$}", width = cfg.key_size);
