@@ -24,7 +24,7 @@ pub enum Command {
     /// Start a local cluster of N nodes as child processes (ports 12379/12380, 22379/22380, ...).
     Cluster(ClusterArgs),
     /// HTTP load generator for raftkv, etcd's v3 gateway or raftexample (like etcd's `benchmark`).
-    Bench(crate::bench::BenchArgs),
+    Bench(raftkv_loadgen::BenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -3,19 +3,42 @@
 //! so stopping the supervisor (a service manager, `kill`, Ctrl-C) never leaves nodes running.
 
 use crate::cli::ClusterArgs;
-use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::SignalKind;
 use tokio::sync::mpsc;
 
 /// How long nodes get to shut down after the signal before they are killed.
 const GRACE: Duration = Duration::from_secs(30);
 
-pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
+/// Why `raftkv cluster` failed. Context-style variants keep the cause as their `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The runtime, or finding our own executable.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("installing a {signal} handler")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("starting node {id}")]
+    Spawn {
+        id: u64,
+        #[source]
+        error: std::io::Error,
+    },
+    /// Nodes that exited with a failure, each with its status.
+    #[error("{}", .0.join("; "))]
+    NodesFailed(Vec<String>),
+}
+
+/// Runs the cluster until every node has exited; an error if any failed.
+pub fn run(args: ClusterArgs) -> Result<(), ClusterError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -54,14 +77,17 @@ fn send_signal(pid: u32, sig: libc::c_int) {
     }
 }
 
-async fn supervise(args: ClusterArgs) -> anyhow::Result<()> {
+async fn supervise(args: ClusterArgs) -> Result<(), ClusterError> {
     let exe = std::env::current_exe()?;
     let urls: Vec<String> = (1..=args.nodes)
         .map(|i| format!("http://127.0.0.1:{}", i * 10000 + 2379))
         .collect();
     // Installed before the first child starts, so no signal between two spawns is missed.
-    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let handler = |kind, signal| {
+        tokio::signal::unix::signal(kind).map_err(|error| ClusterError::Signal { signal, error })
+    };
+    let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
     let (exited_tx, mut exited) = mpsc::unbounded_channel::<(u64, std::io::Result<ExitStatus>)>();
     let mut running: BTreeMap<u64, u32> = BTreeMap::new();
     let mut pumps = Vec::new();
@@ -78,7 +104,7 @@ async fn supervise(args: ClusterArgs) -> anyhow::Result<()> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting node {i}"));
+            .map_err(|error| ClusterError::Spawn { id: i, error });
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
@@ -148,7 +174,7 @@ async fn supervise(args: ClusterArgs) -> anyhow::Result<()> {
         let _ = p.await;
     }
     if !failed.is_empty() {
-        bail!("{}", failed.join("; "));
+        return Err(ClusterError::NodesFailed(failed));
     }
     Ok(())
 }

@@ -771,4 +771,283 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A temporary data directory, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let p = std::env::temp_dir().join(format!("raftkv-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The real file system, except that one kind of call fails: a write writes only the first
+    /// half of its buffer first (a short, torn write), an fsync just fails.
+    struct Failing {
+        real: RealFs,
+        write: Option<io::ErrorKind>,
+        sync: Option<io::Error>,
+    }
+
+    impl Fs for Failing {
+        type File = File;
+        fn create(&mut self, p: &Path) -> io::Result<File> {
+            self.real.create(p)
+        }
+        fn open(&mut self, p: &Path) -> io::Result<File> {
+            self.real.open(p)
+        }
+        fn allocate(&mut self, f: &File, len: u64) -> io::Result<()> {
+            self.real.allocate(f, len)
+        }
+        fn write_at(&mut self, f: &File, buf: &[u8], at: u64) -> io::Result<()> {
+            match self.write {
+                Some(kind) => {
+                    self.real.write_at(f, &buf[..buf.len() / 2], at)?;
+                    Err(io::Error::from(kind))
+                }
+                None => self.real.write_at(f, buf, at),
+            }
+        }
+        fn write_back(&mut self, f: &File, at: u64, len: u64) -> io::Result<()> {
+            self.real.write_back(f, at, len)
+        }
+        fn set_len(&mut self, f: &File, len: u64) -> io::Result<()> {
+            self.real.set_len(f, len)
+        }
+        fn sync_data(&mut self, f: &File) -> io::Result<()> {
+            match self.sync.take() {
+                Some(e) => Err(e),
+                None => self.real.sync_data(f),
+            }
+        }
+        fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+            self.real.sync_dir(dir)
+        }
+        fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+            self.real.rename(from, to)
+        }
+        fn remove(&mut self, p: &Path) -> io::Result<()> {
+            self.real.remove(p)
+        }
+    }
+
+    fn write(name: &str, offset: u64, bytes: &[u8]) -> FileOp {
+        FileOp::WriteAt {
+            name: name.into(),
+            offset,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    fn create(name: &str) -> FileOp {
+        FileOp::Create {
+            name: name.into(),
+            size_bytes: 0,
+        }
+    }
+
+    /// Runs `jobs` on the WAL lane to the end and returns every result it reported.
+    fn run_wal<F: Fs>(disk: Disk<F>, jobs: Vec<Vec<FileOp>>) -> Vec<DiskResult> {
+        let (tx, rx) = mpsc::channel();
+        for (i, ops) in jobs.into_iter().enumerate() {
+            tx.send(DiskJob {
+                id: i as u64 + 1,
+                ops,
+            })
+            .unwrap();
+        }
+        drop(tx);
+        let results = std::cell::RefCell::new(Vec::new());
+        disk.run(rx, |r| results.borrow_mut().push(r));
+        results.into_inner()
+    }
+
+    /// A failed fsync is reported with the operation, the file and the error's kind, and the
+    /// lane stops: the job after it is never run (retrying could report lost data durable).
+    #[test]
+    fn a_failed_fsync_stops_the_lane_and_names_op_file_and_kind() {
+        let dir = TempDir::new("disk-fsync");
+        let fs = Failing {
+            real: RealFs,
+            write: None,
+            sync: Some(io::Error::from_raw_os_error(libc::ENOSPC)),
+        };
+        let results = run_wal(
+            Disk::with_fs(dir.0.clone(), fs),
+            vec![
+                vec![
+                    create("a"),
+                    write("a", 0, b"entry"),
+                    FileOp::SyncFile { name: "a".into() },
+                ],
+                vec![create("b")],
+            ],
+        );
+        assert_eq!(results.len(), 1, "the second job never ran");
+        match &results[0] {
+            DiskResult::Failed {
+                id,
+                failure,
+                detail,
+            } => {
+                assert_eq!(*id, 1);
+                assert_eq!(failure.op, "fsync");
+                assert_eq!(failure.file, Some(dir.0.join("a").display().to_string()));
+                assert_eq!(failure.kind, io::ErrorKind::StorageFull);
+                assert!(detail.contains("No space left on device"), "{detail}");
+            }
+            _ => panic!("not a failure"),
+        }
+        assert!(!dir.0.join("b").exists());
+    }
+
+    /// A write that gets only part of its bytes out (ENOSPC midway) fails the job; nothing is
+    /// reported done, and what reached the file is the torn prefix, left for recovery to judge.
+    #[test]
+    fn a_short_write_fails_the_job_and_leaves_a_torn_prefix() {
+        let dir = TempDir::new("disk-short");
+        let fs = Failing {
+            real: RealFs,
+            write: Some(io::ErrorKind::StorageFull),
+            sync: None,
+        };
+        let results = run_wal(
+            Disk::with_fs(dir.0.clone(), fs),
+            vec![vec![create("seg"), write("seg", 0, b"0123456789")]],
+        );
+        match &results[..] {
+            [DiskResult::Failed { id: 1, failure, .. }] => {
+                assert_eq!(failure.op, "write");
+                assert_eq!(failure.kind, io::ErrorKind::StorageFull);
+                assert_eq!(failure.file, Some(dir.0.join("seg").display().to_string()));
+            }
+            _ => panic!("not one failure"),
+        }
+        assert_eq!(std::fs::read(dir.0.join("seg")).unwrap(), b"01234");
+    }
+
+    /// File names come from core, but the executor still refuses anything but a plain name in
+    /// the data directory: no op may reach outside it.
+    #[test]
+    fn only_plain_names_inside_the_directory() {
+        let dir = TempDir::new("disk-names");
+        let mut disk = Disk::new(dir.0.join("data"));
+        std::fs::create_dir_all(dir.0.join("data")).unwrap();
+        for name in ["../escape", "a/b", "", ".", "..", "/abs"] {
+            let e = disk.apply(&create(name)).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name:?}");
+            assert!(e.to_string().contains("bad file name"), "{e}");
+            let e = disk.apply(&write(name, 0, b"x")).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name:?}");
+        }
+        assert!(!dir.0.join("escape").exists());
+        assert_eq!(list(&dir.0.join("data")).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn renames_carry_open_files_and_removes_tolerate_missing_ones() {
+        let dir = TempDir::new("disk-rename");
+        let mut disk = Disk::new(dir.0.clone());
+        for op in [
+            create("x.tmp"),
+            write("x.tmp", 0, b"abc"),
+            FileOp::Rename {
+                from: "x.tmp".into(),
+                to: "x".into(),
+            },
+            // The handle moved with the name: this write lands in `x`.
+            write("x", 3, b"def"),
+            FileOp::SetLen {
+                name: "x".into(),
+                len: 5,
+            },
+            FileOp::SyncFile { name: "x".into() },
+            FileOp::SyncDir,
+            FileOp::Remove {
+                name: "never-there".into(),
+            },
+        ] {
+            disk.apply(&op).unwrap();
+        }
+        assert_eq!(std::fs::read(dir.0.join("x")).unwrap(), b"abcde");
+        assert_eq!(list(&dir.0).unwrap(), vec!["x".to_string()]);
+        // A create truncates what was there.
+        disk.apply(&create("x")).unwrap();
+        assert_eq!(std::fs::read(dir.0.join("x")).unwrap(), b"");
+    }
+
+    #[test]
+    fn reads_report_their_range_or_a_named_failure() {
+        let dir = TempDir::new("disk-reads");
+        std::fs::write(dir.0.join("snap"), b"0123456789").unwrap();
+        let (tx, rx) = mpsc::channel();
+        let job = |id, name: &str, offset, len| ReadJob {
+            id,
+            name: name.into(),
+            offset,
+            len,
+        };
+        tx.send(job(1, "snap", 2, 3)).unwrap();
+        tx.send(job(2, "snap", 8, 5)).unwrap();
+        tx.send(job(3, "gone", 0, 1)).unwrap();
+        drop(tx);
+        let results = std::cell::RefCell::new(Vec::new());
+        Disk::new(dir.0.clone()).run_reads(rx, |r| results.borrow_mut().push(r));
+        let results: Vec<_> = results
+            .into_inner()
+            .into_iter()
+            .map(|r| match r {
+                DiskResult::Read { id, result } => (id, result),
+                _ => panic!("not a read"),
+            })
+            .collect();
+        assert_eq!(results[0], (1, Ok(b"234".to_vec())));
+        let failed = |id: u64, name: &str, kind| {
+            (
+                id,
+                Err(DiskFailure {
+                    op: "read",
+                    file: Some(dir.0.join(name).display().to_string()),
+                    kind,
+                }),
+            )
+        };
+        // Past the end is a failure, never a short chunk.
+        assert_eq!(results[1], failed(2, "snap", io::ErrorKind::UnexpectedEof));
+        assert_eq!(results[2], failed(3, "gone", io::ErrorKind::NotFound));
+    }
+
+    #[test]
+    fn one_process_per_data_directory_and_only_files_listed() {
+        let dir = TempDir::new("disk-lock");
+        let lock = lock_dir(&dir.0).unwrap();
+        let e = lock_dir(&dir.0).err().expect("locked already");
+        assert!(matches!(e, DataDirError::InUse { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("is in use by another raftkv process"),
+            "{e}"
+        );
+        drop(lock);
+        let _again = lock_dir(&dir.0).unwrap();
+        std::fs::create_dir(dir.0.join("a-dir")).unwrap();
+        std::fs::write(dir.0.join("2-b.wal"), b"").unwrap();
+        std::fs::write(dir.0.join("1-a.wal"), b"").unwrap();
+        assert_eq!(list(&dir.0).unwrap(), vec!["1-a.wal", "2-b.wal", "LOCK"]);
+        let e = list(&dir.0.join("missing")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("cannot list data directory "),
+            "{e}"
+        );
+    }
 }

@@ -22,13 +22,23 @@ const BUCKETS_SECONDS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Why the metrics recorder could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("metrics buckets: {0}")]
+    Buckets(#[from] metrics_exporter_prometheus::BuildError),
+    /// Another recorder is installed already (one per process).
+    #[error("{0}")]
+    Recorder(String),
+}
+
 /// Installs the process-wide recorder; the handle renders `/metrics`.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
+pub fn install() -> Result<PrometheusHandle, InstallError> {
     let recorder = PrometheusBuilder::new()
         .set_buckets(BUCKETS_SECONDS)?
         .build_recorder();
     let handle = recorder.handle();
-    metrics::set_global_recorder(recorder)?;
+    metrics::set_global_recorder(recorder).map_err(|e| InstallError::Recorder(e.to_string()))?;
     describe();
     Ok(handle)
 }
