@@ -60,14 +60,9 @@ def status(port):
 
 
 def metric(port, name):
-    try:
-        _, body = request(port, "GET", "/metrics", timeout=5)
-    except (OSError, http.client.HTTPException):
-        return None
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return int(float(line.split()[1]))
-    return None
+    """A metric's value as an integer (a count, bytes), None if absent."""
+    v = metric_f(port, name)
+    return None if v is None else int(v)
 
 
 def metric_f(port, name):
