@@ -655,3 +655,57 @@ fn readiness_names_the_check_that_fails() {
     c.shut_down(survivor);
     assert_eq!(failing(&c, survivor), Some(Check::Running));
 }
+
+/// A leader that removes itself knows, alone, that the removal is committed. Stopping at once,
+/// it left its peers with the removal uncommitted: they kept the old configuration, which
+/// counts it, and with one more member lost they could never elect again (the simulator found
+/// it, seed 896). It steps down with heartbeats that carry the commit instead.
+#[test]
+fn a_removed_leader_leaves_its_peers_able_to_elect_after_one_more_failure() {
+    let mut c = Cluster::with_config(3, 21, |_| {});
+    c.put("before", "1");
+    let leader = c.wait_leader();
+    let h = c.submit(
+        leader,
+        ClientOp::AddNode {
+            id: 4,
+            addr: harness::addr(4),
+        },
+        None,
+    );
+    assert!(matches!(c.wait_reply(h), Ok(ClientReply::Members(m)) if m.contains_key(&4)));
+    c.start_joiner(4, 21, |_| {});
+    c.wait_converged(500);
+    assert_eq!(c.node(4).members().len(), 4);
+
+    let leader = c.wait_leader();
+    let h = c.submit(leader, ClientOp::RemoveNode { id: leader }, None);
+    let removal = c.node(leader).status().last_index;
+    let others: Vec<u64> = [1, 2, 3, 4]
+        .into_iter()
+        .filter(|&id| id != leader)
+        .collect();
+    // The followers hold the removal and acknowledge it, but the leader's word that it is
+    // committed is lost, and it applies the removal.
+    c.mute_once_committed = Some((leader, removal));
+    c.run_until(200, "the leader applies its removal", |c| {
+        !c.is_up(leader) || c.node(leader).status().applied_index >= removal
+    });
+    assert!(
+        others
+            .iter()
+            .all(|&id| c.node(id).status().applied_index < removal),
+        "no follower learned the commit"
+    );
+    let _ = h;
+    c.muted.remove(&leader);
+    // One more member is lost.
+    let lost = others[0];
+    c.crash(lost, CrashKind::Process);
+    c.run_until(3000, "a leader among the two left", |c| {
+        c.leader().is_some_and(|l| l != leader && l != lost)
+    });
+    c.put("after", "1");
+    let survivor = c.leader().expect("a leader");
+    assert_eq!(c.node(survivor).members().len(), 3, "the removal applied");
+}

@@ -18,6 +18,11 @@ const SEEDS: &[(u64, &str)] = &[
     (794, "startup removal raced the snapshot lane"),
     (853, "startup removal raced the snapshot lane"),
     (1058, "startup removal raced the snapshot lane"),
+    // A leader that removed itself stopped at once, taking with it the only knowledge that the
+    // removal was committed; its peers kept a configuration that counted it, lost one more
+    // member, and never elected again. Fixed by stepping down with heartbeats and lingering as
+    // a voter (core/tests/cluster.rs `a_removed_leader_leaves_its_peers_able_to_elect_...`).
+    (896, "a removed leader stopped at once"),
 ];
 
 #[test]

@@ -2,7 +2,8 @@
 //! seed) is drawn by headless Chromium, and its crashes, partitions and violation marker must be
 //! in the rendered DOM at their times: `x = x0 + t / end * plot_width`, with `t` and `end` read
 //! from the run's own trace, independently of the page's script. Chromium comes from Debian's
-//! `chromium` package (`.ci/run` installs it); `RAFTKV_CHROMIUM` names another binary.
+//! `chromium` package (installed by this test when missing and it runs as root, or by
+//! `.ci/run`); `RAFTKV_CHROMIUM` names another binary.
 
 #![cfg(madsim)]
 
@@ -12,18 +13,54 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn chromium() -> PathBuf {
+fn find_chromium() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("RAFTKV_CHROMIUM") {
-        return PathBuf::from(p);
+        return Some(PathBuf::from(p));
     }
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if let Ok(out) = Command::new("which").arg(name).output() {
-            if out.status.success() {
-                return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            }
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find_map(|name| {
+            let out = Command::new("which").arg(name).output().ok()?;
+            out.status
+                .success()
+                .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        })
+}
+
+/// Chromium, installed from Debian's packages if the machine lacks it and this test may (as
+/// root, with apt-get, unless `RAFTKV_NO_INSTALL` is set): `cargo test --workspace` on a fresh
+/// machine then needs nothing else. Otherwise a clear failure says how to get it.
+fn chromium() -> PathBuf {
+    if let Some(p) = find_chromium() {
+        return p;
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let apt = Command::new("which")
+        .arg("apt-get")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if root && apt && std::env::var_os("RAFTKV_NO_INSTALL").is_none() {
+        eprintln!(
+            "timeline test: installing Debian's chromium (set RAFTKV_NO_INSTALL=1 to refuse)"
+        );
+        for args in [
+            &["update", "-qq"][..],
+            &["install", "-y", "-qq", "chromium"][..],
+        ] {
+            let status = Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .expect("run apt-get");
+            assert!(status.success(), "apt-get {args:?} failed");
         }
     }
-    panic!("no Chromium found: install Debian's `chromium` package (apt-get install chromium; .ci/run does) or set RAFTKV_CHROMIUM");
+    find_chromium().unwrap_or_else(|| {
+        panic!("no Chromium found: install Debian's `chromium` package (apt-get install chromium; .ci/run does) or set RAFTKV_CHROMIUM")
+    })
 }
 
 /// The DOM after the page's script ran.

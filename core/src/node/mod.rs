@@ -1584,7 +1584,10 @@ impl Node {
     /// The leader promotes learners added with `auto_promote` once they have caught up, one
     /// membership change at a time. Runs outside Ready handling, like every proposal.
     fn promote_learners(&mut self) {
-        if self.raw.raft.state != StateRole::Leader || self.raw.raft.has_pending_conf() {
+        if self.raw.raft.state != StateRole::Leader
+            || self.raw.raft.has_pending_conf()
+            || self.removed_at_tick.is_some()
+        {
             return;
         }
         let term = self.raw.raft.term;
@@ -1750,6 +1753,7 @@ impl Node {
             self.flush_awaiting_leader();
             self.record_incarnations();
             self.promote_learners();
+            self.step_down_if_removed();
             if !self.raw.has_ready() {
                 break;
             }
@@ -1810,6 +1814,17 @@ impl Node {
         }
         self.issue_job();
         self.assert_log_order();
+    }
+
+    /// A leader that applied its own removal hands over: heartbeats that carry the commit (best
+    /// effort: they may be lost), then follower. Runs between Readies, before any input reaches
+    /// raft-rs leading a configuration it is not in.
+    fn step_down_if_removed(&mut self) {
+        if self.removed_at_tick.is_some() && self.raw.raft.state == StateRole::Leader {
+            self.raw.raft.ping();
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+        }
     }
 
     /// applied ≤ committed ≤ last index, after every pass of the Ready loop: the state machine
@@ -2174,7 +2189,7 @@ impl Node {
     /// handling (raft-rs forbids proposing between `ready` and `advance`). A proposal raft drops
     /// is made again in a later term.
     fn record_incarnations(&mut self) {
-        if self.raw.raft.state != StateRole::Leader {
+        if self.raw.raft.state != StateRole::Leader || self.removed_at_tick.is_some() {
             return;
         }
         let term = self.raw.raft.term;
@@ -2384,13 +2399,16 @@ impl Node {
                     // configuration on apply) still count this node in their quorum, and with
                     // another member lost they could never elect without its vote. It stops
                     // when a peer reports the removal applied, or when the linger ends. A leader
-                    // stops at once: raft-rs keeps it leading a configuration it is not in.
+                    // lingers too: it alone knows the removal is committed, and had it stopped at
+                    // once its followers would keep the old configuration, which counts it, and
+                    // with one more member lost never elect again (the simulator found this,
+                    // seed 896). raft-rs cannot lead a configuration it is not in (it panics
+                    // committing), so it steps down first (`step_down_if_removed`), with a last
+                    // round of heartbeats that carries the commit; it still votes in the old
+                    // configuration, so its peers elect a leader that commits the removal. While
+                    // it lingers it serves no request and proposes nothing.
                     self.actions.push(Action::Event(Event::RemovedFromCluster));
-                    if self.raw.raft.state == StateRole::Leader {
-                        self.stop(StopReason::Removed);
-                    } else {
-                        self.removed_at_tick.get_or_insert(self.now_tick);
-                    }
+                    self.removed_at_tick.get_or_insert(self.now_tick);
                 }
             }
             Err(_) => self.skip_entry(e, RejectReason::ConfChangeRefused),

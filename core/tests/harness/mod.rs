@@ -60,6 +60,11 @@ pub struct Cluster {
     next_handle: u64,
     /// Nodes cut off from everyone.
     pub isolated: BTreeSet<u64>,
+    /// Nodes whose frames are dropped (they still receive).
+    pub muted: BTreeSet<u64>,
+    /// (node, index): mute the node as soon as it has committed the index, before anything it
+    /// sends after that is delivered (its word that the index is committed is lost).
+    pub mute_once_committed: Option<(u64, u64)>,
     /// Probability that a message is dropped.
     pub loss: f64,
     pub stats: Stats,
@@ -109,6 +114,8 @@ impl Cluster {
             replies: BTreeMap::new(),
             next_handle: 1,
             isolated: BTreeSet::new(),
+            muted: BTreeSet::new(),
+            mute_once_committed: None,
             loss: 0.0,
             stats: Stats::default(),
             next_client_seq: 1,
@@ -313,6 +320,16 @@ impl Cluster {
     }
 
     fn deliver(&mut self) {
+        if let Some((id, index)) = self.mute_once_committed {
+            let committed = self.nodes[&id]
+                .node
+                .as_ref()
+                .is_none_or(|n| n.status().commit_index >= index);
+            if committed {
+                self.muted.insert(id);
+                self.mute_once_committed = None;
+            }
+        }
         let mut batch = std::mem::take(&mut self.net);
         // Reorder: a seeded shuffle.
         for i in (1..batch.len()).rev() {
@@ -320,7 +337,9 @@ impl Cluster {
             batch.swap(i, j);
         }
         for (from, to, bytes, kind) in batch {
-            let cut = self.isolated.contains(&from) || self.isolated.contains(&to);
+            let cut = self.isolated.contains(&from)
+                || self.isolated.contains(&to)
+                || self.muted.contains(&from);
             let lost = self.loss > 0.0 && self.rng.chance(self.loss);
             let target_up = self.nodes.get(&to).is_some_and(|n| n.node.is_some());
             let delivered = !cut && !lost && target_up && {
