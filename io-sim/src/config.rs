@@ -289,6 +289,16 @@ impl SimConfig {
         }
     }
 
+    /// Node `id`'s tick-rate multiplier (1.0 for nodes added later).
+    pub fn drift_of(&self, id: u64) -> f64 {
+        self.drift.get((id - 1) as usize).copied().unwrap_or(1.0)
+    }
+
+    /// Node `id`'s disk slowness multiplier (1 for nodes added later).
+    pub fn slowness_of(&self, id: u64) -> u64 {
+        self.slowness.get((id - 1) as usize).copied().unwrap_or(1)
+    }
+
     /// Whether a fault class is on in this world.
     pub fn is_on(&self, class: crate::options::FaultClass) -> bool {
         use crate::options::FaultClass::*;

@@ -172,6 +172,14 @@ impl Cluster {
         self.pump_actions();
     }
 
+    /// Node `id`, which must be up.
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes
+            .get_mut(&id)
+            .and_then(|n| n.node.as_mut())
+            .unwrap_or_else(|| panic!("node {id} is not up"))
+    }
+
     pub fn node(&self, id: u64) -> &Node {
         self.nodes[&id].node.as_ref().expect("node is up")
     }
@@ -376,13 +384,7 @@ impl Cluster {
     pub fn step(&mut self) {
         self.steps += 1;
         for id in self.up_ids() {
-            self.nodes
-                .get_mut(&id)
-                .unwrap()
-                .node
-                .as_mut()
-                .unwrap()
-                .tick();
+            self.node_mut(id).tick();
         }
         self.pump_actions();
         for _ in 0..4 {
@@ -517,13 +519,7 @@ impl Cluster {
 
     /// The shell of node `id` shuts down (SIGTERM): the node answers what it holds.
     pub fn shut_down(&mut self, id: u64) {
-        self.nodes
-            .get_mut(&id)
-            .unwrap()
-            .node
-            .as_mut()
-            .unwrap()
-            .shut_down();
+        self.node_mut(id).shut_down();
         self.pump_actions();
     }
 

@@ -69,12 +69,7 @@ pub(super) async fn run_ops(
 ) {
     world.disks.io_begin(id);
     let epoch = world.disks.epoch(id);
-    let slowness = world
-        .cfg
-        .slowness
-        .get((id - 1) as usize)
-        .copied()
-        .unwrap_or(1);
+    let slowness = world.cfg.slowness_of(id);
     let (sw, rare) = (&world.cfg.swarm, &world.cfg.rare);
     for op in ops {
         let op = &op;
@@ -98,19 +93,8 @@ pub(super) async fn run_ops(
                 .with(id, |d| d.crash(CrashKind::PowerLoss, &mut |n| rng.below(n)));
             world.disks.bump_epoch(id);
             world.count(Counter::FsyncFailures);
-            world.record(
-                id,
-                "fault",
-                serde_json::json!({"fault": "fsync_error", "file": op.file_name()}),
-            );
-            world.disks.io_end(id);
-            let failure = DiskFailure {
-                op: "fsync",
-                file: op.file_name().map(str::to_string),
-                kind: std::io::ErrorKind::Other,
-            };
-            let _ = done.send(JobEnd::Failed(job_id, failure));
-            return;
+            let failure = ("fsync_error", "fsync", std::io::ErrorKind::Other);
+            return fail_job(&world, id, job_id, op, failure, &done);
         }
         let is_write = matches!(op, FileOp::WriteAt { .. } | FileOp::Create { .. });
         if !calm && sw.enospc && is_write && world.chance_of(FaultClass::Enospc, rare.enospc) {
@@ -123,19 +107,8 @@ pub(super) async fn run_ops(
                 );
             }
             world.count(Counter::Enospc);
-            world.record(
-                id,
-                "fault",
-                serde_json::json!({"fault": "enospc", "file": op.file_name()}),
-            );
-            world.disks.io_end(id);
-            let failure = DiskFailure {
-                op: "write",
-                file: op.file_name().map(str::to_string),
-                kind: std::io::ErrorKind::StorageFull,
-            };
-            let _ = done.send(JobEnd::Failed(job_id, failure));
-            return;
+            let failure = ("enospc", "write", std::io::ErrorKind::StorageFull);
+            return fail_job(&world, id, job_id, op, failure, &done);
         }
         let mut op = op.clone();
         // Misdirected writes hit snapshot files, whose checksum must catch them. In the WAL's
@@ -181,6 +154,30 @@ pub(super) async fn run_ops(
     world.disks.set_synced(id, false);
     world.disks.io_end(id);
     let _ = done.send(end);
+}
+
+/// An injected disk error ends job `job_id` at `op`: traced as fault `fault`, reported to the
+/// node as `what` failing with `kind`.
+fn fail_job(
+    world: &World,
+    id: u64,
+    job_id: u64,
+    op: &FileOp,
+    (fault, what, kind): (&str, &'static str, std::io::ErrorKind),
+    done: &mpsc::UnboundedSender<JobEnd>,
+) {
+    world.record(
+        id,
+        "fault",
+        serde_json::json!({"fault": fault, "file": op.file_name()}),
+    );
+    world.disks.io_end(id);
+    let failure = DiskFailure {
+        op: what,
+        file: op.file_name().map(str::to_string),
+        kind,
+    };
+    let _ = done.send(JobEnd::Failed(job_id, failure));
 }
 
 /// `RAFTKV_SIM_DEBUG_NODE=N` prints node N's disk ops.

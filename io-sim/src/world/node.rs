@@ -72,12 +72,7 @@ pub(super) async fn node_main(world: Arc<World>, id: u64) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut pending: BTreeMap<u64, oneshot::Sender<Reply>> = BTreeMap::new();
     let mut next_handle = 1u64;
-    let drift = world
-        .cfg
-        .drift
-        .get((id - 1) as usize)
-        .copied()
-        .unwrap_or(1.0);
+    let drift = world.cfg.drift_of(id);
     let tick = Duration::from_micros((world.cfg.tick_ms as f64 * 1000.0 * drift) as u64);
     let mut next_tick = Instant::now() + tick;
     let mut last_applied = u64::MAX;
