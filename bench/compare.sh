@@ -12,6 +12,9 @@
 #   CLIENT_COUNTS   client counts (default "16 64")
 #   KEYS            key space (default 1000)
 #   SYSTEMS         subset of "raftkv etcd raftexample"
+#   LOAD_TO         "spread" (default: clients spread over the three nodes) or "leader" (every
+#                   client talks to the leader: raftkv's /v1/status, etcd's maintenance status,
+#                   raftexample's "became leader" log line; found once the cluster is up)
 #   PORT_BASE       first port of the range used (default 31000; uses +101..+603)
 #   RAFTKV_BIN      use this raftkv binary instead of `cargo build --release -p raftkv-io-real`
 #   RESULTS_DIR     copy every run's JSON there (the work dir itself is removed at exit)
@@ -39,6 +42,8 @@ KEY_SIZE=10
 VALUE_SIZE=100
 SYSTEMS=${SYSTEMS:-"raftkv etcd raftexample"}
 PORT_BASE=${PORT_BASE:-31000}
+LOAD_TO=${LOAD_TO:-spread}
+case $LOAD_TO in spread | leader) ;; *) echo "LOAD_TO must be spread or leader, not $LOAD_TO" >&2; exit 2 ;; esac
 RX_SRC=${RX_SRC:-/usr/share/gocode/src/go.etcd.io/etcd/contrib/raftexample}
 
 trap cleanup EXIT
@@ -48,6 +53,7 @@ make_work_dir
 RES=$BENCH_WORK/results
 mkdir -p "$RES" "$BENCH_WORK/bin"
 declare -A UNAVAILABLE=()
+declare -A LEADER_EP=() # SYS -> the leader's endpoint, when LOAD_TO=leader
 
 port() { echo $((PORT_BASE + $1 * 100 + $2)); } # port KIND NODE
 # kinds: 1 raftkv api, 2 raftkv peer, 3 etcd client, 4 etcd peer, 5 raftexample api, 6 raftexample peer
@@ -137,6 +143,7 @@ run_one() {
 	etcd) eps=$(urls 3) ;;
 	raftexample) eps=$(urls 5) ;;
 	esac
+	eps=${LEADER_EP[$sys]:-$eps}
 	local name=$sys-$wl-c$c out cpu0 cpu1 mach0 mach1 t0 t1 f0=0 f1=0 fs0=0 fs1=0 syncm summ scale
 	out=$RES/$name.json
 	case $sys in
@@ -214,6 +221,12 @@ run_raftkv() {
 		wait_until 30 "raftkv node $i healthy" curl -fsS --max-time 2 "http://127.0.0.1:$(port 1 "$i")/health"
 	done
 	log "raftkv: $(curl -fsS "http://127.0.0.1:$(port 1 1)/v1/status" | jq -c '{leader, term}')"
+	if [ "$LOAD_TO" = leader ]; then
+		i=$(curl -fsS "http://127.0.0.1:$(port 1 1)/v1/status" | jq -r .leader)
+		[[ $i =~ ^[123]$ ]] || die "raftkv: no leader to load ($i)"
+		LEADER_EP[raftkv]="http://127.0.0.1:$(port 1 "$i")"
+		log "raftkv: load to the leader, node $i"
+	fi
 	workloads raftkv raftkv "${pids[*]}" $(urls 1 /metrics | tr , ' ')
 	for i in 1 2 3; do
 		curl -fsS "http://127.0.0.1:$(port 1 "$i")/metrics" >"$RES/raftkv-metrics-$i.txt" || true
@@ -241,6 +254,17 @@ run_etcd() {
 		wait_until 30 "etcd member $i healthy" \
 			sh -c "curl -fsS --max-time 2 http://127.0.0.1:$(port 3 "$i")/health | grep -q '\"health\":\"true\"'"
 	done
+	if [ "$LOAD_TO" = leader ]; then
+		local st
+		for i in 1 2 3; do
+			st=$(curl -fsS -XPOST "http://127.0.0.1:$(port 3 "$i")/v3/maintenance/status" -d '{}')
+			if [ "$(jq -r .leader <<<"$st")" = "$(jq -r .header.member_id <<<"$st")" ]; then
+				LEADER_EP[etcd]="http://127.0.0.1:$(port 3 "$i")"
+				log "etcd: load to the leader, member $i"
+			fi
+		done
+		[ -n "${LEADER_EP[etcd]:-}" ] || die "etcd: no leader to load"
+	fi
 	workloads etcd etcd "${pids[*]}" $(urls 3 /metrics | tr , ' ')
 	stop_group "${pids[@]}"
 }
@@ -267,6 +291,14 @@ run_raftexample() {
 		pids+=("$(eval echo "\$PID_raftexample$i")")
 	done
 	wait_until 30 "raftexample cluster to commit a put on every node" rx_ready
+	if [ "$LOAD_TO" = leader ]; then
+		# etcd's raft logs "<id in hex> became leader at term <T>": the highest term wins.
+		i=$(cat "$BENCH_WORK"/logs/raftexample[123].log |
+			sed -n 's/.* \([0-9a-f]*\) became leader at term \([0-9]*\).*/\2 \1/p' | sort -n | tail -1 | cut -d' ' -f2)
+		[[ $i =~ ^[123]$ ]] || die "raftexample: no leader in its logs ($i)"
+		LEADER_EP[raftexample]="http://127.0.0.1:$(port 5 "$i")"
+		log "raftexample: load to the leader, node $i"
+	fi
 	workloads raftexample raftexample "${pids[*]}"
 	stop_group "${pids[@]}"
 }
@@ -294,7 +326,8 @@ ms() { awk -v a="$1" 'BEGIN { if (a == "-") print "-"; else printf "%.2f", a / 1
 
 echo
 echo "raftkv vs etcd $(etcd --version 2>/dev/null | awk 'NR==1 {print $3}') (v3 JSON gateway) vs raftexample (etcd 3.4 sources): 3 nodes each on 127.0.0.1"
-echo "load: raftkv bench, clients spread over the 3 nodes, $DURATION per run, $KEYS keys of $KEY_SIZE B, values of $VALUE_SIZE B; $(nproc) CPUs shared by servers and generator"
+if [ "$LOAD_TO" = leader ]; then where="every client on the leader"; else where="clients spread over the 3 nodes"; fi
+echo "load: raftkv bench, $where, $DURATION per run, $KEYS keys of $KEY_SIZE B, values of $VALUE_SIZE B; $(nproc) CPUs shared by servers and generator"
 echo
 hdr="%-24s %4s | %9s %6s %7s | %9s %6s %7s | %9s %6s %7s | %7s %7s\n"
 # shellcheck disable=SC2059

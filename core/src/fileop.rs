@@ -17,6 +17,15 @@ pub enum FileOp {
         offset: u64,
         bytes: Vec<u8>,
     },
+    /// Write `len_bytes` zero bytes at `offset`, extending the file if needed. Unlike the space
+    /// `Create` preallocates, these are real writes: once synced, the file's blocks are allocated
+    /// and initialised, so later writes into them and their fdatasync change no metadata (an
+    /// fdatasync into preallocated, unwritten extents also commits the file system's journal).
+    WriteZeros {
+        name: String,
+        offset: u64,
+        len_bytes: u64,
+    },
     /// Set the file's length; new space reads as zeros.
     SetLen { name: String, len: u64 },
     /// fdatasync: the file's contents and size are durable when this completes.
@@ -35,6 +44,7 @@ impl FileOp {
         match self {
             FileOp::Create { name, .. }
             | FileOp::WriteAt { name, .. }
+            | FileOp::WriteZeros { name, .. }
             | FileOp::SetLen { name, .. }
             | FileOp::SyncFile { name }
             | FileOp::Remove { name } => Some(name),
@@ -61,6 +71,11 @@ impl std::fmt::Debug for FileOp {
             } => {
                 write!(f, "WriteAt({name}, @{offset}, {} bytes)", bytes.len())
             }
+            FileOp::WriteZeros {
+                name,
+                offset,
+                len_bytes,
+            } => write!(f, "WriteZeros({name}, @{offset}, {len_bytes} bytes)"),
             FileOp::SetLen { name, len } => write!(f, "SetLen({name}, {len})"),
             FileOp::SyncFile { name } => write!(f, "SyncFile({name})"),
             FileOp::SyncDir => write!(f, "SyncDir"),

@@ -108,6 +108,23 @@ impl MemDir {
                         .extend(at / SECTOR_BYTES..=(end - 1) / SECTOR_BYTES);
                 }
             }
+            FileOp::WriteZeros {
+                name,
+                offset,
+                len_bytes,
+            } => {
+                let ino = self.inode_mut(name)?;
+                let at = *offset as usize;
+                let end = at + *len_bytes as usize;
+                if ino.data.len() < end {
+                    ino.data.resize(end, 0);
+                }
+                ino.data[at..end].fill(0);
+                if end > at {
+                    ino.dirty
+                        .extend(at / SECTOR_BYTES..=(end - 1) / SECTOR_BYTES);
+                }
+            }
             FileOp::SetLen { name, len } => {
                 let ino = self.inode_mut(name)?;
                 let len = *len as usize;

@@ -340,13 +340,15 @@ fn a_snapshot_streams_in_chunks_through_a_lossy_network() {
 
 /// Writes that keep coming while a snapshot streams do not make the follower need another one
 /// the moment it installs it: the leader keeps the entries after a snapshot still streaming.
-#[test]
-fn a_follower_catches_up_under_load_with_one_snapshot() {
+/// A follower cut off while 150 writes land, then let back under load: it catches up with one
+/// snapshot. `guard`: the node's repair of raft-rs's misplaced batched appends.
+fn catch_up_under_load(guard: bool) -> harness::Stats {
     let mut c = Cluster::with_config(3, 33, |cfg| {
         cfg.compaction.snap_count = 20;
         cfg.compaction.catch_up_entries = 5;
         cfg.snapshot_chunk_bytes = 64;
         cfg.snapshot_window_chunks = 1;
+        cfg.raft_rs_batch_append_guard = guard;
     });
     let leader = c.wait_leader();
     let lagger = c.up_ids().into_iter().find(|&id| id != leader).unwrap();
@@ -374,6 +376,40 @@ fn a_follower_catches_up_under_load_with_one_snapshot() {
         1,
         "one snapshot is enough: {:?}",
         c.stats
+    );
+    c.stats.clone()
+}
+
+#[test]
+fn a_follower_catches_up_under_load_with_one_snapshot() {
+    catch_up_under_load(true);
+}
+
+/// The same world without the guard: raft-rs 0.7 batches entries from 149 into a commit-only
+/// append at index 197, and the follower panics inside raft-rs. With the guard the same world
+/// repairs that message (and catches up, above). If this world stops producing the message (a
+/// change in when jobs complete), the test says so instead of passing quietly: find a world
+/// that does.
+#[test]
+fn without_the_batch_append_guard_raft_rs_sends_entries_after_the_wrong_index() {
+    let with_guard = catch_up_under_load(true);
+    assert!(
+        with_guard.appends_reindexed > 0,
+        "this world no longer makes raft-rs misplace a batched append: {with_guard:?}"
+    );
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(|| catch_up_under_load(false));
+    std::panic::set_hook(hook);
+    let err = r.expect_err("without the guard the follower must panic inside raft-rs");
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(
+        msg.contains("conflict with committed entry"),
+        "a different panic: {msg}"
     );
 }
 

@@ -202,6 +202,9 @@ enum Step {
     },
     /// End of a write batch: `WalWriter::sync`.
     Sync,
+    /// A spare segment is written (zeros, synced, as the node's prepare job does) and handed to
+    /// the writer, if it has none: the next cut renames it into place instead of creating one.
+    Spare,
 }
 
 /// `allow_received`: include snapshots received from a leader. The power-loss property replays
@@ -223,6 +226,7 @@ fn arb_step(allow_received: bool) -> impl Strategy<Value = Step> {
                 voters,
             }),
         3 => Just(Step::Sync),
+        1 => Just(Step::Spare),
     ]
 }
 
@@ -387,7 +391,7 @@ impl Model {
                     log_reset: true,
                 }))
             }
-            Step::Sync => None,
+            Step::Sync | Step::Spare => None,
         }
     }
 }
@@ -537,6 +541,28 @@ fn run_steps(w: &mut WalWriter, dir: &mut MemDir, model: &mut Model, steps: &[St
     for s in steps {
         if let Step::Sync = s {
             w.sync(&mut ops);
+        } else if let Step::Spare = s {
+            if w.spare().is_none() {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let name = format!("spare-{n:016x}.wal.tmp");
+                ops.push(FileOp::Create {
+                    name: name.clone(),
+                    size_bytes: 0,
+                });
+                ops.push(FileOp::WriteZeros {
+                    name: name.clone(),
+                    offset: 0,
+                    len_bytes: w.segment_size_bytes(),
+                });
+                ops.push(FileOp::SyncFile { name: name.clone() });
+                // The node's spare job leaves its name to the cut's directory sync; here the
+                // name is made durable at once, so that "everything synced is clean" still
+                // holds of a directory with a spare no cut has taken yet. (Crash states with a
+                // spare whose name is not durable are enumerated by `raftkv-sim crash-states`.)
+                ops.push(FileOp::SyncDir);
+                w.set_spare(name);
+            }
         } else if let Some(r) = model.resolve(s) {
             w.append(&r, &mut ops);
             model.apply(&r);

@@ -72,6 +72,11 @@ pub struct RunArgs {
     /// WAL segment size (preallocated).
     #[arg(long, env = "RAFTKV_SEGMENT_SIZE_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
     pub segment_size_bytes: u64,
+    /// Zero-fill the WAL's next segment in the background, so a cut renames it into place and
+    /// the WAL's syncs never allocate (etcd's file pipeline). `false`: each cut creates and
+    /// preallocates its segment (posix_fallocate) on the WAL's own lane.
+    #[arg(long, env = "RAFTKV_WAL_SPARE_SEGMENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub wal_spare_segments: bool,
     /// Largest HTTP request body accepted (larger bodies get 413, from their Content-Length
     /// before they are read).
     #[arg(long, env = "RAFTKV_MAX_BODY_BYTES", default_value_t = 1 << 20)]

@@ -2,8 +2,10 @@
 //!
 //! Two lanes, each its own thread: WAL jobs run strictly in order, one at a time (group commit
 //! happens in `core`, which batches everything that arrives while a job runs into the next one);
-//! snapshot jobs serialise the state machine and write its file beside them, so a large snapshot
-//! never holds up a WAL sync. An I/O error is fatal: after a
+//! two background lanes run beside them, at a lower priority, what would hold up a WAL sync:
+//! snapshot jobs (serialising the state machine and writing its file), and on a thread of its
+//! own, so a snapshot never waits behind one, the WAL's spare segments (a whole segment of zeros,
+//! written and synced). An I/O error is fatal: after a
 //! failed fsync the page cache may already be marked clean, so retrying could report durable
 //! data that is not. The node stops instead.
 
@@ -18,6 +20,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// A job of the background lane, in the order the node issued it.
+pub enum BackgroundJob {
+    Snapshot(Box<SnapshotJob>),
+    /// A file the WAL will need, prepared ahead (its next segment, zero-filled).
+    Prepare(DiskJob),
+}
+
 pub enum DiskResult {
     Done {
         id: u64,
@@ -30,6 +39,8 @@ pub enum DiskResult {
         size_bytes: u64,
         elapsed: Duration,
     },
+    /// A prepare job (the background lane's) completed.
+    Prepared { id: u64, elapsed: Duration },
     /// A read of a snapshot file being streamed to a follower.
     Read {
         id: u64,
@@ -46,7 +57,7 @@ pub enum DiskResult {
 fn op_name(op: &FileOp) -> &'static str {
     match op {
         FileOp::Create { .. } => "create",
-        FileOp::WriteAt { .. } => "write",
+        FileOp::WriteAt { .. } | FileOp::WriteZeros { .. } => "write",
         FileOp::SetLen { .. } => "truncate",
         FileOp::SyncFile { .. } => "fsync",
         FileOp::SyncDir => "fsync of the directory",
@@ -247,6 +258,28 @@ impl<F: Fs> Disk<F> {
                     self.fs.write_at(file, bytes, *offset)?
                 }
             }
+            FileOp::WriteZeros {
+                name,
+                offset,
+                len_bytes,
+            } => {
+                // Real writes, chunk by chunk (written back on the paced lane): the point is
+                // blocks that are allocated *and* initialised, which fallocate does not give.
+                static ZEROS: [u8; PACED_CHUNK_BYTES] = [0; PACED_CHUNK_BYTES];
+                let paced = self.paced;
+                self.file(name)?;
+                let file = &self.files[name.as_str()];
+                let end = offset + len_bytes;
+                let mut at = *offset;
+                while at < end {
+                    let n = (end - at).min(PACED_CHUNK_BYTES as u64);
+                    self.fs.write_at(file, &ZEROS[..n as usize], at)?;
+                    if paced {
+                        self.fs.write_back(file, at, n)?;
+                    }
+                    at += n;
+                }
+            }
             FileOp::SetLen { name, len } => {
                 self.file(name)?;
                 self.fs.set_len(&self.files[name.as_str()], *len)?
@@ -321,10 +354,38 @@ impl<F: Fs> Disk<F> {
         }
     }
 
-    /// The snapshot lane: serialises each job's state (off the event loop) and writes its file.
-    pub fn run_snapshots(mut self, jobs: mpsc::Receiver<SnapshotJob>, done: impl Fn(DiskResult)) {
+    /// The background lane: snapshot jobs (each job's state serialised off the event loop and
+    /// written to its file) and prepare jobs, one at a time in the order they came.
+    pub fn run_background(
+        mut self,
+        jobs: mpsc::Receiver<BackgroundJob>,
+        done: impl Fn(DiskResult),
+    ) {
         lower_thread_priority();
         for job in jobs {
+            let job = match job {
+                BackgroundJob::Snapshot(job) => *job,
+                BackgroundJob::Prepare(job) => {
+                    let start = Instant::now();
+                    let result = self.apply_all(&job.ops);
+                    self.files.clear();
+                    match result {
+                        Err((failure, detail)) => {
+                            done(DiskResult::Failed {
+                                id: job.id,
+                                failure,
+                                detail,
+                            });
+                            return;
+                        }
+                        Ok(_) => done(DiskResult::Prepared {
+                            id: job.id,
+                            elapsed: start.elapsed(),
+                        }),
+                    }
+                    continue;
+                }
+            };
             let start = Instant::now();
             // Encoded piece by piece as the ops are taken: never the whole file in memory.
             let (size_bytes, ops) = job.write();
@@ -649,6 +710,22 @@ mod tests {
                         out.push(Call::WriteAt(name.clone(), *offset, bytes.len()));
                     }
                 }
+                FileOp::WriteZeros {
+                    name,
+                    offset,
+                    len_bytes,
+                } => {
+                    use_file(&mut open, name, &mut out);
+                    let mut at = *offset;
+                    while at < offset + len_bytes {
+                        let n = (offset + len_bytes - at).min(PACED_CHUNK_BYTES as u64);
+                        out.push(Call::WriteAt(name.clone(), at, n as usize));
+                        if paced {
+                            out.push(Call::WriteBack(name.clone(), at, n));
+                        }
+                        at += n;
+                    }
+                }
                 FileOp::SetLen { name, len } => {
                     use_file(&mut open, name, &mut out);
                     out.push(Call::SetLen(name.clone(), *len));
@@ -735,6 +812,15 @@ mod tests {
                         snap.files.clear();
                         node.snapshot_saved(job.id, bytes);
                     }
+                    Action::Prepare(job) => {
+                        for op in &job.ops {
+                            snap.apply(op).unwrap();
+                            model.apply(op).unwrap();
+                        }
+                        snap_ops.extend(job.ops);
+                        snap.files.clear();
+                        node.disk_done(job.id);
+                    }
                     _ => {}
                 }
             }
@@ -751,6 +837,17 @@ mod tests {
         assert!(
             kinds(&snap_ops, |o| matches!(o, FileOp::WriteAt { .. })) > 10,
             "snapshots"
+        );
+        assert!(
+            kinds(&snap_ops, |o| matches!(o, FileOp::WriteZeros { .. })) > 3,
+            "spare segments"
+        );
+        assert!(
+            kinds(
+                &wal_ops,
+                |o| matches!(o, FileOp::Rename { from, .. } if from.starts_with("spare-"))
+            ) > 3,
+            "cuts that took a spare"
         );
         assert_eq!(wal.fs.calls, expected(&wal_ops, false));
         // The snapshot lane drops its handles after each job (purges remove its files).

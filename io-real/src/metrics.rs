@@ -108,6 +108,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "fsync/fdatasync calls of the WAL lane.",
     ),
     (
+        "raftkv_wal_spares_prepared_total",
+        "WAL segments zero-filled ahead of the cut that takes them.",
+    ),
+    (
         "raftkv_snapshot_bytes_total",
         "Bytes of snapshot files written.",
     ),
@@ -160,7 +164,7 @@ pub fn update(v: &StatusView) {
     for (name, value) in gauges {
         metrics::gauge!(name).set(value);
     }
-    let counters: [(&'static str, u64); 16] = [
+    let counters: [(&'static str, u64); 17] = [
         ("raftkv_client_requests_total", c.client_requests),
         ("raftkv_client_errors_total", c.client_errors),
         ("raftkv_peer_frames_in_total", c.peer_frames_in),
@@ -169,6 +173,7 @@ pub fn update(v: &StatusView) {
         ("raftkv_peer_frames_dropped_total", c.peer_frames_dropped),
         ("raftkv_disk_jobs_total", c.disk_jobs),
         ("raftkv_disk_syncs_total", c.disk_syncs),
+        ("raftkv_wal_spares_prepared_total", c.wal_spares_prepared),
         ("raftkv_snapshot_bytes_total", c.snapshot_bytes_total),
         ("raftkv_snapshots_saved_total", c.snapshots_saved),
         ("raftkv_snapshots_installed_total", c.snapshots_installed),

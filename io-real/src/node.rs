@@ -82,6 +82,7 @@ fn node_config(args: &RunArgs) -> NodeConfig {
         segment_size_bytes: args.segment_size_bytes,
     };
     cfg.snapshot_chunk_bytes = snapshot_chunk_bytes(args.max_frame_bytes);
+    cfg.wal_spare_segments = args.wal_spare_segments;
     cfg
 }
 
@@ -210,6 +211,7 @@ async fn serve(
             })
         })?;
 
+    let prep_dir = snap_dir.clone();
     let (snap_tx, snap_rx) = std::sync::mpsc::channel();
     let snap_inputs = input_tx.clone();
     let snap_thread = std::thread::Builder::new()
@@ -217,8 +219,23 @@ async fn serve(
         .spawn(move || {
             disk::Disk::new(snap_dir)
                 .paced()
-                .run_snapshots(snap_rx, |r| {
+                .run_background(snap_rx, |r| {
                     let _ = snap_inputs.blocking_send(server::Input::Disk(r));
+                })
+        })?;
+
+    // Spare WAL segments get a thread of their own: a 64 MiB zero-fill queued on the snapshot
+    // lane held up the snapshot behind it (the e2e test of a corrupt newest snapshot found no
+    // second snapshot after 400 writes).
+    let (prep_tx, prep_rx) = std::sync::mpsc::channel();
+    let prep_inputs = input_tx.clone();
+    std::thread::Builder::new()
+        .name("raftkv-prep".into())
+        .spawn(move || {
+            disk::Disk::new(prep_dir)
+                .paced()
+                .run_background(prep_rx, |r| {
+                    let _ = prep_inputs.blocking_send(server::Input::Disk(r));
                 })
         })?;
 
@@ -268,7 +285,13 @@ async fn serve(
         tracing::info!("shutting down");
         let _ = stop_tx.send(());
     });
-    let mut srv = server::Server::new(node, peers, disk_tx, snap_tx, read_tx, timeout_ticks);
+    let lanes = server::Lanes {
+        disk: disk_tx,
+        snapshots: snap_tx,
+        prepares: prep_tx,
+        reads: read_tx,
+    };
+    let mut srv = server::Server::new(node, peers, lanes, timeout_ticks);
     let exit = srv
         .run(input_rx, Duration::from_millis(args.tick_ms), stop_rx)
         .await;
@@ -276,8 +299,11 @@ async fn serve(
     // Let the disk thread finish the job in hand: dropping the sender ends its loop.
     srv.disk = None;
     srv.snapshots = None;
+    srv.prepares = None;
     srv.reads = None;
     drop(srv);
+    // The prepare thread is not waited for: a spare half written is a temp file the next start
+    // removes, and a shutdown should not wait out a segment's zero-fill.
     let _ = tokio::task::spawn_blocking(move || {
         let _ = disk_thread.join();
         let _ = snap_thread.join();

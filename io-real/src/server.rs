@@ -1,13 +1,13 @@
 //! The event loop: one task owns the `Node` and feeds it ticks, peer frames, client requests
 //! and disk completions; after each batch of inputs it executes the node's actions.
 
-use crate::disk::DiskResult;
+use crate::disk::{BackgroundJob, DiskResult};
 use crate::peer::{Peers, SendReport};
 use raftkv_core::command::RequestId;
 use raftkv_core::health::Readiness;
 use raftkv_core::node::{
     Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskJob, Event, Node, NodeStatus,
-    ReadJob, SendOutcome, SnapshotJob, StopReason,
+    ReadJob, SendOutcome, StopReason,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -44,6 +44,8 @@ pub struct Counters {
     pub peer_frames_dropped: u64,
     pub disk_jobs: u64,
     pub disk_syncs: u64,
+    /// WAL segments zero-filled ahead of the cut that takes them.
+    pub wal_spares_prepared: u64,
     pub snapshot_jobs: u64,
     pub snapshot_bytes_total: u64,
     pub snapshots_saved: u64,
@@ -68,11 +70,24 @@ pub enum Exit {
     Stopped(StopReason),
 }
 
+/// The disk threads a server hands jobs to, one channel each.
+pub struct Lanes {
+    /// The WAL's jobs, strictly in order.
+    pub disk: std::sync::mpsc::Sender<DiskJob>,
+    /// Snapshot files.
+    pub snapshots: std::sync::mpsc::Sender<BackgroundJob>,
+    /// Files prepared ahead (the WAL's spare segments).
+    pub prepares: std::sync::mpsc::Sender<BackgroundJob>,
+    /// Chunks of snapshot files streaming to followers.
+    pub reads: std::sync::mpsc::Sender<ReadJob>,
+}
+
 pub struct Server {
     pub node: Node,
     pub peers: Peers,
     pub disk: Option<std::sync::mpsc::Sender<DiskJob>>,
-    pub snapshots: Option<std::sync::mpsc::Sender<SnapshotJob>>,
+    pub snapshots: Option<std::sync::mpsc::Sender<BackgroundJob>>,
+    pub prepares: Option<std::sync::mpsc::Sender<BackgroundJob>>,
     pub reads: Option<std::sync::mpsc::Sender<ReadJob>>,
     pub timeout_ticks: u64,
     pending: HashMap<u64, oneshot::Sender<ClientResult>>,
@@ -81,20 +96,14 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(
-        node: Node,
-        peers: Peers,
-        disk: std::sync::mpsc::Sender<DiskJob>,
-        snapshots: std::sync::mpsc::Sender<SnapshotJob>,
-        reads: std::sync::mpsc::Sender<ReadJob>,
-        timeout_ticks: u64,
-    ) -> Self {
+    pub fn new(node: Node, peers: Peers, lanes: Lanes, timeout_ticks: u64) -> Self {
         Server {
             node,
             peers,
-            disk: Some(disk),
-            snapshots: Some(snapshots),
-            reads: Some(reads),
+            disk: Some(lanes.disk),
+            snapshots: Some(lanes.snapshots),
+            prepares: Some(lanes.prepares),
+            reads: Some(lanes.reads),
             timeout_ticks,
             pending: HashMap::new(),
             next_handle: 1,
@@ -226,6 +235,11 @@ impl Server {
                 self.counters.snapshot_bytes_total += size_bytes;
                 self.node.snapshot_saved(id, size_bytes);
             }
+            Input::Disk(DiskResult::Prepared { id, elapsed }) => {
+                self.counters.wal_spares_prepared += 1;
+                tracing::debug!(job = id, ?elapsed, "WAL spare segment prepared");
+                self.node.disk_done(id);
+            }
             Input::Disk(DiskResult::Read { id, result }) => {
                 if let Ok(bytes) = &result {
                     self.counters.snapshot_bytes_sent += bytes.len() as u64;
@@ -255,7 +269,12 @@ impl Server {
                 }
                 Action::Snapshot(job) => {
                     if let Some(s) = &self.snapshots {
-                        let _ = s.send(job);
+                        let _ = s.send(BackgroundJob::Snapshot(Box::new(job)));
+                    }
+                }
+                Action::Prepare(job) => {
+                    if let Some(s) = &self.prepares {
+                        let _ = s.send(BackgroundJob::Prepare(job));
                     }
                 }
                 Action::Read(job) => {
@@ -316,6 +335,20 @@ impl Server {
             }
             Event::CommitClamped { from, to } => {
                 tracing::warn!(from, to, "persisted commit beyond the log; clamped")
+            }
+            Event::AppendReindexed {
+                to,
+                index_was,
+                index,
+            } => {
+                tracing::debug!(to, index_was, index, "repaired a raft-rs batched append")
+            }
+            Event::AppendEntriesDropped { to, count } => {
+                tracing::warn!(
+                    to,
+                    count,
+                    "raft-rs batched entries after an unknown term; not sent"
+                )
             }
             Event::StartSnapshot {
                 applied_index,

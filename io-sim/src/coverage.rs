@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 /// One counted path. Names (`name`) are what result files, repro output and the README use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Counter {
+    AppendsReindexed,
     ClusterIdsAdopted,
     Compactions,
     ConfChanges,
@@ -66,13 +67,17 @@ pub enum Counter {
     SnapshotsTaken,
     StaleMessagesReplayed,
     TornTailsRepaired,
+    WalSegmentsCreated,
+    WalSparesPrepared,
+    WalSparesUsed,
     WipedRestartsRefused,
     NoLeaderAnswers,
     WritesDefinitelyNotApplied,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 62] = [
+    pub const ALL: [Counter; 66] = [
+        Counter::AppendsReindexed,
         Counter::ClusterIdsAdopted,
         Counter::Compactions,
         Counter::ConfChanges,
@@ -132,6 +137,9 @@ impl Counter {
         Counter::SnapshotsTaken,
         Counter::StaleMessagesReplayed,
         Counter::TornTailsRepaired,
+        Counter::WalSegmentsCreated,
+        Counter::WalSparesPrepared,
+        Counter::WalSparesUsed,
         Counter::WipedRestartsRefused,
         Counter::NoLeaderAnswers,
         Counter::WritesDefinitelyNotApplied,
@@ -139,6 +147,7 @@ impl Counter {
 
     pub fn name(self) -> &'static str {
         match self {
+            Counter::AppendsReindexed => "appends_reindexed",
             Counter::ClusterIdsAdopted => "cluster_ids_adopted",
             Counter::Compactions => "compactions",
             Counter::ConfChanges => "conf_changes",
@@ -198,6 +207,9 @@ impl Counter {
             Counter::SnapshotsTaken => "snapshots_taken",
             Counter::StaleMessagesReplayed => "stale_messages_replayed",
             Counter::TornTailsRepaired => "torn_tails_repaired",
+            Counter::WalSegmentsCreated => "wal_segments_created",
+            Counter::WalSparesPrepared => "wal_spares_prepared",
+            Counter::WalSparesUsed => "wal_spares_used",
             Counter::WipedRestartsRefused => "wiped_restarts_refused",
             Counter::WritesDefinitelyNotApplied => "writes_definitely_not_applied",
             Counter::NoLeaderAnswers => "no_leader_answers",
@@ -218,6 +230,8 @@ impl std::fmt::Display for Counter {
 /// Paths a sweep must exercise.
 pub const REQUIRED: &[Counter] = &[
     Counter::Elections,
+    Counter::WalSparesUsed,
+    Counter::WalSegmentsCreated,
     Counter::SnapshotsTaken,
     Counter::SnapshotsSent,
     Counter::SnapshotsInstalled,

@@ -134,9 +134,8 @@ pub fn run_seed(seed: u64, trace: Trace, opts: &WorldOptions) -> SeedReport {
         "this build cannot plant bugs: build with --cfg raftkv_planted_bugs"
     );
     let cfg = SimConfig::for_world(seed, opts);
-    let without_raft_rs_guard = opts.without_raft_rs_guard;
     let wall = std::time::Instant::now();
-    let world = Arc::new(world::World::new(cfg, trace, without_raft_rs_guard));
+    let world = Arc::new(world::World::new(cfg, trace, opts));
     let w = world.clone();
     // A panic anywhere in the world (raft-rs's own assertions included) is a failed seed, not a
     // failed sweep.

@@ -53,6 +53,10 @@ struct WorldArgs {
     /// Disable core's workaround for the raft-rs campaign-after-snapshot panic.
     #[arg(long)]
     without_raft_rs_guard: bool,
+    /// Disable core's repair of raft-rs 0.7's batched appends whose entries do not follow
+    /// their index.
+    #[arg(long)]
+    without_batch_append_guard: bool,
     /// Plant a known bug (a build with `--cfg raftkv_planted_bugs`; see README).
     #[arg(long, value_name = "BUG")]
     plant: Option<String>,
@@ -64,6 +68,7 @@ impl WorldArgs {
             faults_off: self.faults_off.clone().unwrap_or_default(),
             fault_secs: self.fault_secs,
             without_raft_rs_guard: self.without_raft_rs_guard,
+            without_batch_append_guard: self.without_batch_append_guard,
             plant: self.plant.as_deref().map(plantable).transpose()?,
         })
     }

@@ -127,6 +127,9 @@ pub struct WorldOptions {
     pub fault_secs: Option<u64>,
     /// Run without core's workaround for the raft-rs campaign-after-snapshot panic.
     pub without_raft_rs_guard: bool,
+    /// Run without core's repair of raft-rs's misplaced batched appends
+    /// (`node::raft_rs_guard`).
+    pub without_batch_append_guard: bool,
     /// A planted bug (a `--cfg raftkv_planted_bugs` build only).
     pub plant: Option<PlantedBug>,
 }
@@ -146,6 +149,9 @@ impl WorldOptions {
         }
         if self.without_raft_rs_guard {
             a.push("--without-raft-rs-guard".to_string());
+        }
+        if self.without_batch_append_guard {
+            a.push("--without-batch-append-guard".to_string());
         }
         if let Some(b) = self.plant {
             a.push("--plant".to_string());
@@ -241,6 +247,7 @@ mod tests {
             faults_off: parse_fault_classes("crashes,net-loss").unwrap(),
             fault_secs: Some(6),
             without_raft_rs_guard: true,
+            without_batch_append_guard: true,
             plant: Some(PlantedBug::AckBeforeSync),
         };
         let line = o.repro_command(42);
@@ -249,6 +256,7 @@ mod tests {
             "--faults-off net-loss,crashes",
             "--fault-secs 6",
             "--without-raft-rs-guard",
+            "--without-batch-append-guard",
             "--plant ack-before-sync",
             "raftkv_planted_bugs",
             "(cd /",

@@ -7,6 +7,12 @@
 //! Store(Compacted)". `core` works around it (`Node::snapshot_unpersisted`: no ticks and no
 //! `MsgTimeoutNow` until the snapshot is durable).
 //!
+//! A second raft-rs bug needs several inputs per Ready, which the simulated node shell takes
+//! as the real one does: `Raft::try_batching` merges entries into a pending commit-only append
+//! at another index (`node::raft_rs_guard` repairs the message). Without the repair most worlds
+//! fail within seconds: raft-rs panics (`to_commit .. is out of range`, `entry .. conflict with
+//! committed entry`), or a follower is told it lost entries it never had.
+//!
 //! A seed names a world only for one version of the code, so a fixed list would silently stop
 //! reproducing the bug as the code changes. The test therefore takes the first seeds of a range
 //! that reproduce the panic with the workaround off (seeds 50, 59 and 103 when it was written),
@@ -41,6 +47,36 @@ fn raft_rs_campaign_after_snapshot_panic_reproduces_without_the_workaround_and_n
             r.passed(),
             "seed {seed} (reproduces the raft-rs panic without the workaround) fails with it: {:?}",
             r.violations
+        );
+    }
+}
+
+#[test]
+fn misplaced_batched_appends_break_worlds_without_the_repair_and_not_with_them() {
+    let without = WorldOptions {
+        without_batch_append_guard: true,
+        ..WorldOptions::default()
+    };
+    let seeds: Vec<u64> = (0..40)
+        .filter(|&s| !run_seed(s, Trace::Hash, &without).passed())
+        .take(3)
+        .collect();
+    assert!(
+        !seeds.is_empty(),
+        "no seed in 0..40 fails without the batched-append repair: has raft-rs changed?"
+    );
+    for seed in seeds {
+        let r = run_seed(seed, Trace::Hash, &WorldOptions::default());
+        assert!(
+            r.passed(),
+            "seed {seed} (fails without the repair) fails with it: {:?}",
+            r.violations
+        );
+        assert!(
+            r.coverage
+                .get(&raftkv_io_sim::coverage::Counter::AppendsReindexed)
+                .is_some_and(|&n| n > 0),
+            "seed {seed} passed without repairing an append"
         );
     }
 }

@@ -401,10 +401,13 @@ fn a_corrupt_newest_snapshot_falls_back_to_an_older_one() {
     poll(30, "node starts from the older snapshot", || status(&api));
     let log = c.nodes[0].log_text();
     assert!(log.contains("set aside as .broken"), "{log}");
-    assert!(
-        std::path::Path::new(&format!("{}.broken", newest.display())).exists(),
-        "the bad file is kept, renamed"
-    );
+    // The rename is in the startup job, which the node may still be running when it first
+    // answers: wait for it, then for the original name to be gone.
+    let broken = std::path::PathBuf::from(format!("{}.broken", newest.display()));
+    poll(10, "the bad file is kept, renamed", || {
+        broken.exists().then_some(())
+    });
+    assert!(!newest.exists(), "the bad file is renamed, not copied");
     for i in 0..400 {
         assert_eq!(get(&api, &format!("d{i}")).0, 200, "d{i}");
     }

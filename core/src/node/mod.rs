@@ -40,7 +40,9 @@ pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, Rejec
 mod peers;
 mod pending;
 mod persist;
+mod raft_rs_guard;
 mod snapshots;
+mod spare;
 
 use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
 use crate::compaction::{self, CompactionConfig, SnapshotOnDisk};
@@ -71,6 +73,7 @@ use raft::eraftpb::{
 pub use raft::StateRole;
 use raft::{RawNode, SnapshotStatus};
 use snapshots::SnapshotLane;
+use spare::Spares;
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
@@ -94,11 +97,18 @@ pub struct NodeConfig {
     /// Work around raft-rs 0.7's campaign-after-snapshot panic (see `snapshot_unpersisted`).
     /// Always on outside the regression test that reproduces the raft-rs bug.
     pub raft_rs_snapshot_campaign_guard: bool,
+    /// Repair raft-rs 0.7's appends whose batched entries do not follow their index (see
+    /// `node::raft_rs_guard`). Always on outside the test that reproduces the raft-rs bug.
+    pub raft_rs_batch_append_guard: bool,
     /// Snapshot files travel in chunks of this size (they must fit a peer frame with room for
     /// the envelope), and are written in pieces of this size.
     pub snapshot_chunk_bytes: usize,
     /// Chunks of one snapshot transfer sent and not yet acknowledged, at most.
     pub snapshot_window_chunks: usize,
+    /// Prepare the WAL's next segment off its lane (zeros written and synced by an
+    /// [`Action::Prepare`] job) so a cut renames it into place; off, cuts create and preallocate
+    /// the file on the WAL's lane (see `node::spare`).
+    pub wal_spare_segments: bool,
 }
 
 impl NodeConfig {
@@ -117,8 +127,10 @@ impl NodeConfig {
             max_pending_reads: 4096,
             seeded_election_timeout: true,
             raft_rs_snapshot_campaign_guard: true,
+            raft_rs_batch_append_guard: true,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_window_chunks: 4,
+            wal_spare_segments: true,
         }
     }
 }
@@ -194,6 +206,18 @@ pub enum Event {
     CommitClamped {
         from: u64,
         to: u64,
+    },
+    /// raft-rs batched entries into an append whose index they do not follow; the node moved
+    /// the message's index back to them (see `node::raft_rs_guard`).
+    AppendReindexed {
+        to: u64,
+        index_was: u64,
+        index: u64,
+    },
+    /// The same, but the term before the entries was unknown: they were not sent.
+    AppendEntriesDropped {
+        to: u64,
+        count: usize,
     },
     StartSnapshot {
         applied_index: u64,
@@ -391,6 +415,10 @@ pub enum Action {
     /// Read part of a snapshot file (to stream it to a follower); runs beside both lanes, on a
     /// file no job writes or removes while it is read.
     Read(ReadJob),
+    /// Prepares a file the WAL will need (its next segment, zero-filled), beside the WAL's
+    /// jobs: never inside that lane, since it writes a whole segment. At most one at a time;
+    /// report with `disk_done(id)` or `disk_failed(id, ..)`.
+    Prepare(DiskJob),
     Send(Outgoing),
     Reply {
         handle: u64,
@@ -592,6 +620,8 @@ pub struct Node {
     peers: Peers,
     /// The snapshots on disk, the snapshot job, the startup job it may not run beside.
     snapshots: SnapshotLane,
+    /// The WAL's next segment, prepared off its lane.
+    spares: Spares,
     /// Incarnations proposed for recording and not yet applied: member id -> term proposed in.
     /// Frames held until the startup job that writes a fresh identity file completes.
     held_until_identity: Option<Vec<Outgoing>>,
@@ -842,6 +872,7 @@ impl Node {
             ),
             peers: Peers::default(),
             snapshots: SnapshotLane::new(snapshot_index, snapshots_on_disk),
+            spares: Spares::new(cfg_transfer.wal_spare_segments),
             held_until_identity: fresh_identity.then(Vec::new),
             own_url: None,
             url_change: None,
@@ -856,6 +887,9 @@ impl Node {
         node.issue_job();
         let startup = node.persist.in_flight_id();
         node.snapshots.set_startup_job(startup);
+        if startup.is_none() {
+            node.spares.arm();
+        }
         // A lone voter need not wait out an election timeout to lead.
         let voters = &node.raw.raft.prs().conf().voters().ids();
         if voters.len() == 1 && voters.contains(node.cfg.id) {
@@ -1346,7 +1380,7 @@ impl Node {
         let in_flight = self.persist.in_flight_id();
         let snapshot = self.snapshots.job_id();
         assert!(
-            in_flight == Some(id) || snapshot == Some(id),
+            in_flight == Some(id) || snapshot == Some(id) || self.spares.owns(id),
             "disk_failed for job {id}, which is not in flight"
         );
         self.stop(StopReason::Disk { job: id, failure });
@@ -1701,8 +1735,16 @@ impl Node {
 
     /// The disk job `id` completed: everything in it is durable.
     pub fn disk_done(&mut self, id: u64) {
+        if self.spares.owns(id) {
+            let name = self.spares.finish(id);
+            if self.stopped.is_none() {
+                self.persist.give_spare(name);
+            }
+            return;
+        }
         let job = self.persist.complete(id);
         if self.snapshots.startup_done(id) {
+            self.spares.arm();
             if let Some(held) = self.held_until_identity.take() {
                 self.actions.extend(held.into_iter().map(Action::Send));
             }
@@ -1725,6 +1767,7 @@ impl Node {
         }
         self.advance_apply();
         self.issue_job();
+        self.issue_spare();
     }
 
     /// Tells raft how far we applied. raft-rs insists applied <= persisted; a snapshot installed
@@ -1813,6 +1856,7 @@ impl Node {
             self.maybe_snapshot();
         }
         self.issue_job();
+        self.issue_spare();
         self.assert_log_order();
     }
 
@@ -1874,6 +1918,16 @@ impl Node {
         }
     }
 
+    /// Starts writing the WAL's next spare segment if it has none and none is being written.
+    fn issue_spare(&mut self) {
+        if self.spares.wanted(self.persist.wal().spare().is_some()) {
+            let id = self.persist.allocate_id();
+            let size_bytes = self.persist.wal().segment_size_bytes();
+            let job = self.spares.start(id, size_bytes);
+            self.actions.push(Action::Prepare(job));
+        }
+    }
+
     /// This node's routing header for outgoing frames.
     fn sender(&self) -> msgcodec::Sender<'_> {
         msgcodec::Sender {
@@ -1918,7 +1972,25 @@ impl Node {
         }
     }
 
-    fn send(&mut self, m: Message) {
+    fn send(&mut self, mut m: Message) {
+        if self.cfg.raft_rs_batch_append_guard {
+            let log = &self.raw.raft.raft_log;
+            let repair = raft_rs_guard::repair_batched_append(&mut m, |i| log.term(i).ok());
+            let to = m.to;
+            match repair {
+                raft_rs_guard::Repair::None => {}
+                raft_rs_guard::Repair::Reindexed { from, to: index } => {
+                    self.actions.push(Action::Event(Event::AppendReindexed {
+                        to,
+                        index_was: from,
+                        index,
+                    }))
+                }
+                raft_rs_guard::Repair::EntriesDropped { count } => self
+                    .actions
+                    .push(Action::Event(Event::AppendEntriesDropped { to, count })),
+            }
+        }
         if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
             return self.start_snapshot_send(m);
         }

@@ -104,6 +104,11 @@ impl Persistence {
         (&mut self.wal, &mut self.staged.post_sync)
     }
 
+    /// A spare segment (zeros written and synced) for the WAL's next cut.
+    pub(super) fn give_spare(&mut self, name: String) {
+        self.wal.set_spare(name);
+    }
+
     pub(super) fn append_entries(&mut self, entries: &[Entry]) {
         for e in entries {
             self.wal.append(

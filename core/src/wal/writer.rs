@@ -7,6 +7,12 @@
 //! A segment is cut when the next frame would not fit: the old segment is synced, the new one is
 //! prepared as a temp file (header, current HardState and latest snapshot marker, so a purged
 //! prefix never takes them along), synced, renamed into place, and the directory synced.
+//!
+//! The temp file is a *spare* when one is ready: a file of the segment size whose zeros were
+//! written and synced off the WAL's lane (see `node::spare`). Otherwise the cut creates it,
+//! preallocated. The spare is what makes the WAL's syncs cheap: an fdatasync into preallocated
+//! (unwritten) extents must also commit the file system's journal to record them as written,
+//! one into written zeros flushes only data.
 
 use super::frame::{encode_frame, segment_seed};
 use super::reader::{WalContents, WalTail};
@@ -64,6 +70,8 @@ pub struct WalWriter {
     /// Encoded frames not yet handed out as a `WriteAt`, starting at `pending_offset`.
     pending: Vec<u8>,
     pending_offset: u64,
+    /// A zero-filled, synced file of `segment_size_bytes` the next cut renames into place.
+    spare: Option<String>,
 }
 
 impl WalWriter {
@@ -90,6 +98,7 @@ impl WalWriter {
             marker_segments: Vec::new(),
             pending: Vec::new(),
             pending_offset: 0,
+            spare: None,
         };
         w.open_segment(0, 0, ops);
         w
@@ -165,6 +174,7 @@ impl WalWriter {
             marker_segments,
             pending: Vec::new(),
             pending_offset: tail.end_offset,
+            spare: None,
         }
     }
 
@@ -198,10 +208,19 @@ impl WalWriter {
             self.marker_segments.push((m.index, seq));
         }
         let size = self.cfg.segment_size_bytes.max(buf.len() as u64);
-        ops.push(FileOp::Create {
-            name: tmp.clone(),
-            size_bytes: size,
-        });
+        // A spare is exactly one segment long: headers that outgrow it (a tiny segment size and
+        // a large membership) take a created file, and the spare waits for the next cut.
+        let tmp = match self.spare.take() {
+            Some(spare) if size == self.cfg.segment_size_bytes => spare,
+            unused => {
+                self.spare = unused;
+                ops.push(FileOp::Create {
+                    name: tmp.clone(),
+                    size_bytes: size,
+                });
+                tmp
+            }
+        };
         self.offset = buf.len() as u64;
         ops.push(FileOp::WriteAt {
             name: tmp.clone(),
@@ -331,6 +350,22 @@ impl WalWriter {
     /// (snapshot index, segment seq) of every marker still on disk.
     pub fn marker_segments(&self) -> &[(u64, u64)] {
         &self.marker_segments
+    }
+
+    /// Hands the writer a spare for its next cut: `name` holds `segment_size_bytes` of zeros,
+    /// written and synced, and is a temp name (recovery removes it if no cut took it).
+    pub fn set_spare(&mut self, name: String) {
+        assert!(self.spare.is_none(), "one spare at a time");
+        self.spare = Some(name);
+    }
+
+    /// The spare the next cut will take, if one is ready.
+    pub fn spare(&self) -> Option<&str> {
+        self.spare.as_deref()
+    }
+
+    pub fn segment_size_bytes(&self) -> u64 {
+        self.cfg.segment_size_bytes
     }
 
     pub fn current_seq(&self) -> u64 {

@@ -29,6 +29,8 @@ pub struct SimNode {
     jobs: VecDeque<DiskJob>,
     /// The snapshot lane: at most one job, completed independently of `jobs`.
     snapshot_job: Option<SnapshotJob>,
+    /// A prepare job (the WAL's next spare segment): beside `jobs`, like the snapshot lane.
+    prepare_job: Option<DiskJob>,
     /// Reads of snapshot files being streamed, completed with the disk jobs.
     reads: VecDeque<ReadJob>,
     pub incarnation: u64,
@@ -49,6 +51,7 @@ pub struct Stats {
     pub snapshot_sends_resumed: u64,
     pub snapshot_sends_failed: u64,
     pub snapshots_received: u64,
+    pub appends_reindexed: u64,
 }
 
 pub struct Cluster {
@@ -147,6 +150,7 @@ impl Cluster {
             flags,
             jobs: VecDeque::new(),
             snapshot_job: None,
+            prepare_job: None,
             reads: VecDeque::new(),
             incarnation: 0,
         };
@@ -238,6 +242,11 @@ impl Cluster {
                         *lane = Some(job);
                     }
                     Action::Read(job) => self.nodes.get_mut(&id).unwrap().reads.push_back(job),
+                    Action::Prepare(job) => {
+                        let lane = &mut self.nodes.get_mut(&id).unwrap().prepare_job;
+                        assert!(lane.is_none(), "node {id}: two prepare jobs at once");
+                        *lane = Some(job);
+                    }
                     Action::Send(o) => self.net.push((id, o.to, o.bytes, o.kind)),
                     Action::Reply { handle, result } => {
                         self.replies.insert(handle, result);
@@ -255,6 +264,7 @@ impl Cluster {
                         Event::SnapshotSendResumed { .. } => self.stats.snapshot_sends_resumed += 1,
                         Event::SnapshotSendFailed { .. } => self.stats.snapshot_sends_failed += 1,
                         Event::SnapshotReceived { .. } => self.stats.snapshots_received += 1,
+                        Event::AppendReindexed { .. } => self.stats.appends_reindexed += 1,
                         Event::RoleChanged {
                             role: StateRole::Leader,
                             ..
@@ -294,6 +304,20 @@ impl Cluster {
                             .unwrap_or_else(|e| panic!("node {id}: {op:?}: {e}"));
                     }
                     node.snapshot_saved(job.id, file_bytes);
+                    self.pump_actions();
+                }
+            }
+            let has_prepare = self.nodes[&id].prepare_job.is_some();
+            let run_prepare = has_prepare && (all || self.rng.below(2) == 0);
+            let n = self.nodes.get_mut(&id).unwrap();
+            if let (true, Some(node)) = (run_prepare, n.node.as_mut()) {
+                if let Some(job) = n.prepare_job.take() {
+                    for op in &job.ops {
+                        n.dir
+                            .apply(op)
+                            .unwrap_or_else(|e| panic!("node {id}: {op:?}: {e}"));
+                    }
+                    node.disk_done(job.id);
                     self.pump_actions();
                 }
             }
@@ -492,6 +516,7 @@ impl Cluster {
         n.node = None;
         n.jobs.clear();
         n.snapshot_job = None;
+        n.prepare_job = None;
         n.reads.clear();
         let rng = &mut self.rng;
         n.dir.crash(kind, &mut |k| rng.below(k));
@@ -529,6 +554,7 @@ impl Cluster {
         n.node = None;
         n.jobs.clear();
         n.snapshot_job = None;
+        n.prepare_job = None;
         n.reads.clear();
     }
 

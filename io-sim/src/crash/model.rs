@@ -144,6 +144,20 @@ impl CrashDir {
                     bytes: bytes.clone(),
                 });
             }
+            FileOp::WriteZeros {
+                name,
+                offset,
+                len_bytes,
+            } => {
+                let ino = self.ino(name)?;
+                let i = self.inodes.get_mut(&ino).expect("named");
+                let (at, zeros) = (*offset as usize, vec![0; *len_bytes as usize]);
+                write_into(&mut i.data, at, &zeros);
+                i.pending.push(DataOp::Write {
+                    offset: at,
+                    bytes: zeros,
+                });
+            }
             FileOp::SetLen { name, len } => {
                 let ino = self.ino(name)?;
                 let i = self.inodes.get_mut(&ino).expect("named");

@@ -70,6 +70,10 @@ fn boot_on(cfg: &NodeConfig, flags: &StartFlags, dir: &CrashDir) -> Node {
     .unwrap_or_else(|e| panic!("workload boot: {e}"))
 }
 
+/// A job of the background lane: (id, the snapshot file's length or `None` for a prepare job,
+/// the ops not yet run, the files it touches).
+type BackgroundJob = (u64, Option<u64>, VecDeque<FileOp>, Vec<String>);
+
 /// The recorded node: its directory, its two lanes, and what it has made durable.
 struct Recorded {
     node: Node,
@@ -77,7 +81,9 @@ struct Recorded {
     flags: StartFlags,
     dir: CrashDir,
     wal: VecDeque<(u64, VecDeque<FileOp>, Vec<String>)>,
-    snap: Option<(u64, u64, VecDeque<FileOp>, Vec<String>)>,
+    /// The background lane in issue order, as io-real runs it: snapshot jobs (with their file's
+    /// length) and prepare jobs (`None`).
+    bg: VecDeque<BackgroundJob>,
     facts: Facts,
     outbox: Vec<(u64, Vec<u8>)>,
     handle: u64,
@@ -111,7 +117,7 @@ impl Recorded {
             flags,
             dir,
             wal: VecDeque::new(),
-            snap: None,
+            bg: VecDeque::new(),
             facts: Facts::default(),
             outbox: Vec::new(),
             handle: 1,
@@ -143,8 +149,15 @@ impl Recorded {
                     let (bytes, ops) = job.write();
                     let ops: Vec<FileOp> = ops.collect();
                     let t = touched(&ops);
-                    assert!(self.snap.is_none(), "one snapshot job at a time");
-                    self.snap = Some((job.id, bytes, ops.into(), t));
+                    assert!(
+                        self.bg.iter().all(|j| j.1.is_none()),
+                        "one snapshot job at a time"
+                    );
+                    self.bg.push_back((job.id, Some(bytes), ops.into(), t));
+                }
+                Action::Prepare(DiskJob { id, ops }) => {
+                    let t = touched(&ops);
+                    self.bg.push_back((id, None, ops.into(), t));
                 }
                 Action::Read(job) => {
                     let r = job.from_bytes(self.dir.read(&job.name));
@@ -197,7 +210,7 @@ impl Recorded {
         at: &mut dyn FnMut(Boundary),
         undurable: &mut dyn FnMut(Undurable),
     ) -> bool {
-        let lanes = [!self.wal.is_empty(), self.snap.is_some()];
+        let lanes = [!self.wal.is_empty(), !self.bg.is_empty()];
         let lane = match lanes {
             [false, false] => return false,
             [true, false] => 0,
@@ -209,7 +222,7 @@ impl Recorded {
             let op = ops.pop_front();
             (op, ops.is_empty().then_some(*id))
         } else {
-            let (id, _, ops, _) = self.snap.as_mut().expect("chosen");
+            let (id, _, ops, _) = self.bg.front_mut().expect("chosen");
             let op = ops.pop_front();
             (op, ops.is_empty().then_some(*id))
         };
@@ -234,8 +247,11 @@ impl Recorded {
             let t = if lane == 0 {
                 self.wal.pop_front().expect("front").2
             } else {
-                let (_, bytes, _, t) = self.snap.take().expect("lane");
-                self.node.snapshot_saved(id, bytes);
+                let (_, bytes, _, t) = self.bg.pop_front().expect("lane");
+                match bytes {
+                    Some(bytes) => self.node.snapshot_saved(id, bytes),
+                    None => self.node.disk_done(id),
+                }
                 t
             };
             let files = self.dir.not_durable(&t);
@@ -258,7 +274,7 @@ impl Recorded {
     fn crash_and_restart(&mut self) {
         self.dir = self.dir.after_power_loss();
         self.wal.clear();
-        self.snap = None;
+        self.bg.clear();
         self.outbox.clear();
         self.node = boot_on(&self.cfg, &self.flags, &self.dir);
         self.pump();
@@ -324,7 +340,7 @@ impl Plain {
             }
             for a in actions {
                 match a {
-                    Action::Disk(job) => {
+                    Action::Disk(job) | Action::Prepare(job) => {
                         for op in &job.ops {
                             self.dir.apply(op).expect("leader op");
                         }

@@ -96,7 +96,10 @@ pub(super) async fn run_ops(
             let failure = ("fsync_error", "fsync", std::io::ErrorKind::Other);
             return fail_job(&world, id, job_id, op, failure, &done);
         }
-        let is_write = matches!(op, FileOp::WriteAt { .. } | FileOp::Create { .. });
+        let is_write = matches!(
+            op,
+            FileOp::WriteAt { .. } | FileOp::WriteZeros { .. } | FileOp::Create { .. }
+        );
         if !calm && sw.enospc && is_write && world.chance_of(FaultClass::Enospc, rare.enospc) {
             if debug_node(id) {
                 eprintln!(

@@ -93,6 +93,8 @@ pub struct World {
     streams: Mutex<Streams>,
     /// Run without core's workaround for the raft-rs campaign-after-snapshot panic.
     without_raft_rs_guard: bool,
+    /// Run without core's repair of raft-rs's misplaced batched appends.
+    without_batch_append_guard: bool,
     /// Message-level events go into the written trace (`World::note`).
     trace_messages: bool,
     /// Ids removed from the cluster: never restarted.
@@ -125,7 +127,7 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(cfg: SimConfig, trace: crate::Trace, without_raft_rs_guard: bool) -> Self {
+    pub fn new(cfg: SimConfig, trace: crate::Trace, opts: &crate::options::WorldOptions) -> Self {
         let members: BTreeMap<u64, String> =
             (1..=cfg.nodes).map(|i| (i, format!("sim://{i}"))).collect();
         let flags = (1..=cfg.nodes)
@@ -162,7 +164,8 @@ impl World {
             streams: Mutex::new(Streams::new(cfg.seed, "world")),
             operator_idle: AtomicBool::new(true),
             retired: Mutex::default(),
-            without_raft_rs_guard,
+            without_raft_rs_guard: opts.without_raft_rs_guard,
+            without_batch_append_guard: opts.without_batch_append_guard,
             members: Mutex::new(members),
             views: Mutex::default(),
             cfg,
@@ -240,6 +243,7 @@ impl World {
         cfg.max_pending_proposals = 256;
         cfg.max_pending_reads = 256;
         cfg.raft_rs_snapshot_campaign_guard = !self.without_raft_rs_guard;
+        cfg.raft_rs_batch_append_guard = !self.without_batch_append_guard;
         cfg.snapshot_chunk_bytes = self.cfg.snapshot_chunk_bytes;
         cfg.snapshot_window_chunks = self.cfg.snapshot_window_chunks;
         cfg

@@ -81,6 +81,25 @@ pub(super) async fn node_main(world: Arc<World>, id: u64) {
         for action in node.drain() {
             match action {
                 Action::Disk(job) => {
+                    // A cut takes the spare (renamed from its temp name) or creates its file.
+                    for op in &job.ops {
+                        match op {
+                            FileOp::Rename { from, .. } if from.starts_with("spare-") => {
+                                world.count(Counter::WalSparesUsed)
+                            }
+                            FileOp::Create { name, size_bytes }
+                                if *size_bytes > 0 && name.ends_with(".wal.tmp") =>
+                            {
+                                world.count(Counter::WalSegmentsCreated)
+                            }
+                            _ => {}
+                        }
+                    }
+                    madsim::task::spawn(disk_job(world.clone(), id, job, done_tx.clone()));
+                }
+                Action::Prepare(job) => {
+                    world.count(Counter::WalSparesPrepared);
+                    // Beside the WAL's jobs, as the real shell's background lane runs it.
                     madsim::task::spawn(disk_job(world.clone(), id, job, done_tx.clone()));
                 }
                 Action::Snapshot(job) => {
@@ -150,29 +169,71 @@ pub(super) async fn node_main(world: Arc<World>, id: u64) {
         }
         tokio::select! {
             biased;
-            Some(end) = done_rx.recv() => match end {
-                JobEnd::Done(job) => node.disk_done(job),
-                JobEnd::SnapshotSaved(job, file_bytes) => node.snapshot_saved(job, file_bytes),
-                JobEnd::Read(job, result) => node.read_done(job, result),
-                JobEnd::Failed(job, failure) => node.disk_failed(job, failure),
-            },
-            Some(m) = rx.recv() => match m {
-                Inbound::Peer(bytes) => {
-                    if node.receive(&bytes).is_err() {
-                        world.count(Counter::PeerFramesRejected);
-                    }
-                }
-                Inbound::Client { request_id, op, timeout_ticks, reply } => {
-                    let handle = next_handle;
-                    next_handle += 1;
-                    pending.insert(handle, reply);
-                    node.client(ClientRequest { handle, request_id, timeout_ticks, op });
-                }
-            },
+            Some(end) = done_rx.recv() => job_ended(&mut node, end),
+            Some(m) = rx.recv() => {
+                inbound(&world, &mut node, &mut pending, &mut next_handle, m);
+            }
             _ = sleep_until(next_tick) => {
                 node.tick();
                 next_tick += tick;
             }
+        }
+        // Like the real shell, take every input already waiting before the next drain, so one
+        // Ready may follow several inputs (a burst after a pause, frames that arrived together):
+        // raft-rs behaves differently then (see `node::raft_rs_guard`).
+        for _ in 1..MAX_INPUTS_PER_BATCH {
+            if let Ok(end) = done_rx.try_recv() {
+                job_ended(&mut node, end);
+            } else if let Ok(m) = rx.try_recv() {
+                inbound(&world, &mut node, &mut pending, &mut next_handle, m);
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// Inputs handled before one drain, at most (the real shell's bound is larger; a simulated
+/// burst is rarely longer).
+const MAX_INPUTS_PER_BATCH: usize = 64;
+
+fn job_ended(node: &mut raftkv_core::node::Node, end: JobEnd) {
+    match end {
+        JobEnd::Done(job) => node.disk_done(job),
+        JobEnd::SnapshotSaved(job, file_bytes) => node.snapshot_saved(job, file_bytes),
+        JobEnd::Read(job, result) => node.read_done(job, result),
+        JobEnd::Failed(job, failure) => node.disk_failed(job, failure),
+    }
+}
+
+fn inbound(
+    world: &World,
+    node: &mut raftkv_core::node::Node,
+    pending: &mut BTreeMap<u64, oneshot::Sender<Reply>>,
+    next_handle: &mut u64,
+    m: Inbound,
+) {
+    match m {
+        Inbound::Peer(bytes) => {
+            if node.receive(&bytes).is_err() {
+                world.count(Counter::PeerFramesRejected);
+            }
+        }
+        Inbound::Client {
+            request_id,
+            op,
+            timeout_ticks,
+            reply,
+        } => {
+            let handle = *next_handle;
+            *next_handle += 1;
+            pending.insert(handle, reply);
+            node.client(ClientRequest {
+                handle,
+                request_id,
+                timeout_ticks,
+                op,
+            });
         }
     }
 }
@@ -222,6 +283,7 @@ pub(super) fn observe_event(world: &World, id: u64, e: Event) {
             obs.count(Counter::Elections);
         }
         Event::SnapshotSaved { .. } => obs.count(Counter::SnapshotsTaken),
+        Event::AppendReindexed { .. } => obs.count(Counter::AppendsReindexed),
         Event::SnapshotSuperseded { .. } => obs.count(Counter::SnapshotsSuperseded),
         Event::SnapshotInstalled { .. } => obs.count(Counter::SnapshotsInstalled),
         Event::SnapshotSendStarted { .. } => obs.count(Counter::SnapshotSendsStarted),
