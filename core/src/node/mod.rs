@@ -37,31 +37,41 @@
 //! in `crate::transfer`.
 
 pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, RejectReason};
+mod actions;
+mod config;
+mod errors;
 mod peers;
 mod pending;
 mod persist;
 mod snapshots;
 
+pub use actions::{
+    Action, DiskFailure, DiskJob, Event, FrameKind, Outgoing, SendOutcome, SnapshotJob,
+};
+use config::{linger_ticks, raft_config, transfer_config, url_confirm_ticks};
+pub use config::{no_leader_hold_ticks, Bootstrap, NodeConfig};
+pub use errors::{NodeError, PeerError, StopReason};
+
 use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
-use crate::compaction::{self, CompactionConfig, SnapshotOnDisk};
+use crate::compaction::{self, SnapshotOnDisk};
 use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs, rec_to_entry, rec_to_hs};
 use crate::fileop::FileOp;
 use crate::health::{self, Readiness};
 use crate::identity::{Identity, UNKNOWN_CLUSTER};
-use crate::kv::{Applied, KvState, SnapshotEncoder};
+use crate::kv::{Applied, KvState};
 use crate::msgcodec::Forward;
-use crate::msgcodec::{self, DecodeError, Recipient, Refusal};
+use crate::msgcodec::{self, Recipient, Refusal};
 use crate::planted::{active as planted, PlantedBug};
-use crate::recovery::{Recovered, RecoveryReport};
+use crate::recovery::Recovered;
 use crate::rng::Rng;
 use crate::snapfile::{self, SnapshotFile, SnapshotMeta};
 use crate::storage::NodeStorage;
 pub use crate::transfer::ReadJob;
 use crate::transfer::{
     Ack, AckStatus, ChunkOutcome, ChunkRefusal, Received, Receiver, SendFailure, SendStep, Senders,
-    SnapKey, TransferConfig,
+    SnapKey,
 };
-use crate::wal::{HardStateRec, Record, SnapshotMarker, WalConfig, WalIdentity, WalWriter};
+use crate::wal::{HardStateRec, Record, SnapshotMarker, WalIdentity, WalWriter};
 use peers::Peers;
 use pending::{AwaitingLeader, Pending, PendingKind, PendingProposal, PendingRead};
 use persist::Persistence;
@@ -72,404 +82,6 @@ pub use raft::StateRole;
 use raft::{RawNode, SnapshotStatus};
 use snapshots::SnapshotLane;
 use std::collections::{BTreeMap, BTreeSet};
-use thiserror::Error;
-
-/// Static configuration of one node.
-#[derive(Clone, Debug)]
-pub struct NodeConfig {
-    pub id: u64,
-    /// Seeds every random choice the node makes (election timeouts).
-    pub seed: u64,
-    pub election_tick: usize,
-    pub heartbeat_tick: usize,
-    pub max_size_per_msg_bytes: u64,
-    pub max_inflight_msgs: usize,
-    pub max_uncommitted_bytes: u64,
-    pub compaction: CompactionConfig,
-    pub wal: WalConfig,
-    pub max_pending_proposals: usize,
-    pub max_pending_reads: usize,
-    /// Draw election timeouts from `seed` (always on outside the test that proves it matters).
-    pub seeded_election_timeout: bool,
-    /// Work around raft-rs 0.7's campaign-after-snapshot panic (see `snapshot_unpersisted`).
-    /// Always on outside the regression test that reproduces the raft-rs bug.
-    pub raft_rs_snapshot_campaign_guard: bool,
-    /// Snapshot files travel in chunks of this size (they must fit a peer frame with room for
-    /// the envelope), and are written in pieces of this size.
-    pub snapshot_chunk_bytes: usize,
-    /// Chunks of one snapshot transfer sent and not yet acknowledged, at most.
-    pub snapshot_window_chunks: usize,
-}
-
-impl NodeConfig {
-    pub fn new(id: u64, seed: u64) -> Self {
-        NodeConfig {
-            id,
-            seed,
-            election_tick: 10,
-            heartbeat_tick: 1,
-            max_size_per_msg_bytes: 1 << 20,
-            max_inflight_msgs: 256,
-            max_uncommitted_bytes: 64 << 20,
-            compaction: CompactionConfig::default(),
-            wal: WalConfig::default(),
-            max_pending_proposals: 4096,
-            max_pending_reads: 4096,
-            seeded_election_timeout: true,
-            raft_rs_snapshot_campaign_guard: true,
-            snapshot_chunk_bytes: 1 << 20,
-            snapshot_window_chunks: 4,
-        }
-    }
-}
-
-/// How a node with an empty data directory starts.
-#[derive(Clone, Debug)]
-pub enum Bootstrap {
-    /// One of the initial members of a new cluster (all of them start with the same members).
-    NewCluster { members: BTreeMap<u64, String> },
-    /// Added to a running cluster with `AddNode`; waits for the leader's snapshot. `members`
-    /// are the known peers until then.
-    Join { members: BTreeMap<u64, String> },
-}
-
-/// A batch of file operations to execute in order; report completion with `disk_done(id)`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskJob {
-    pub id: u64,
-    pub ops: Vec<FileOp>,
-}
-
-/// An encoded peer message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outgoing {
-    pub to: u64,
-    /// What the frame carries: report it back in [`SendOutcome`], so the node knows what a failed
-    /// send lost.
-    pub kind: FrameKind,
-    pub bytes: Vec<u8>,
-}
-
-/// What an outgoing frame carries, as far as a failed send matters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FrameKind {
-    /// A raft message (raft learns the peer is unreachable).
-    Raft,
-    /// A chunk of a snapshot file (the transfer goes back to what the receiver has).
-    SnapshotChunk,
-    /// A client request forwarded to the leader: if it never left, the request was not applied,
-    /// and its client is told so at once.
-    Forward { forward_id: u64 },
-    /// Anything else (replies, acknowledgements, notices).
-    Other,
-}
-
-/// Things worth logging (and counting): the seed article's log lines among them. Serialises as
-/// a JSON object with a `type` (the variant in snake case) and the variant's fields, so a trace
-/// is read by field, not by parsing Debug text.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Event {
-    /// The node started from its data directory (first event of every start).
-    Booted {
-        kind: crate::boot::BootKind,
-        cluster_id: u64,
-        incarnation: u64,
-    },
-    LoadingSnapshot {
-        term: u64,
-        index: u64,
-    },
-    Recovered {
-        report: RecoveryReport,
-        entry_count: usize,
-        commit: u64,
-        /// The HardState recovered from the WAL (before any clamping).
-        hard_state: HardStateRec,
-    },
-    /// A job holding this HardState completed: it is durable.
-    Durable {
-        hard_state: HardStateRec,
-    },
-    CommitClamped {
-        from: u64,
-        to: u64,
-    },
-    StartSnapshot {
-        applied_index: u64,
-        last_snapshot_index: u64,
-    },
-    SnapshotSaved {
-        term: u64,
-        index: u64,
-    },
-    /// A local snapshot finished after a newer one from the leader was installed: discarded.
-    SnapshotSuperseded {
-        index: u64,
-    },
-    CompactedLog {
-        index: u64,
-    },
-    SnapshotInstalled {
-        term: u64,
-        index: u64,
-    },
-    Purged {
-        segments: usize,
-        snapshots: usize,
-    },
-    RoleChanged {
-        term: u64,
-        #[serde(serialize_with = "role_name")]
-        role: StateRole,
-        leader: u64,
-    },
-    MemberAdded {
-        id: u64,
-        addr: String,
-    },
-    MemberRemoved {
-        id: u64,
-    },
-    LearnerAdded {
-        id: u64,
-        addr: String,
-    },
-    LearnerPromoted {
-        id: u64,
-    },
-    RemovedFromCluster,
-    EntrySkipped {
-        index: u64,
-        reason: RejectReason,
-    },
-    /// A joining node learned its cluster's id from the first member that reached it.
-    ClusterAdopted {
-        cluster_id: u64,
-        from: u64,
-    },
-    /// The leader proposed recording a member's incarnation (first contact).
-    IncarnationProposed {
-        id: u64,
-        incarnation: u64,
-    },
-    /// A peer's frame was refused because of who sent it (identity), not how it was encoded.
-    PeerRefused {
-        from: u64,
-        #[serde(serialize_with = "display")]
-        error: PeerError,
-    },
-    /// Started on a peer URL its directory does not know; waiting for a member to reach it there.
-    PeerUrlUnconfirmed {
-        recorded: String,
-        flag: String,
-    },
-    /// A member reached this node at its new peer URL.
-    PeerUrlConfirmed {
-        url: String,
-    },
-    /// The node stopped; no further input is processed.
-    Stopped {
-        #[serde(serialize_with = "display")]
-        reason: StopReason,
-    },
-    /// The leader began streaming its snapshot file to a follower.
-    SnapshotSendStarted {
-        to: u64,
-        index: u64,
-        file_bytes: u64,
-    },
-    /// A follower had part of this snapshot from an earlier transfer: sending resumes there.
-    SnapshotSendResumed {
-        to: u64,
-        index: u64,
-        offset: u64,
-    },
-    /// Chunks from `offset` on are sent again (one was lost, reordered or corrupted).
-    SnapshotChunksResent {
-        to: u64,
-        index: u64,
-        offset: u64,
-    },
-    SnapshotSent {
-        to: u64,
-        index: u64,
-    },
-    SnapshotSendFailed {
-        to: u64,
-        index: u64,
-        #[serde(serialize_with = "display")]
-        why: SendFailure,
-    },
-    /// A follower found the leader's snapshot file damaged: it is set aside and a new one made.
-    SnapshotSetAside {
-        name: String,
-    },
-    /// A follower received a whole snapshot file and verified it.
-    SnapshotReceived {
-        from: u64,
-        index: u64,
-        file_bytes: u64,
-    },
-    /// A follower refused a snapshot file (it does not verify).
-    SnapshotRefused {
-        from: u64,
-        index: u64,
-        why: ChunkRefusal,
-    },
-    /// A snapshot transfer fell silent, or gave way to a newer snapshot; its partial file was
-    /// removed.
-    SnapshotReceiveAbandoned {
-        from: u64,
-        index: u64,
-        received_bytes: u64,
-    },
-    /// An entry was applied (one per entry; shells may ignore it, checkers compare replicas).
-    Applied {
-        index: u64,
-        term: u64,
-        entry_hash: u64,
-        request_id: Option<RequestId>,
-    },
-}
-
-/// A role by its name in traces: `follower`, `candidate`, `leader`, `pre_candidate`.
-fn role_name<S: serde::Serializer>(role: &StateRole, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(match role {
-        StateRole::Follower => "follower",
-        StateRole::Candidate => "candidate",
-        StateRole::Leader => "leader",
-        StateRole::PreCandidate => "pre_candidate",
-    })
-}
-
-/// An error by its message (it names its own fields).
-fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-/// Serialise the state machine as of `meta.index` and write it as a snapshot file. CPU-heavy and
-/// a large write, so a shell runs it beside (never inside) the WAL's disk jobs: execute the ops of
-/// [`SnapshotJob::write`] in order as it yields them, then report with
-/// `snapshot_saved(id, file_bytes)`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SnapshotJob {
-    pub id: u64,
-    pub meta: SnapshotMeta,
-    /// A clone of the state at `meta.index`: persistent maps, so taking it cost O(1) and later
-    /// writes do not reach it.
-    state: KvState,
-    piece_bytes: usize,
-}
-
-impl SnapshotJob {
-    /// The file's length, and its ops: the payload is encoded piece by piece as the ops are
-    /// taken, so memory stays at one piece whatever the state's size. Pure: any thread.
-    pub fn write(&self) -> (u64, impl Iterator<Item = FileOp> + '_) {
-        debug_assert_eq!(self.state.applied_index(), self.meta.index);
-        let data_len = SnapshotEncoder::encoded_len(&self.state);
-        let pieces = SnapshotEncoder::new(&self.state, self.piece_bytes);
-        let file_bytes = snapfile::file_len(&self.meta, data_len);
-        (
-            file_bytes,
-            snapfile::StreamWriter::new(&self.meta, data_len, pieces),
-        )
-    }
-}
-
-impl std::fmt::Debug for SnapshotJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SnapshotJob({}, {:?})", self.id, self.meta)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    Disk(DiskJob),
-    /// Runs concurrently with `Disk` jobs; at most one at a time.
-    Snapshot(SnapshotJob),
-    /// Read part of a snapshot file (to stream it to a follower); runs beside both lanes, on a
-    /// file no job writes or removes while it is read.
-    Read(ReadJob),
-    Send(Outgoing),
-    Reply {
-        handle: u64,
-        result: Result<ClientReply, ClientError>,
-    },
-    Event(Event),
-}
-
-/// A disk job that failed; the shell reports it with [`Node::disk_failed`]. Never retried: after
-/// a failed fsync the kernel may already have dropped the dirty pages.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-#[error("{op} failed on {}: {kind}", file.as_deref().unwrap_or("the data directory"))]
-pub struct DiskFailure {
-    /// The operation that failed (`write`, `fsync`, `rename`, ...).
-    pub op: &'static str,
-    pub file: Option<String>,
-    pub kind: std::io::ErrorKind,
-}
-
-/// What became of an `Action::Send`, reported with [`Node::sent`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SendOutcome {
-    /// Handed to the transport.
-    Delivered { to: u64, kind: FrameKind },
-    /// Never sent whole (no address, queue full, connection refused or in backoff, a write
-    /// failed before the frame's last byte): the peer cannot have received it.
-    Failed { to: u64, kind: FrameKind },
-}
-
-/// Why a node stopped. One list: shells and the simulator match on it, never on text.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub enum StopReason {
-    #[error("removed from the cluster")]
-    Removed,
-    #[error("node {by} reports that this node was removed from the cluster")]
-    RemovedReported { by: u64 },
-    #[error(
-        "disk job {job} failed: {failure}; stopping (a failed write or fsync is never retried)"
-    )]
-    Disk { job: u64, failure: DiskFailure },
-    #[error(
-        "member {by} refuses this node: the cluster knows node {id} as incarnation {recorded:#x}, \
-         but this data directory is incarnation {mine:#x}. The directory was wiped or replaced \
-         since node {id} last ran, so it no longer holds what node {id} acknowledged and must not \
-         vote. Replace the member: add a new member with a new id (learner first), start it with \
-         --join on an empty directory, then remove node {id} (see README, \"Replacing a failed node\")"
-    )]
-    NotRecognized {
-        by: u64,
-        id: u64,
-        recorded: u64,
-        mine: u64,
-    },
-    #[error(
-        "leader {leader} believes this node holds entries up to {commit} but its log ends at \
-         {last_index}: the data directory lost writes it had synced (an old copy restored, or a \
-         disk that lies about fsync). It must not vote; replace the member (see README)"
-    )]
-    LogBehindLeader {
-        leader: u64,
-        commit: u64,
-        last_index: u64,
-    },
-    #[error("the snapshot at index {index} from the leader does not decode")]
-    BadSnapshotFromLeader { index: u64 },
-    #[error(
-        "--cluster gives this node the peer URL {flag}, but its data directory knows it as \
-         {recorded}, and no member reached it at {flag} within {waited_ticks} ticks: the cluster \
-         still dials {recorded}. Start it with {recorded}, or change the URL through the \
-         membership first (PUT /v1/members/{id} on any member with {{\"peer_url\": \"{flag}\"}}), \
-         then restart it with the new one"
-    )]
-    PeerUrlNotConfirmed {
-        id: u64,
-        recorded: String,
-        flag: String,
-        waited_ticks: u64,
-    },
-}
 
 /// A node started with a peer URL its directory does not know (see `boot`): confirmed by the
 /// first frame a member sends it there, or it stops at `deadline_tick`.
@@ -478,58 +90,6 @@ struct UrlChange {
     recorded: String,
     flag: String,
     deadline_tick: u64,
-}
-
-/// Ticks a node that applied its own removal keeps answering votes (see `apply_member_change`).
-fn linger_ticks(cfg: &NodeConfig) -> u64 {
-    10 * cfg.election_tick as u64
-}
-
-/// Ticks a request that finds no leader is held for one to be elected: the longest election
-/// timeout raft draws (`[election_tick, 2 * election_tick)`), so a follower that lost its leader
-/// has campaigned once before the request is answered `NoLeader`, and a client is never kept
-/// for its whole deadline only to learn nothing.
-pub fn no_leader_hold_ticks(cfg: &NodeConfig) -> u64 {
-    2 * cfg.election_tick as u64
-}
-
-/// Ticks a node started on a changed peer URL waits for a member to reach it there.
-fn url_confirm_ticks(cfg: &NodeConfig) -> u64 {
-    20 * cfg.election_tick as u64
-}
-
-#[derive(Debug, Error)]
-pub enum NodeError {
-    #[error("raft: {0}")]
-    Raft(#[from] raft::Error),
-    #[error("state-machine snapshot does not decode")]
-    BadSnapshot,
-    #[error("data directory belongs to a node that was removed from the cluster")]
-    Removed,
-}
-
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
-pub enum PeerError {
-    #[error("undecodable frame: {0}")]
-    Decode(#[from] DecodeError),
-    #[error("frame for cluster {0:#x}")]
-    WrongCluster(u64),
-    #[error("frame for node {0}")]
-    WrongRecipient(u64),
-    #[error("frame for incarnation {addressed:#x} of this node, which is {mine:#x}")]
-    OldIncarnation { addressed: u64, mine: u64 },
-    #[error("frame from node {from} incarnation {sent:#x}; the membership records {recorded:#x}")]
-    StaleIncarnation { from: u64, sent: u64, recorded: u64 },
-    #[error("frame from unknown or removed node {0}")]
-    UnknownSender(u64),
-    #[error("heartbeat commits {commit} beyond this node's last index {last_index}")]
-    CommitBeyondLog { commit: u64, last_index: u64 },
-    #[error("raft refused the message: {0}")]
-    Raft(String),
-    #[error("campaign deferred until the installed snapshot is durable")]
-    CampaignDeferred,
-    #[error("node stopped")]
-    Stopped,
 }
 
 /// Where a reply goes: the local shell, or back to the follower that forwarded the request.
@@ -619,33 +179,6 @@ pub struct Node {
 pub struct Restored {
     pub recovered: Recovered,
     pub kv: KvState,
-}
-
-fn transfer_config(cfg: &NodeConfig) -> TransferConfig {
-    let election = cfg.election_tick as u64;
-    TransferConfig {
-        chunk_bytes: cfg.snapshot_chunk_bytes,
-        window_chunks: cfg.snapshot_window_chunks,
-        resend_ticks: (election / 2).max(1),
-        give_up_ticks: 10 * election,
-    }
-}
-
-fn raft_config(cfg: &NodeConfig, applied: u64) -> raft::Config {
-    raft::Config {
-        id: cfg.id,
-        election_tick: cfg.election_tick,
-        heartbeat_tick: cfg.heartbeat_tick,
-        applied,
-        max_size_per_msg: cfg.max_size_per_msg_bytes,
-        max_inflight_msgs: cfg.max_inflight_msgs,
-        check_quorum: true,
-        pre_vote: true,
-        batch_append: true,
-        max_uncommitted_size: cfg.max_uncommitted_bytes,
-        max_committed_size_per_ready: 16 << 20,
-        ..Default::default()
-    }
 }
 
 /// The raft conf change that carries a membership change.
@@ -2536,12 +2069,12 @@ impl Node {
         };
         let id = self.persist.allocate_id();
         self.snapshots.start(id, meta.clone());
-        self.actions.push(Action::Snapshot(SnapshotJob {
+        self.actions.push(Action::Snapshot(SnapshotJob::new(
             id,
             meta,
-            state: self.kv.clone(),
-            piece_bytes: self.cfg.snapshot_chunk_bytes,
-        }));
+            self.kv.clone(),
+            self.cfg.snapshot_chunk_bytes,
+        )));
     }
 
     /// The snapshot job `id` completed: its file is durable under its final name, and `data`
