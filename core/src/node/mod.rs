@@ -43,6 +43,7 @@ mod errors;
 mod peers;
 mod pending;
 mod persist;
+mod restore;
 mod snapshots;
 
 pub use actions::{
@@ -51,10 +52,11 @@ pub use actions::{
 use config::{linger_ticks, raft_config, transfer_config, url_confirm_ticks};
 pub use config::{no_leader_hold_ticks, Bootstrap, NodeConfig};
 pub use errors::{NodeError, PeerError, StopReason};
+pub use restore::Restored;
 
 use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
 use crate::compaction::{self, SnapshotOnDisk};
-use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs, rec_to_entry, rec_to_hs};
+use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs};
 use crate::fileop::FileOp;
 use crate::health::{self, Readiness};
 use crate::identity::{Identity, UNKNOWN_CLUSTER};
@@ -62,16 +64,15 @@ use crate::kv::{Applied, KvState};
 use crate::msgcodec::Forward;
 use crate::msgcodec::{self, Recipient, Refusal};
 use crate::planted::{active as planted, PlantedBug};
-use crate::recovery::Recovered;
 use crate::rng::Rng;
-use crate::snapfile::{self, SnapshotFile, SnapshotMeta};
+use crate::snapfile::{self, SnapshotMeta};
 use crate::storage::NodeStorage;
 pub use crate::transfer::ReadJob;
 use crate::transfer::{
     Ack, AckStatus, ChunkOutcome, ChunkRefusal, Received, Receiver, SendFailure, SendStep, Senders,
     SnapKey,
 };
-use crate::wal::{HardStateRec, Record, SnapshotMarker, WalIdentity, WalWriter};
+use crate::wal::{HardStateRec, SnapshotMarker};
 use peers::Peers;
 use pending::{AwaitingLeader, Pending, PendingKind, PendingProposal, PendingRead};
 use persist::Persistence;
@@ -174,13 +175,6 @@ pub struct Node {
     leader_commit: (u64, u64),
 }
 
-/// What recovery found, with the state machine already decoded from its snapshot (boot checks
-/// the membership in it before the node starts).
-pub struct Restored {
-    pub recovered: Recovered,
-    pub kv: KvState,
-}
-
 /// The raft conf change that carries a membership change.
 fn conf_change_of(change: &MemberChange) -> ConfChange {
     let mut cc = ConfChange::default();
@@ -223,127 +217,14 @@ impl Node {
     ) -> Result<Node, NodeError> {
         assert_eq!(identity.node_id, cfg.id, "identity of another node");
         let fresh_identity = !first_ops.is_empty();
-        let id = WalIdentity {
-            cluster_id: identity.cluster_id,
-            node_id: cfg.id,
-        };
-        let mut ops = first_ops;
-        let mut storage = NodeStorage::new();
-        let mut events = Vec::new();
-        let mut snapshots_on_disk = Vec::new();
-        let (kv, wal) = match restored {
-            Some(Restored { recovered: rec, kv }) => {
-                ops.extend(rec.ops.iter().cloned());
-                // New segments carry the id the log was created with (a joiner's stays unknown
-                // after it adopts its cluster's: the identity file is the authority), so every
-                // segment of one log agrees.
-                let id = WalIdentity {
-                    cluster_id: rec.wal.header.cluster_id,
-                    node_id: cfg.id,
-                };
-                let mut wal = WalWriter::resume(id, cfg.wal, &rec.wal, &mut ops);
-                if let Some(file) = &rec.snapshot {
-                    events.push(Event::LoadingSnapshot {
-                        term: file.meta.term,
-                        index: file.meta.index,
-                    });
-                    storage.apply_snapshot(make_snapshot(&file.meta, rec.snapshot_file_bytes));
-                }
-                if kv.was_removed(cfg.id) {
-                    return Err(NodeError::Removed);
-                }
-                let entries: Vec<Entry> = rec.entries.iter().map(rec_to_entry).collect();
-                storage.append(&entries);
-                let mut hs = rec_to_hs(&rec.hard_state);
-                let last = storage.last_index();
-                if hs.commit > last {
-                    // Commit is only a hint that raft re-learns from the leader; lowering it is
-                    // safe, claiming entries we do not have is not.
-                    events.push(Event::CommitClamped {
-                        from: hs.commit,
-                        to: last,
-                    });
-                    hs.commit = last;
-                }
-                let snap_hs = storage.hard_state().clone();
-                hs.commit = hs.commit.max(snap_hs.commit);
-                hs.term = hs.term.max(snap_hs.term);
-                storage.set_hard_state(hs);
-                events.push(Event::Recovered {
-                    report: rec.report.clone(),
-                    entry_count: rec.entries.len(),
-                    commit: storage.hard_state().commit,
-                    hard_state: rec.hard_state,
-                });
-                snapshots_on_disk = rec
-                    .snapshots_on_disk
-                    .iter()
-                    .map(|(name, term, index)| SnapshotOnDisk {
-                        name: name.clone(),
-                        term: *term,
-                        index: *index,
-                    })
-                    .collect();
-                wal.flush(&mut ops);
-                (kv, wal)
-            }
-            None => match &bootstrap {
-                Bootstrap::NewCluster { members } => {
-                    // boot refuses such flags with an error before getting here.
-                    assert!(
-                        members.contains_key(&cfg.id),
-                        "node {} is not among the initial members",
-                        cfg.id
-                    );
-                    // Every initial member writes the same first snapshot at (index 1, term 1):
-                    // the initial configuration and member addresses, as ordinary durable state.
-                    let mut wal = WalWriter::create(id, cfg.wal, 2, &mut ops);
-                    let mut kv = KvState::with_members(members.clone());
-                    kv.advance(1);
-                    let cs = raft::eraftpb::ConfState {
-                        voters: members.keys().copied().collect(),
-                        ..Default::default()
-                    };
-                    let meta = SnapshotMeta {
-                        index: 1,
-                        term: 1,
-                        conf_state: cs_to_rec(&cs),
-                    };
-                    let file = SnapshotFile {
-                        meta: meta.clone(),
-                        data: kv.encode_snapshot(),
-                    };
-                    let file_bytes = snapfile::file_len(&meta, file.data.len() as u64);
-                    let name = snapfile::write_ops(&file, &mut ops);
-                    wal.append(
-                        &Record::Snapshot(SnapshotMarker {
-                            index: 1,
-                            term: 1,
-                            conf_state: meta.conf_state.clone(),
-                            log_reset: true,
-                        }),
-                        &mut ops,
-                    );
-                    storage.apply_snapshot(make_snapshot(&meta, file_bytes));
-                    wal.append(
-                        &Record::HardState(hs_to_rec(storage.hard_state())),
-                        &mut ops,
-                    );
-                    wal.sync(&mut ops);
-                    snapshots_on_disk.push(SnapshotOnDisk {
-                        name,
-                        term: 1,
-                        index: 1,
-                    });
-                    (kv, wal)
-                }
-                Bootstrap::Join { members } => {
-                    let mut wal = WalWriter::create(id, cfg.wal, 1, &mut ops);
-                    wal.sync(&mut ops);
-                    (KvState::with_members(members.clone()), wal)
-                }
-            },
-        };
+        let restore::Start {
+            kv,
+            wal,
+            storage,
+            ops,
+            events,
+            snapshots_on_disk,
+        } = restore::start_state(&cfg, identity.cluster_id, restored, &bootstrap, first_ops)?;
         let applied = kv.applied_index();
         let snapshot_index = storage
             .latest_snapshot()
