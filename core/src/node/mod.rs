@@ -40,6 +40,7 @@ pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, Rejec
 mod actions;
 mod config;
 mod errors;
+mod membership;
 mod peers;
 mod pending;
 mod persist;
@@ -49,8 +50,8 @@ mod snapshots;
 pub use actions::{
     Action, DiskFailure, DiskJob, Event, FrameKind, Outgoing, SendOutcome, SnapshotJob,
 };
-use config::{linger_ticks, raft_config, transfer_config, url_confirm_ticks};
 pub use config::{no_leader_hold_ticks, Bootstrap, NodeConfig};
+use config::{raft_config, transfer_config};
 pub use errors::{NodeError, PeerError, StopReason};
 pub use restore::Restored;
 
@@ -73,25 +74,15 @@ use crate::transfer::{
     SnapKey,
 };
 use crate::wal::{HardStateRec, SnapshotMarker};
+use membership::{conf_change_of, Membership};
 use peers::Peers;
 use pending::{AwaitingLeader, Pending, PendingKind, PendingProposal, PendingRead};
 use persist::Persistence;
-use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
-};
+use raft::eraftpb::{ConfChangeV2, Entry, EntryType, Message, Snapshot};
 pub use raft::StateRole;
 use raft::{RawNode, SnapshotStatus};
 use snapshots::SnapshotLane;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// A node started with a peer URL its directory does not know (see `boot`): confirmed by the
-/// first frame a member sends it there, or it stops at `deadline_tick`.
-#[derive(Clone, Debug)]
-struct UrlChange {
-    recorded: String,
-    flag: String,
-    deadline_tick: u64,
-}
 
 /// Where a reply goes: the local shell, or back to the follower that forwarded the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,11 +147,8 @@ pub struct Node {
     /// Incarnations proposed for recording and not yet applied: member id -> term proposed in.
     /// Frames held until the startup job that writes a fresh identity file completes.
     held_until_identity: Option<Vec<Outgoing>>,
-    /// When this node applied its own removal (it lingers, then stops).
-    removed_at_tick: Option<u64>,
-    /// The peer URL this node listens on (its flags), advertised in every frame.
-    own_url: Option<String>,
-    url_change: Option<UrlChange>,
+    /// Its own place in the membership: its peer URL, and whether it applied its own removal.
+    membership: Membership,
     /// Snapshot files this node streams to followers (as leader).
     senders: Senders,
     /// The snapshot file this node receives (as follower).
@@ -173,21 +161,6 @@ pub struct Node {
     /// (term, commit) the highest commit index a leader of that term sent this node, for
     /// readiness ("caught up" is measured against the leader's commit, not this node's own).
     leader_commit: (u64, u64),
-}
-
-/// The raft conf change that carries a membership change.
-fn conf_change_of(change: &MemberChange) -> ConfChange {
-    let mut cc = ConfChange::default();
-    let (t, id) = match change {
-        MemberChange::Add { id, .. } | MemberChange::Promote { id } => {
-            (ConfChangeType::AddNode, id)
-        }
-        MemberChange::AddLearner { id, .. } => (ConfChangeType::AddLearnerNode, id),
-        MemberChange::Remove { id } => (ConfChangeType::RemoveNode, id),
-    };
-    cc.set_change_type(t);
-    cc.node_id = *id;
-    cc
 }
 
 /// The `Snapshot` raft sees: metadata and a descriptor of the file (never the state itself).
@@ -257,9 +230,7 @@ impl Node {
             peers: Peers::default(),
             snapshots: SnapshotLane::new(snapshot_index, snapshots_on_disk),
             held_until_identity: fresh_identity.then(Vec::new),
-            own_url: None,
-            url_change: None,
-            removed_at_tick: None,
+            membership: Membership::default(),
             senders: Senders::new(transfer_config(&cfg_transfer)),
             receiver: Receiver::default(),
             received: None,
@@ -284,18 +255,10 @@ impl Node {
 
     /// The URL from the flags; `moved` is (recorded, flag) when they disagree with the directory.
     pub(crate) fn set_own_url(&mut self, own_url: Option<String>, moved: Option<(String, String)>) {
-        self.own_url = own_url;
-        self.url_change = moved.map(|(recorded, flag)| {
-            self.actions.push(Action::Event(Event::PeerUrlUnconfirmed {
-                recorded: recorded.clone(),
-                flag: flag.clone(),
-            }));
-            UrlChange {
-                recorded,
-                flag,
-                deadline_tick: self.now_tick + url_confirm_ticks(&self.cfg),
-            }
-        });
+        let unconfirmed = self
+            .membership
+            .set_own_url(&self.cfg, self.now_tick, own_url, moved);
+        self.actions.extend(unconfirmed.map(Action::Event));
     }
 
     pub(crate) fn push_event(&mut self, e: Event) {
@@ -376,8 +339,8 @@ impl Node {
                 .progress()
                 .map(|(k, received)| (k.index, received, k.file_bytes)),
             is_member: self.kv.members().contains_key(&self.cfg.id),
-            removed: self.removed_at_tick.is_some(),
-            url_unconfirmed: self.url_change.is_some(),
+            removed: self.membership.is_removed(),
+            url_unconfirmed: self.membership.url_unconfirmed(),
         })
     }
 
@@ -436,23 +399,7 @@ impl Node {
             return;
         }
         self.now_tick += 1;
-        if self
-            .removed_at_tick
-            .is_some_and(|t| t + linger_ticks(&self.cfg) <= self.now_tick)
-        {
-            return self.stop(StopReason::Removed);
-        }
-        if let Some(c) = self
-            .url_change
-            .as_ref()
-            .filter(|c| c.deadline_tick <= self.now_tick)
-        {
-            let reason = StopReason::PeerUrlNotConfirmed {
-                id: self.cfg.id,
-                recorded: c.recorded.clone(),
-                flag: c.flag.clone(),
-                waited_ticks: url_confirm_ticks(&self.cfg),
-            };
+        if let Some(reason) = self.membership.stop_due(&self.cfg, self.now_tick) {
             return self.stop(reason);
         }
         self.fix_election_timeout();
@@ -603,10 +550,9 @@ impl Node {
         if self.kv.members().contains_key(&env.from) {
             self.peers.heard(env.from, self.now_tick);
         }
-        if self.url_change.is_some() && self.kv.members().contains_key(&env.from) {
-            let c = self.url_change.take().expect("checked");
-            self.actions
-                .push(Action::Event(Event::PeerUrlConfirmed { url: c.flag }));
+        if self.kv.members().contains_key(&env.from) {
+            let confirmed = self.membership.member_reached_us();
+            self.actions.extend(confirmed.map(Action::Event));
         }
         match env.body {
             msgcodec::Body::Raft(m)
@@ -660,7 +606,7 @@ impl Node {
                     peer: env.from,
                     forward_id: f.forward_id,
                 };
-                if self.removed_at_tick.is_some() {
+                if self.membership.is_removed() {
                     // Removed, lingering only as a voter: it serves nobody (never proposed).
                     self.reply(to, Err(ClientError::NotLeader { leader: None }));
                 } else if matches!(f.op, ClientOp::GetLocal { .. }) {
@@ -770,7 +716,7 @@ impl Node {
     /// writes and linearizable reads are forwarded to the leader when one is known.
     pub fn client(&mut self, req: ClientRequest) {
         let to = ReplyTo::Local(req.handle);
-        if self.stopped.is_some() || self.shut_down || self.removed_at_tick.is_some() {
+        if self.stopped.is_some() || self.shut_down || self.membership.is_removed() {
             return self.reply(to, Err(ClientError::Stopped));
         }
         let is_leader = self.raw.raft.state == StateRole::Leader;
@@ -878,80 +824,55 @@ impl Node {
                     raw.propose(vec![], p.encode())
                 });
             }
-            ClientOp::AddNode { id, addr } => {
-                let refused = self
-                    .new_member_refused(id, &addr)
-                    .or_else(|| self.quorum_after(Some(id), None));
+            op => {
+                // A membership change: refused (definite) unless the rules allow it now.
+                let refused = self.member_rules().refusal(&op);
                 if let Some(why) = refused {
                     return self.reply(to, Err(ClientError::Rejected(why)));
                 }
-                self.propose_member_change(
-                    to,
-                    deadline_tick,
-                    request_id,
-                    MemberChange::Add { id, addr },
-                );
-            }
-            ClientOp::RemoveNode { id } => {
-                if !self.kv.members().contains_key(&id) {
-                    return self.reply(
-                        to,
-                        Err(ClientError::Rejected(RejectReason::NotMember { id })),
-                    );
-                }
-                if self.kv.members().len() == 1 {
-                    return self.reply(to, Err(ClientError::Rejected(RejectReason::LastMember)));
-                }
-                if let Some(why) = self.quorum_after(None, Some(id)) {
-                    return self.reply(to, Err(ClientError::Rejected(why)));
-                }
-                self.propose_member_change(
-                    to,
-                    deadline_tick,
-                    request_id,
-                    MemberChange::Remove { id },
-                );
-            }
-            ClientOp::AddLearner {
-                id,
-                addr,
-                auto_promote,
-            } => {
-                let refused = self.new_member_refused(id, &addr);
-                if let Some(why) = refused {
-                    return self.reply(to, Err(ClientError::Rejected(why)));
-                }
-                let change = MemberChange::AddLearner {
-                    id,
-                    addr,
-                    auto_promote,
+                let change = match op {
+                    ClientOp::AddNode { id, addr } => MemberChange::Add { id, addr },
+                    ClientOp::RemoveNode { id } => MemberChange::Remove { id },
+                    ClientOp::AddLearner {
+                        id,
+                        addr,
+                        auto_promote,
+                    } => MemberChange::AddLearner {
+                        id,
+                        addr,
+                        auto_promote,
+                    },
+                    ClientOp::PromoteNode { id } => MemberChange::Promote { id },
+                    ClientOp::UpdateNode { id, addr } => {
+                        // A URL is no raft conf change: an ordinary entry that every replica
+                        // applies to its membership.
+                        let p = Proposal {
+                            request_id,
+                            command: crate::command::Command::SetPeerUrl { id, addr },
+                        };
+                        return self.propose(to, deadline_tick, PendingKind::Member, |raw| {
+                            raw.propose(vec![], p.encode())
+                        });
+                    }
+                    ClientOp::Get { .. }
+                    | ClientOp::GetLocal { .. }
+                    | ClientOp::Put { .. }
+                    | ClientOp::Delete { .. } => unreachable!("matched above"),
                 };
                 self.propose_member_change(to, deadline_tick, request_id, change);
             }
-            ClientOp::PromoteNode { id } => {
-                if let Some(why) = self.promotion_refused(id) {
-                    return self.reply(to, Err(ClientError::Rejected(why)));
-                }
-                let change = MemberChange::Promote { id };
-                self.propose_member_change(to, deadline_tick, request_id, change);
-            }
-            ClientOp::UpdateNode { id, addr } => {
-                let refused = if !self.kv.members().contains_key(&id) {
-                    Some(RejectReason::NotMember { id })
-                } else {
-                    self.url_in_use(id, &addr)
-                };
-                if let Some(why) = refused {
-                    return self.reply(to, Err(ClientError::Rejected(why)));
-                }
-                let p = Proposal {
-                    request_id,
-                    command: crate::command::Command::SetPeerUrl { id, addr },
-                };
-                self.propose(to, deadline_tick, PendingKind::Member, |raw| {
-                    raw.propose(vec![], p.encode())
-                });
-            }
+        }
+    }
+
+    /// The rules a membership change is checked against, as they stand now.
+    fn member_rules(&self) -> membership::Rules<'_> {
+        membership::Rules {
+            cfg: &self.cfg,
+            kv: &self.kv,
+            prs: self.raw.raft.prs(),
+            peers: &self.peers,
+            now_tick: self.now_tick,
+            last_index: self.raw.raft.raft_log.last_index(),
         }
     }
 
@@ -969,42 +890,17 @@ impl Node {
         });
     }
 
-    /// Why learner `id` may not be promoted now: not a learner, too far behind the leader's log
-    /// (a voter that cannot vote yet would count toward the quorum), or the quorum check.
-    fn promotion_refused(&self, id: u64) -> Option<RejectReason> {
-        if !self.kv.learners().contains_key(&id) {
-            return Some(RejectReason::NotLearner { id });
-        }
-        let last_index = self.raw.raft.raft_log.last_index();
-        let matched = self.raw.raft.prs().get(id).map_or(0, |p| p.matched);
-        // Caught up means it has acknowledged entries lately, not merely that the log is short:
-        // a learner that never started must never be promoted (the simulator caught one in a
-        // young cluster, whose four voters then lost their quorum to one crash).
-        let window = 2 * self.cfg.election_tick as u64;
-        let alive = self.peers.heard_within(id, self.now_tick, window);
-        if !alive
-            || matched == 0
-            || matched + self.cfg.compaction.catch_up_entries.max(1) < last_index
-        {
-            return Some(RejectReason::LearnerBehind {
-                id,
-                matched,
-                last_index,
-            });
-        }
-        self.quorum_after(Some(id), None)
-    }
-
     /// The leader promotes learners added with `auto_promote` once they have caught up, one
     /// membership change at a time. Runs outside Ready handling, like every proposal.
     fn promote_learners(&mut self) {
         if self.raw.raft.state != StateRole::Leader
             || self.raw.raft.has_pending_conf()
-            || self.removed_at_tick.is_some()
+            || self.membership.is_removed()
         {
             return;
         }
         let term = self.raw.raft.term;
+        let rules = self.member_rules();
         let ready = self
             .kv
             .learners()
@@ -1012,7 +908,7 @@ impl Node {
             .filter(|(_, auto)| **auto)
             .map(|(id, _)| *id)
             .find(|id| {
-                !self.peers.promoting_in(*id, term) && self.promotion_refused(*id).is_none()
+                !self.peers.promoting_in(*id, term) && rules.promotion_refused(*id).is_none()
             });
         if let Some(id) = ready {
             let change = MemberChange::Promote { id };
@@ -1025,48 +921,6 @@ impl Node {
                 self.peers.proposed_promotion(id, term);
             }
         }
-    }
-
-    /// etcd's strict reconfiguration check: refuse a change after which the voters this leader
-    /// has heard from lately (itself included) would fall short of a quorum. A new voter counts
-    /// toward the quorum before it has even started, and a dead one still counts: either makes a
-    /// cluster that can never commit again (the simulator found an operator removing a healthy
-    /// member while two others were lost, and another adding a voter beside a dead one).
-    fn quorum_after(&self, add: Option<u64>, remove: Option<u64>) -> Option<RejectReason> {
-        let mut voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
-        voters.extend(add);
-        voters.retain(|v| Some(*v) != remove);
-        let window = 2 * self.cfg.election_tick as u64;
-        let active = voters
-            .iter()
-            .filter(|&&v| v == self.cfg.id || self.peers.heard_within(v, self.now_tick, window))
-            .count();
-        let needed = voters.len() / 2 + 1;
-        (active < needed).then_some(RejectReason::WouldLoseQuorum { active, needed })
-    }
-
-    /// Why `id` at `addr` cannot join (as a voter or a learner), if it cannot.
-    fn new_member_refused(&self, id: u64, addr: &str) -> Option<RejectReason> {
-        if id == 0 {
-            Some(RejectReason::ZeroId)
-        } else if self.kv.was_removed(id) {
-            Some(RejectReason::IdRemoved { id })
-        } else if self.kv.members().contains_key(&id) {
-            Some(RejectReason::AlreadyMember { id })
-        } else {
-            self.url_in_use(id, addr)
-        }
-    }
-
-    fn url_in_use(&self, id: u64, addr: &str) -> Option<RejectReason> {
-        self.kv
-            .members()
-            .iter()
-            .find(|(other, a)| a.as_str() == addr && **other != id)
-            .map(|(other, _)| RejectReason::UrlInUse {
-                id: *other,
-                addr: addr.to_string(),
-            })
     }
 
     /// Planted bug only: answer the write just proposed as if it were applied.
@@ -1234,7 +1088,7 @@ impl Node {
     /// effort: they may be lost), then follower. Runs between Readies, before any input reaches
     /// raft-rs leading a configuration it is not in.
     fn step_down_if_removed(&mut self) {
-        if self.removed_at_tick.is_some() && self.raw.raft.state == StateRole::Leader {
+        if self.membership.is_removed() && self.raw.raft.state == StateRole::Leader {
             self.raw.raft.ping();
             let term = self.raw.raft.term;
             self.raw.raft.become_follower(term, raft::INVALID_ID);
@@ -1295,8 +1149,8 @@ impl Node {
             id: self.cfg.id,
             incarnation: self.identity.incarnation,
             addr: self
-                .own_url
-                .as_deref()
+                .membership
+                .own_url()
                 .or_else(|| self.kv.members().get(&self.cfg.id).map(|s| s.as_str()))
                 .unwrap_or(""),
         }
@@ -1603,7 +1457,7 @@ impl Node {
     /// handling (raft-rs forbids proposing between `ready` and `advance`). A proposal raft drops
     /// is made again in a later term.
     fn record_incarnations(&mut self) {
-        if self.raw.raft.state != StateRole::Leader || self.removed_at_tick.is_some() {
+        if self.raw.raft.state != StateRole::Leader || self.membership.is_removed() {
             return;
         }
         let term = self.raw.raft.term;
@@ -1792,37 +1646,14 @@ impl Node {
                 if let MemberChange::Promote { id } = &change {
                     self.peers.promoted(*id);
                 }
-                let ev = match &change {
-                    MemberChange::Add { id, addr } => Event::MemberAdded {
-                        id: *id,
-                        addr: addr.clone(),
-                    },
-                    MemberChange::AddLearner { id, addr, .. } => Event::LearnerAdded {
-                        id: *id,
-                        addr: addr.clone(),
-                    },
-                    MemberChange::Promote { id } => Event::LearnerPromoted { id: *id },
-                    MemberChange::Remove { id } => Event::MemberRemoved { id: *id },
-                };
+                let ev = membership::applied_event(&change);
                 self.actions.push(Action::Event(ev));
                 let members = self.kv.members().clone();
                 self.finish_proposal(e.index, e.term, Ok(ClientReply::Members(members)));
                 if matches!(change, MemberChange::Remove { id } if id == self.cfg.id) {
-                    // Linger as a voter of the old configuration for a while: peers that have
-                    // the removal in their log but have not applied it (raft-rs changes the
-                    // configuration on apply) still count this node in their quorum, and with
-                    // another member lost they could never elect without its vote. It stops
-                    // when a peer reports the removal applied, or when the linger ends. A leader
-                    // lingers too: it alone knows the removal is committed, and had it stopped at
-                    // once its followers would keep the old configuration, which counts it, and
-                    // with one more member lost never elect again (the simulator found this,
-                    // seed 896). raft-rs cannot lead a configuration it is not in (it panics
-                    // committing), so it steps down first (`step_down_if_removed`), with a last
-                    // round of heartbeats that carries the commit; it still votes in the old
-                    // configuration, so its peers elect a leader that commits the removal. While
-                    // it lingers it serves no request and proposes nothing.
+                    // It lingers as a voter before it stops (see `Membership::removed`).
                     self.actions.push(Action::Event(Event::RemovedFromCluster));
-                    self.removed_at_tick.get_or_insert(self.now_tick);
+                    self.membership.removed(self.now_tick);
                 }
             }
             Err(_) => self.skip_entry(e, RejectReason::ConfChangeRefused),
