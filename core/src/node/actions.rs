@@ -206,7 +206,9 @@ pub enum Event {
     Applied {
         index: u64,
         term: u64,
-        entry_hash: u64,
+        /// FNV-1a of the entry's type, data and context, when `NodeConfig::trace_applied` asks
+        /// for it (a checker comparing replicas); `None` otherwise.
+        entry_hash: Option<u64>,
         request_id: Option<RequestId>,
     },
 }

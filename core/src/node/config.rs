@@ -32,6 +32,10 @@ pub struct NodeConfig {
     pub snapshot_chunk_bytes: usize,
     /// Chunks of one snapshot transfer sent and not yet acknowledged, at most.
     pub snapshot_window_chunks: usize,
+    /// Hash every applied entry into its `Event::Applied` (`entry_hash`), for a checker that
+    /// compares replicas entry by entry (the simulator's). Off in production: it costs a pass
+    /// over every entry's bytes and nothing reads it.
+    pub trace_applied: bool,
 }
 
 impl NodeConfig {
@@ -52,6 +56,7 @@ impl NodeConfig {
             raft_rs_snapshot_campaign_guard: true,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_window_chunks: 4,
+            trace_applied: false,
         }
     }
 }

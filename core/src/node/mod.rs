@@ -38,6 +38,7 @@
 
 pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, RejectReason};
 mod actions;
+mod apply;
 mod config;
 mod errors;
 mod membership;
@@ -61,7 +62,7 @@ use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs};
 use crate::fileop::FileOp;
 use crate::health::{self, Readiness};
 use crate::identity::{Identity, UNKNOWN_CLUSTER};
-use crate::kv::{Applied, KvState};
+use crate::kv::KvState;
 use crate::msgcodec::Forward;
 use crate::msgcodec::{self, Recipient, Refusal};
 use crate::planted::{active as planted, PlantedBug};
@@ -78,7 +79,7 @@ use membership::{conf_change_of, Membership};
 use peers::Peers;
 use pending::{AwaitingLeader, Pending, PendingKind, PendingProposal, PendingRead};
 use persist::Persistence;
-use raft::eraftpb::{ConfChangeV2, Entry, EntryType, Message, Snapshot};
+use raft::eraftpb::{ConfChangeV2, Entry, Message, Snapshot};
 pub use raft::StateRole;
 use raft::{RawNode, SnapshotStatus};
 use snapshots::SnapshotLane;
@@ -1558,23 +1559,15 @@ impl Node {
             if e.index <= self.kv.applied_index() {
                 continue;
             }
-            let mut h = crate::rng::Fnv64::default();
-            h.update_u64(e.get_entry_type() as u64);
-            h.update(&e.data);
-            h.update(&e.context);
-            let request_id = if e.get_entry_type() == EntryType::EntryNormal {
-                Proposal::decode(&e.data).and_then(|p| p.request_id)
-            } else {
-                None
-            };
+            let decoded = apply::Decoded::of(&e);
             self.actions.push(Action::Event(Event::Applied {
                 index: e.index,
                 term: e.term,
-                entry_hash: h.finish(),
-                request_id,
+                entry_hash: self.cfg.trace_applied.then(|| apply::entry_hash(&e)),
+                request_id: decoded.request_id(),
             }));
-            match e.get_entry_type() {
-                EntryType::EntryNormal if e.data.is_empty() => {
+            match decoded {
+                apply::Decoded::Empty => {
                     self.kv.advance(e.index);
                     self.finish_proposal(
                         e.index,
@@ -1582,45 +1575,29 @@ impl Node {
                         Err(ClientError::Rejected(RejectReason::ChangeInProgress)),
                     );
                 }
-                EntryType::EntryNormal => match Proposal::decode(&e.data) {
-                    Some(p) => {
-                        if let crate::command::Command::RecordIncarnation { id, .. } = &p.command {
-                            self.peers.recorded(*id);
-                        }
-                        let result = match self.kv.apply_command(e.index, p.request_id, &p.command)
-                        {
-                            Applied::Fresh(r) | Applied::Duplicate(r) => {
-                                Ok(ClientReply::Written(r))
-                            }
-                            Applied::Stale => {
-                                Err(ClientError::Rejected(RejectReason::StaleRequest))
-                            }
-                            Applied::Admin(Ok(())) => {
-                                Ok(ClientReply::Members(self.kv.members().clone()))
-                            }
-                            Applied::Admin(Err(why)) => Err(ClientError::Rejected(why)),
-                        };
-                        self.finish_proposal(e.index, e.term, result);
+                apply::Decoded::Command(p) => {
+                    if let crate::command::Command::RecordIncarnation { id, .. } = &p.command {
+                        self.peers.recorded(*id);
                     }
-                    None => self.skip_entry(&e, RejectReason::Undecodable),
-                },
-                EntryType::EntryConfChange => match MemberProposal::decode(&e.context) {
-                    Some(mp) => self.apply_member_change(&e, mp.change),
-                    None => self.skip_entry(&e, RejectReason::Undecodable),
-                },
-                EntryType::EntryConfChangeV2 => {
-                    // Only raft's automatic leave-joint entry (empty) can appear: we never
-                    // propose joint changes.
-                    if e.data.is_empty() {
-                        if let Ok(cs) = self.raw.apply_conf_change(&ConfChangeV2::default()) {
-                            self.raw.mut_store().set_conf_state(cs);
-                        }
-                        self.kv.advance(e.index);
-                    } else {
-                        self.skip_entry(&e, RejectReason::JointChange);
-                    }
+                    let result = apply::apply_command(&mut self.kv, e.index, &p);
+                    self.finish_proposal(e.index, e.term, result);
                 }
+                apply::Decoded::Member(change) => self.apply_member_change(&e, change),
+                apply::Decoded::LeaveJoint => {
+                    if let Ok(cs) = self.raw.apply_conf_change(&ConfChangeV2::default()) {
+                        self.raw.mut_store().set_conf_state(cs);
+                    }
+                    self.kv.advance(e.index);
+                }
+                apply::Decoded::Skip(reason) => self.skip_entry(&e, reason),
             }
+            assert_eq!(
+                self.kv.applied_index(),
+                e.index,
+                "node {}: entry {} left applied at another index",
+                self.cfg.id,
+                e.index
+            );
         }
     }
 
