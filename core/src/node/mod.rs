@@ -47,12 +47,13 @@ mod pending;
 mod persist;
 mod restore;
 mod snapshots;
+mod transfers;
 
 pub use actions::{
     Action, DiskFailure, DiskJob, Event, FrameKind, Outgoing, SendOutcome, SnapshotJob,
 };
+use config::raft_config;
 pub use config::{no_leader_hold_ticks, Bootstrap, NodeConfig};
-use config::{raft_config, transfer_config};
 pub use errors::{NodeError, PeerError, StopReason};
 pub use restore::Restored;
 
@@ -70,10 +71,7 @@ use crate::rng::Rng;
 use crate::snapfile::{self, SnapshotMeta};
 use crate::storage::NodeStorage;
 pub use crate::transfer::ReadJob;
-use crate::transfer::{
-    Ack, AckStatus, ChunkOutcome, ChunkRefusal, Received, Receiver, SendFailure, SendStep, Senders,
-    SnapKey,
-};
+use crate::transfer::{ChunkOutcome, SendFailure, SendStep, SnapKey};
 use crate::wal::{HardStateRec, SnapshotMarker};
 use membership::{conf_change_of, Membership};
 use peers::Peers;
@@ -84,6 +82,7 @@ pub use raft::StateRole;
 use raft::{RawNode, SnapshotStatus};
 use snapshots::SnapshotLane;
 use std::collections::{BTreeMap, BTreeSet};
+use transfers::Transfers;
 
 /// Where a reply goes: the local shell, or back to the follower that forwarded the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,12 +149,8 @@ pub struct Node {
     held_until_identity: Option<Vec<Outgoing>>,
     /// Its own place in the membership: its peer URL, and whether it applied its own removal.
     membership: Membership,
-    /// Snapshot files this node streams to followers (as leader).
-    senders: Senders,
-    /// The snapshot file this node receives (as follower).
-    receiver: Receiver,
-    /// A received, verified snapshot that raft has taken and the next Ready installs.
-    received: Option<Box<Received>>,
+    /// Both ends of snapshot transfers, and the received file the next Ready installs.
+    transfers: Transfers,
     stopped: Option<StopReason>,
     /// Set by [`Node::shut_down`]: pending requests were answered; nothing more is processed.
     shut_down: bool,
@@ -232,9 +227,7 @@ impl Node {
             snapshots: SnapshotLane::new(snapshot_index, snapshots_on_disk),
             held_until_identity: fresh_identity.then(Vec::new),
             membership: Membership::default(),
-            senders: Senders::new(transfer_config(&cfg_transfer)),
-            receiver: Receiver::default(),
-            received: None,
+            transfers: Transfers::new(&cfg_transfer),
             stopped: None,
             shut_down: false,
             leader_commit: (0, 0),
@@ -307,11 +300,8 @@ impl Node {
             pending_reads: self.pending.read_count(),
             disk_job_in_flight: self.persist.in_flight_id().is_some(),
             snapshot_job_in_flight: self.snapshots.job_id().is_some(),
-            snapshot_sends: self.senders.len(),
-            snapshot_receiving: self
-                .receiver
-                .progress()
-                .map(|(k, received)| (k.index, received, k.file_bytes)),
+            snapshot_sends: self.transfers.sends(),
+            snapshot_receiving: self.transfers.receiving(),
         }
     }
 
@@ -335,10 +325,7 @@ impl Node {
             leader_commit,
             // The bound a learner must be within to be promoted: close enough to serve.
             bound: self.cfg.compaction.catch_up_entries,
-            receiving_snapshot: self
-                .receiver
-                .progress()
-                .map(|(k, received)| (k.index, received, k.file_bytes)),
+            receiving_snapshot: self.transfers.receiving(),
             is_member: self.kv.members().contains_key(&self.cfg.id),
             removed: self.membership.is_removed(),
             url_unconfirmed: self.membership.url_unconfirmed(),
@@ -640,9 +627,7 @@ impl Node {
                 bytes,
             } => self.on_snapshot_chunk(env.from, message, key, offset, bytes),
             msgcodec::Body::SnapshotAck(ack) => {
-                let mut steps = Vec::new();
-                self.senders
-                    .on_ack(env.from, ack, self.now_tick, &mut steps);
+                let steps = self.transfers.on_ack(env.from, ack, self.now_tick);
                 self.run_send_steps(steps);
                 Ok(())
             }
@@ -684,7 +669,7 @@ impl Node {
             SendOutcome::Delivered { .. } => {}
             SendOutcome::Failed { to, kind } => {
                 match kind {
-                    FrameKind::SnapshotChunk => self.senders.send_failed(to),
+                    FrameKind::SnapshotChunk => self.transfers.send_failed(to),
                     FrameKind::Forward { forward_id } => {
                         // Never reached the leader: definitely not applied, and waiting out the
                         // deadline would only turn that into "outcome unknown".
@@ -1218,13 +1203,19 @@ impl Node {
             index: key.index,
             file_bytes,
         }));
-        let mut steps = Vec::new();
-        self.senders.start(m, name, key, self.now_tick, &mut steps);
+        let steps = self.transfers.start(m, name, key, self.now_tick);
         self.run_send_steps(steps);
     }
 
     fn run_send_steps(&mut self, steps: Vec<SendStep>) {
         for step in steps {
+            let event = transfers::step_event(&step);
+            let damaged = match step {
+                SendStep::Failed { key, why, .. } if transfers::file_damaged(why) => {
+                    Some((snapfile::file_name(key.term, key.index), why))
+                }
+                _ => None,
+            };
             match step {
                 SendStep::Read(job) => self.actions.push(Action::Read(job)),
                 SendStep::Chunk {
@@ -1239,44 +1230,17 @@ impl Node {
                         msgcodec::encode_chunk(&self.sender(), inc, &message, key, offset, bytes);
                     self.push_send(to, FrameKind::SnapshotChunk, frame);
                 }
-                SendStep::Finished { to, key } => {
-                    self.raw.report_snapshot(to, SnapshotStatus::Finish);
-                    self.actions.push(Action::Event(Event::SnapshotSent {
-                        to,
-                        index: key.index,
-                    }));
+                SendStep::Finished { to, .. } => {
+                    self.raw.report_snapshot(to, SnapshotStatus::Finish)
                 }
-                SendStep::Failed { to, key, why } => {
-                    self.raw.report_snapshot(to, SnapshotStatus::Failure);
-                    self.actions.push(Action::Event(Event::SnapshotSendFailed {
-                        to,
-                        index: key.index,
-                        why,
-                    }));
-                    // Frames are checksummed on the wire, so a file that fails to verify at the
-                    // receiver is damaged here (a misdirected write, bit rot).
-                    if matches!(
-                        why,
-                        SendFailure::Refused(ChunkRefusal::BadChecksum | ChunkRefusal::BadFile)
-                    ) {
-                        self.set_aside_snapshot(snapfile::file_name(key.term, key.index), why);
-                    }
+                SendStep::Failed { to, .. } => {
+                    self.raw.report_snapshot(to, SnapshotStatus::Failure)
                 }
-                SendStep::Resumed { to, key, offset } => {
-                    self.actions.push(Action::Event(Event::SnapshotSendResumed {
-                        to,
-                        index: key.index,
-                        offset,
-                    }));
-                }
-                SendStep::Resent { to, key, offset } => {
-                    self.actions
-                        .push(Action::Event(Event::SnapshotChunksResent {
-                            to,
-                            index: key.index,
-                            offset,
-                        }));
-                }
+                SendStep::Resumed { .. } | SendStep::Resent { .. } => {}
+            }
+            self.actions.extend(event.map(Action::Event));
+            if let Some((name, why)) = damaged {
+                self.set_aside_snapshot(name, why);
             }
         }
     }
@@ -1305,8 +1269,7 @@ impl Node {
         }
         // Other followers' transfers of the same file end too (set aside above, so the failures
         // they report do not come back here for more).
-        let mut steps = Vec::new();
-        self.senders.abandon_file(&name, why, &mut steps);
+        let steps = self.transfers.abandon_file(&name, why);
         self.run_send_steps(steps);
     }
 
@@ -1316,9 +1279,7 @@ impl Node {
         if self.stopped.is_some() {
             return;
         }
-        let mut steps = Vec::new();
-        self.senders
-            .read_done(id, result.ok(), self.now_tick, &mut steps);
+        let steps = self.transfers.read_done(id, result.ok(), self.now_tick);
         self.run_send_steps(steps);
     }
 
@@ -1332,17 +1293,12 @@ impl Node {
     ) -> Result<(), PeerError> {
         let to = self.recipient(from);
         if message.term < self.raw.raft.term {
-            let ack = Ack {
-                key,
-                received: 0,
-                status: AckStatus::Refused(ChunkRefusal::StaleTerm),
-            };
-            let frame = msgcodec::encode_ack(&self.sender(), to, ack);
+            let frame = msgcodec::encode_ack(&self.sender(), to, transfers::stale_term_ack(key));
             self.push_send(from, FrameKind::Other, frame);
             return Err(PeerError::Raft("snapshot chunk from an older term".into()));
         }
         let committed = self.raw.raft.raft_log.committed;
-        let outcome = self.receiver.on_chunk(
+        let (outcome, replaced) = self.transfers.on_chunk(
             from,
             key,
             offset,
@@ -1351,14 +1307,7 @@ impl Node {
             committed,
             self.persist.ops(),
         );
-        if let Some((from, key, received_bytes)) = self.receiver.take_replaced() {
-            self.actions
-                .push(Action::Event(Event::SnapshotReceiveAbandoned {
-                    from,
-                    index: key.index,
-                    received_bytes,
-                }));
-        }
+        self.actions.extend(replaced.map(Action::Event));
         let (ack, gated) = match outcome {
             ChunkOutcome::Written { ack } => (ack, true),
             ChunkOutcome::AckNow { ack } => (ack, false),
@@ -1388,18 +1337,7 @@ impl Node {
                     .snapshot
                     .as_ref()
                     .is_some_and(|s| s.get_metadata().index == key.index);
-                if taken {
-                    // raft restores only the newest: an older one it took and has not installed
-                    // yet is never installed now, so its file goes.
-                    if let Some(older) = self.received.replace(received) {
-                        self.persist.ops().push(FileOp::Remove { name: older.tmp });
-                    }
-                } else {
-                    // raft did not need it after all (it caught up meanwhile).
-                    self.persist
-                        .ops()
-                        .push(FileOp::Remove { name: received.tmp });
-                }
+                self.transfers.received(received, taken, self.persist.ops());
                 (ack, true)
             }
         };
@@ -1418,28 +1356,13 @@ impl Node {
 
     /// Timers of both ends of snapshot transfers; transfers to peers that left end.
     fn tick_transfers(&mut self) {
-        if self.raw.raft.state != StateRole::Leader {
-            self.senders.retain(|_| false);
-        } else {
-            let prs = self.raw.raft.prs();
-            let ids: BTreeSet<u64> = prs.iter().map(|(id, _)| *id).collect();
-            self.senders.retain(|id| ids.contains(&id));
-        }
-        let mut steps = Vec::new();
-        self.senders.tick(self.now_tick, &mut steps);
+        let followers = (self.raw.raft.state == StateRole::Leader)
+            .then(|| self.raw.raft.prs().iter().map(|(id, _)| *id).collect());
+        let (steps, abandoned) = self
+            .transfers
+            .tick(followers, self.now_tick, self.persist.ops());
         self.run_send_steps(steps);
-        let give_up = transfer_config(&self.cfg).give_up_ticks;
-        if let Some((from, key, received_bytes)) =
-            self.receiver
-                .tick(self.now_tick, give_up, self.persist.ops())
-        {
-            self.actions
-                .push(Action::Event(Event::SnapshotReceiveAbandoned {
-                    from,
-                    index: key.index,
-                    received_bytes,
-                }));
-        }
+        self.actions.extend(abandoned.map(Action::Event));
     }
 
     fn reply(&mut self, to: ReplyTo, result: Result<ClientReply, ClientError>) {
@@ -1500,8 +1423,7 @@ impl Node {
         let leader = Some(leader_id).filter(|&l| l != 0);
         if was_leader && role != StateRole::Leader {
             self.fail_pending(ClientError::LeaderChanged { leader });
-            // raft forgot its followers' progress: the transfers it was waiting on are moot.
-            self.senders.retain(|_| false);
+            self.transfers.stop_sending();
         }
         // Requests forwarded to a node that is no longer the leader would otherwise wait out
         // their whole deadline (the old leader may be dead): answer them now, outcome unknown,
@@ -1676,9 +1598,8 @@ impl Node {
         }
         // raft only ever restores a snapshot this node stepped in after receiving its file.
         let received = self
-            .received
-            .take()
-            .filter(|r| (r.key.index, r.key.term) == (index, term))
+            .transfers
+            .take_received(index, term)
             .ok_or(StopReason::BadSnapshotFromLeader { index })?;
         let conf_state = cs_to_rec(meta.get_conf_state());
         if received.meta.conf_state != conf_state {
@@ -1807,7 +1728,10 @@ impl Node {
         // cluster under load would never let it catch up (measured: a 1 GiB transfer was sent
         // three times while 16 clients wrote; core/tests/cluster.rs
         // `a_follower_catches_up_under_load_with_one_snapshot` never converges without this).
-        let streaming = self.senders.oldest_index().map_or(u64::MAX, |i| i + 1);
+        let streaming = self
+            .transfers
+            .oldest_sent_index()
+            .map_or(u64::MAX, |i| i + 1);
         let ci = compaction::compact_index(&self.cfg.compaction, index).min(streaming);
         self.raw.mut_store().compact(ci);
         self.actions
@@ -1844,7 +1768,7 @@ impl Node {
         let segments = wal.purge_before(keep_from, purge_ops);
         let mut plan = plan;
         // A file streaming to a follower stays until its transfer ends (a later purge takes it).
-        plan.remove_snapshots.retain(|n| !self.senders.pinned(n));
+        plan.remove_snapshots.retain(|n| !self.transfers.pinned(n));
         let purge_ops = if early {
             self.persist.ops()
         } else {
