@@ -1634,22 +1634,16 @@ impl Node {
 
     fn maybe_snapshot(&mut self) {
         let applied = self.kv.applied_index();
-        let due =
-            compaction::should_snapshot(&self.cfg.compaction, applied, self.snapshots.index());
-        let wanted = self.snapshots.is_wanted() && {
-            let store = self.raw.store();
-            let current = store
+        let store = self.raw.store();
+        let stale_conf = || {
+            store
                 .latest_snapshot()
-                .is_none_or(|s| s.get_metadata().get_conf_state() != store.conf_state());
-            applied > self.snapshots.index() || current
+                .is_none_or(|s| s.get_metadata().get_conf_state() != store.conf_state())
         };
-        if self.snapshots.busy() {
-            // One at a time, and not beside startup's file removals; a wanted snapshot is asked
-            // for again once this one is saved.
-            return;
-        }
-        self.snapshots.clear_wanted();
-        if due || wanted {
+        if self
+            .snapshots
+            .should_start(&self.cfg.compaction, applied, stale_conf)
+        {
             self.create_snapshot();
         }
     }
@@ -1747,45 +1741,12 @@ impl Node {
 
     /// Removals run after this job's sync, so the new snapshot and marker are durable first.
     fn plan_purge(&mut self) {
-        let plan = compaction::plan_purge(
-            &self.cfg.compaction,
-            self.snapshots.on_disk(),
-            self.persist.wal().segments(),
-            self.persist.wal().marker_segments(),
-        );
-        let keep_from = if planted(PlantedBug::CompactPastSnapshot) {
-            self.persist.wal().current_seq()
-        } else {
-            plan.keep_wal_from_seq
-        };
-        // Removals wait for this job's sync (`post_sync`): the new marker must be durable first.
-        let early = planted(PlantedBug::PurgeBeforeMarkerDurable);
-        let (wal, purge_ops) = if early {
-            self.persist.wal_and_ops()
-        } else {
-            self.persist.wal_and_post_sync()
-        };
-        let segments = wal.purge_before(keep_from, purge_ops);
-        let mut plan = plan;
-        // A file streaming to a follower stays until its transfer ends (a later purge takes it).
-        plan.remove_snapshots.retain(|n| !self.transfers.pinned(n));
-        let purge_ops = if early {
-            self.persist.ops()
-        } else {
-            self.persist.post_sync()
-        };
-        for name in &plan.remove_snapshots {
-            purge_ops.push(FileOp::Remove { name: name.clone() });
-        }
-        if !plan.remove_snapshots.is_empty() {
-            purge_ops.push(FileOp::SyncDir);
-            self.snapshots.forget_all(&plan.remove_snapshots);
-        }
-        if segments > 0 || !plan.remove_snapshots.is_empty() {
-            self.actions.push(Action::Event(Event::Purged {
-                segments,
-                snapshots: plan.remove_snapshots.len(),
-            }));
-        }
+        let transfers = &self.transfers;
+        let purged = self
+            .snapshots
+            .purge(&self.cfg.compaction, &mut self.persist, |n| {
+                transfers.pinned(n)
+            });
+        self.actions.extend(purged.map(Action::Event));
     }
 }
