@@ -29,12 +29,19 @@
 //! and only once that file is durable does the node log its WAL marker and compact. Writes never
 //! wait for a snapshot to be serialised or synced.
 //!
-//! Sub-states with their own invariants live beside this file: `persist` (the next disk job and
-//! the one in flight; HardState monotone), `pending` (every request held and where its answer
-//! goes; tables bounded, each request answered once), `snapshots` (the snapshot lane: files on
-//! disk, one job at a time, never beside startup's; the index only moves forward), `peers`
-//! (what the node knows of its peers beyond the applied membership), and the snapshot transfer
-//! in `crate::transfer`.
+//! This file orchestrates: it drives raft-rs, calls the sub-states beside it and turns what
+//! they return into [`Action`]s. Each sub-state is a struct that owns its fields and asserts its
+//! invariants (in release builds too); input only ever gets a refusal. `persist` (the next disk
+//! job and the one in flight; HardState monotone), `pending` (every request held and where its
+//! answer goes; tables bounded, each request answered once), `snapshots` (the snapshot lane:
+//! files on disk, one job at a time, never beside startup's, when one starts, the purge after
+//! it; the index only moves forward), `transfers` (both ends of snapshot transfers, over
+//! `crate::transfer`, and the received file the next Ready installs), `peers` (what the node
+//! knows of its peers beyond the applied membership), `membership` (its own peer URL and
+//! removal, and the rules a membership change must pass). Beside them, functions without state:
+//! `restore` (what a starting node is built from), `apply` (one committed entry decoded once).
+//! The public types live in `config` ([`NodeConfig`], [`Bootstrap`]), `actions` ([`Action`],
+//! [`Event`], ...) and `errors` ([`StopReason`], [`NodeError`], [`PeerError`]), re-exported here.
 
 pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, RejectReason};
 mod actions;
@@ -144,7 +151,6 @@ pub struct Node {
     peers: Peers,
     /// The snapshots on disk, the snapshot job, the startup job it may not run beside.
     snapshots: SnapshotLane,
-    /// Incarnations proposed for recording and not yet applied: member id -> term proposed in.
     /// Frames held until the startup job that writes a fresh identity file completes.
     held_until_identity: Option<Vec<Outgoing>>,
     /// Its own place in the membership: its peer URL, and whether it applied its own removal.

@@ -1,6 +1,7 @@
 //! The snapshot lane, a sub-state: the snapshots this node holds on disk, the one snapshot job
 //! in flight, whether raft asked for a snapshot storage could not serve, and the startup job
-//! (recovery's file removals) that no snapshot job may run beside.
+//! (recovery's file removals) that no snapshot job may run beside; when a job starts
+//! (`should_start`, `compaction.rs`'s rule or raft's wish) and the purge after a new snapshot.
 //!
 //! Invariants (asserted, in release builds too):
 //! - at most one snapshot job at a time, and none while the startup job is in flight (the two
@@ -175,7 +176,7 @@ impl SnapshotLane {
                 .all(|s| !plan.remove_snapshots.contains(&s.name)),
             "a purged snapshot is still on disk"
         );
-        (segments > 0 || !plan.remove_snapshots.is_empty()).then(|| Event::Purged {
+        (segments > 0 || !plan.remove_snapshots.is_empty()).then_some(Event::Purged {
             segments,
             snapshots: plan.remove_snapshots.len(),
         })
