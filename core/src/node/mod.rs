@@ -29,536 +29,72 @@
 //! and only once that file is durable does the node log its WAL marker and compact. Writes never
 //! wait for a snapshot to be serialised or synced.
 //!
-//! Sub-states with their own invariants live beside this file: `persist` (the next disk job and
-//! the one in flight; HardState monotone), `pending` (every request held and where its answer
-//! goes; tables bounded, each request answered once), `snapshots` (the snapshot lane: files on
-//! disk, one job at a time, never beside startup's; the index only moves forward), `peers`
-//! (what the node knows of its peers beyond the applied membership), and the snapshot transfer
-//! in `crate::transfer`.
+//! This file orchestrates: it drives raft-rs, calls the sub-states beside it and turns what
+//! they return into [`Action`]s. Each sub-state is a struct that owns its fields and asserts its
+//! invariants (in release builds too); input only ever gets a refusal. `persist` (the next disk
+//! job and the one in flight; HardState monotone), `pending` (every request held and where its
+//! answer goes; tables bounded, each request answered once), `snapshots` (the snapshot lane:
+//! files on disk, one job at a time, never beside startup's, when one starts, the purge after
+//! it; the index only moves forward), `transfers` (both ends of snapshot transfers, over
+//! `crate::transfer`, and the received file the next Ready installs), `peers` (what the node
+//! knows of its peers beyond the applied membership), `membership` (its own peer URL and
+//! removal, and the rules a membership change must pass), `spare` (the WAL's next segment,
+//! zero-filled off its lane). Beside them, functions without state: `restore` (what a starting
+//! node is built from), `apply` (one committed entry decoded once), `raft_rs_guard` (repairs of
+//! messages raft-rs 0.7 gets wrong).
+//! The public types live in `config` ([`NodeConfig`], [`Bootstrap`]), `actions` ([`Action`],
+//! [`Event`], ...) and `errors` ([`StopReason`], [`NodeError`], [`PeerError`]), re-exported here.
 
 pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, RejectReason};
+mod actions;
+mod apply;
+mod config;
+mod errors;
+mod membership;
 mod peers;
 mod pending;
 mod persist;
 mod raft_rs_guard;
+mod restore;
 mod snapshots;
 mod spare;
+mod transfers;
+
+pub use actions::{
+    Action, DiskFailure, DiskJob, Event, FrameKind, Outgoing, SendOutcome, SnapshotJob,
+};
+use config::raft_config;
+pub use config::{no_leader_hold_ticks, Bootstrap, NodeConfig};
+pub use errors::{NodeError, PeerError, StopReason};
+pub use restore::Restored;
 
 use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
-use crate::compaction::{self, CompactionConfig, SnapshotOnDisk};
-use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs, rec_to_entry, rec_to_hs};
+use crate::compaction::{self, SnapshotOnDisk};
+use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs};
 use crate::fileop::FileOp;
 use crate::health::{self, Readiness};
 use crate::identity::{Identity, UNKNOWN_CLUSTER};
-use crate::kv::{Applied, KvState, SnapshotEncoder};
+use crate::kv::KvState;
 use crate::msgcodec::Forward;
-use crate::msgcodec::{self, DecodeError, Recipient, Refusal};
+use crate::msgcodec::{self, Recipient, Refusal};
 use crate::planted::{active as planted, PlantedBug};
-use crate::recovery::{Recovered, RecoveryReport};
 use crate::rng::Rng;
-use crate::snapfile::{self, SnapshotFile, SnapshotMeta};
+use crate::snapfile::{self, SnapshotMeta};
 use crate::storage::NodeStorage;
 pub use crate::transfer::ReadJob;
-use crate::transfer::{
-    Ack, AckStatus, ChunkOutcome, ChunkRefusal, Received, Receiver, SendFailure, SendStep, Senders,
-    SnapKey, TransferConfig,
-};
-use crate::wal::{HardStateRec, Record, SnapshotMarker, WalConfig, WalIdentity, WalWriter};
+use crate::transfer::{ChunkOutcome, SendFailure, SendStep, SnapKey};
+use crate::wal::{HardStateRec, SnapshotMarker};
+use membership::{conf_change_of, Membership};
 use peers::Peers;
 use pending::{AwaitingLeader, Pending, PendingKind, PendingProposal, PendingRead};
 use persist::Persistence;
-use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
-};
+use raft::eraftpb::{ConfChangeV2, Entry, Message, Snapshot};
 pub use raft::StateRole;
 use raft::{RawNode, SnapshotStatus};
 use snapshots::SnapshotLane;
 use spare::Spares;
 use std::collections::{BTreeMap, BTreeSet};
-use thiserror::Error;
-
-/// Static configuration of one node.
-#[derive(Clone, Debug)]
-pub struct NodeConfig {
-    pub id: u64,
-    /// Seeds every random choice the node makes (election timeouts).
-    pub seed: u64,
-    pub election_tick: usize,
-    pub heartbeat_tick: usize,
-    pub max_size_per_msg_bytes: u64,
-    pub max_inflight_msgs: usize,
-    pub max_uncommitted_bytes: u64,
-    pub compaction: CompactionConfig,
-    pub wal: WalConfig,
-    pub max_pending_proposals: usize,
-    pub max_pending_reads: usize,
-    /// Draw election timeouts from `seed` (always on outside the test that proves it matters).
-    pub seeded_election_timeout: bool,
-    /// Work around raft-rs 0.7's campaign-after-snapshot panic (see `snapshot_unpersisted`).
-    /// Always on outside the regression test that reproduces the raft-rs bug.
-    pub raft_rs_snapshot_campaign_guard: bool,
-    /// Repair raft-rs 0.7's appends whose batched entries do not follow their index (see
-    /// `node::raft_rs_guard`). Always on outside the test that reproduces the raft-rs bug.
-    pub raft_rs_batch_append_guard: bool,
-    /// Snapshot files travel in chunks of this size (they must fit a peer frame with room for
-    /// the envelope), and are written in pieces of this size.
-    pub snapshot_chunk_bytes: usize,
-    /// Chunks of one snapshot transfer sent and not yet acknowledged, at most.
-    pub snapshot_window_chunks: usize,
-    /// Prepare the WAL's next segment off its lane (zeros written and synced by an
-    /// [`Action::Prepare`] job) so a cut renames it into place; off, cuts create and preallocate
-    /// the file on the WAL's lane (see `node::spare`).
-    pub wal_spare_segments: bool,
-}
-
-impl NodeConfig {
-    pub fn new(id: u64, seed: u64) -> Self {
-        NodeConfig {
-            id,
-            seed,
-            election_tick: 10,
-            heartbeat_tick: 1,
-            max_size_per_msg_bytes: 1 << 20,
-            max_inflight_msgs: 256,
-            max_uncommitted_bytes: 64 << 20,
-            compaction: CompactionConfig::default(),
-            wal: WalConfig::default(),
-            max_pending_proposals: 4096,
-            max_pending_reads: 4096,
-            seeded_election_timeout: true,
-            raft_rs_snapshot_campaign_guard: true,
-            raft_rs_batch_append_guard: true,
-            snapshot_chunk_bytes: 1 << 20,
-            snapshot_window_chunks: 4,
-            wal_spare_segments: true,
-        }
-    }
-}
-
-/// How a node with an empty data directory starts.
-#[derive(Clone, Debug)]
-pub enum Bootstrap {
-    /// One of the initial members of a new cluster (all of them start with the same members).
-    NewCluster { members: BTreeMap<u64, String> },
-    /// Added to a running cluster with `AddNode`; waits for the leader's snapshot. `members`
-    /// are the known peers until then.
-    Join { members: BTreeMap<u64, String> },
-}
-
-/// A batch of file operations to execute in order; report completion with `disk_done(id)`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskJob {
-    pub id: u64,
-    pub ops: Vec<FileOp>,
-}
-
-/// An encoded peer message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outgoing {
-    pub to: u64,
-    /// What the frame carries: report it back in [`SendOutcome`], so the node knows what a failed
-    /// send lost.
-    pub kind: FrameKind,
-    pub bytes: Vec<u8>,
-}
-
-/// What an outgoing frame carries, as far as a failed send matters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FrameKind {
-    /// A raft message (raft learns the peer is unreachable).
-    Raft,
-    /// A chunk of a snapshot file (the transfer goes back to what the receiver has).
-    SnapshotChunk,
-    /// A client request forwarded to the leader: if it never left, the request was not applied,
-    /// and its client is told so at once.
-    Forward { forward_id: u64 },
-    /// Anything else (replies, acknowledgements, notices).
-    Other,
-}
-
-/// Things worth logging (and counting): the seed article's log lines among them. Serialises as
-/// a JSON object with a `type` (the variant in snake case) and the variant's fields, so a trace
-/// is read by field, not by parsing Debug text.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Event {
-    /// The node started from its data directory (first event of every start).
-    Booted {
-        kind: crate::boot::BootKind,
-        cluster_id: u64,
-        incarnation: u64,
-    },
-    LoadingSnapshot {
-        term: u64,
-        index: u64,
-    },
-    Recovered {
-        report: RecoveryReport,
-        entry_count: usize,
-        commit: u64,
-        /// The HardState recovered from the WAL (before any clamping).
-        hard_state: HardStateRec,
-    },
-    /// A job holding this HardState completed: it is durable.
-    Durable {
-        hard_state: HardStateRec,
-    },
-    CommitClamped {
-        from: u64,
-        to: u64,
-    },
-    /// raft-rs batched entries into an append whose index they do not follow; the node moved
-    /// the message's index back to them (see `node::raft_rs_guard`).
-    AppendReindexed {
-        to: u64,
-        index_was: u64,
-        index: u64,
-    },
-    /// The same, but the term before the entries was unknown: they were not sent.
-    AppendEntriesDropped {
-        to: u64,
-        count: usize,
-    },
-    StartSnapshot {
-        applied_index: u64,
-        last_snapshot_index: u64,
-    },
-    SnapshotSaved {
-        term: u64,
-        index: u64,
-    },
-    /// A local snapshot finished after a newer one from the leader was installed: discarded.
-    SnapshotSuperseded {
-        index: u64,
-    },
-    CompactedLog {
-        index: u64,
-    },
-    SnapshotInstalled {
-        term: u64,
-        index: u64,
-    },
-    Purged {
-        segments: usize,
-        snapshots: usize,
-    },
-    RoleChanged {
-        term: u64,
-        #[serde(serialize_with = "role_name")]
-        role: StateRole,
-        leader: u64,
-    },
-    MemberAdded {
-        id: u64,
-        addr: String,
-    },
-    MemberRemoved {
-        id: u64,
-    },
-    LearnerAdded {
-        id: u64,
-        addr: String,
-    },
-    LearnerPromoted {
-        id: u64,
-    },
-    RemovedFromCluster,
-    EntrySkipped {
-        index: u64,
-        reason: RejectReason,
-    },
-    /// A joining node learned its cluster's id from the first member that reached it.
-    ClusterAdopted {
-        cluster_id: u64,
-        from: u64,
-    },
-    /// The leader proposed recording a member's incarnation (first contact).
-    IncarnationProposed {
-        id: u64,
-        incarnation: u64,
-    },
-    /// A peer's frame was refused because of who sent it (identity), not how it was encoded.
-    PeerRefused {
-        from: u64,
-        #[serde(serialize_with = "display")]
-        error: PeerError,
-    },
-    /// Started on a peer URL its directory does not know; waiting for a member to reach it there.
-    PeerUrlUnconfirmed {
-        recorded: String,
-        flag: String,
-    },
-    /// A member reached this node at its new peer URL.
-    PeerUrlConfirmed {
-        url: String,
-    },
-    /// The node stopped; no further input is processed.
-    Stopped {
-        #[serde(serialize_with = "display")]
-        reason: StopReason,
-    },
-    /// The leader began streaming its snapshot file to a follower.
-    SnapshotSendStarted {
-        to: u64,
-        index: u64,
-        file_bytes: u64,
-    },
-    /// A follower had part of this snapshot from an earlier transfer: sending resumes there.
-    SnapshotSendResumed {
-        to: u64,
-        index: u64,
-        offset: u64,
-    },
-    /// Chunks from `offset` on are sent again (one was lost, reordered or corrupted).
-    SnapshotChunksResent {
-        to: u64,
-        index: u64,
-        offset: u64,
-    },
-    SnapshotSent {
-        to: u64,
-        index: u64,
-    },
-    SnapshotSendFailed {
-        to: u64,
-        index: u64,
-        #[serde(serialize_with = "display")]
-        why: SendFailure,
-    },
-    /// A follower found the leader's snapshot file damaged: it is set aside and a new one made.
-    SnapshotSetAside {
-        name: String,
-    },
-    /// A follower received a whole snapshot file and verified it.
-    SnapshotReceived {
-        from: u64,
-        index: u64,
-        file_bytes: u64,
-    },
-    /// A follower refused a snapshot file (it does not verify).
-    SnapshotRefused {
-        from: u64,
-        index: u64,
-        why: ChunkRefusal,
-    },
-    /// A snapshot transfer fell silent, or gave way to a newer snapshot; its partial file was
-    /// removed.
-    SnapshotReceiveAbandoned {
-        from: u64,
-        index: u64,
-        received_bytes: u64,
-    },
-    /// An entry was applied (one per entry; shells may ignore it, checkers compare replicas).
-    Applied {
-        index: u64,
-        term: u64,
-        entry_hash: u64,
-        request_id: Option<RequestId>,
-    },
-}
-
-/// A role by its name in traces: `follower`, `candidate`, `leader`, `pre_candidate`.
-fn role_name<S: serde::Serializer>(role: &StateRole, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(match role {
-        StateRole::Follower => "follower",
-        StateRole::Candidate => "candidate",
-        StateRole::Leader => "leader",
-        StateRole::PreCandidate => "pre_candidate",
-    })
-}
-
-/// An error by its message (it names its own fields).
-fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-/// Serialise the state machine as of `meta.index` and write it as a snapshot file. CPU-heavy and
-/// a large write, so a shell runs it beside (never inside) the WAL's disk jobs: execute the ops of
-/// [`SnapshotJob::write`] in order as it yields them, then report with
-/// `snapshot_saved(id, file_bytes)`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SnapshotJob {
-    pub id: u64,
-    pub meta: SnapshotMeta,
-    /// A clone of the state at `meta.index`: persistent maps, so taking it cost O(1) and later
-    /// writes do not reach it.
-    state: KvState,
-    piece_bytes: usize,
-}
-
-impl SnapshotJob {
-    /// The file's length, and its ops: the payload is encoded piece by piece as the ops are
-    /// taken, so memory stays at one piece whatever the state's size. Pure: any thread.
-    pub fn write(&self) -> (u64, impl Iterator<Item = FileOp> + '_) {
-        debug_assert_eq!(self.state.applied_index(), self.meta.index);
-        let data_len = SnapshotEncoder::encoded_len(&self.state);
-        let pieces = SnapshotEncoder::new(&self.state, self.piece_bytes);
-        let file_bytes = snapfile::file_len(&self.meta, data_len);
-        (
-            file_bytes,
-            snapfile::StreamWriter::new(&self.meta, data_len, pieces),
-        )
-    }
-}
-
-impl std::fmt::Debug for SnapshotJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SnapshotJob({}, {:?})", self.id, self.meta)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    Disk(DiskJob),
-    /// Runs concurrently with `Disk` jobs; at most one at a time.
-    Snapshot(SnapshotJob),
-    /// Read part of a snapshot file (to stream it to a follower); runs beside both lanes, on a
-    /// file no job writes or removes while it is read.
-    Read(ReadJob),
-    /// Prepares a file the WAL will need (its next segment, zero-filled), beside the WAL's
-    /// jobs: never inside that lane, since it writes a whole segment. At most one at a time;
-    /// report with `disk_done(id)` or `disk_failed(id, ..)`.
-    Prepare(DiskJob),
-    Send(Outgoing),
-    Reply {
-        handle: u64,
-        result: Result<ClientReply, ClientError>,
-    },
-    Event(Event),
-}
-
-/// A disk job that failed; the shell reports it with [`Node::disk_failed`]. Never retried: after
-/// a failed fsync the kernel may already have dropped the dirty pages.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-#[error("{op} failed on {}: {kind}", file.as_deref().unwrap_or("the data directory"))]
-pub struct DiskFailure {
-    /// The operation that failed (`write`, `fsync`, `rename`, ...).
-    pub op: &'static str,
-    pub file: Option<String>,
-    pub kind: std::io::ErrorKind,
-}
-
-/// What became of an `Action::Send`, reported with [`Node::sent`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SendOutcome {
-    /// Handed to the transport.
-    Delivered { to: u64, kind: FrameKind },
-    /// Never sent whole (no address, queue full, connection refused or in backoff, a write
-    /// failed before the frame's last byte): the peer cannot have received it.
-    Failed { to: u64, kind: FrameKind },
-}
-
-/// Why a node stopped. One list: shells and the simulator match on it, never on text.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub enum StopReason {
-    #[error("removed from the cluster")]
-    Removed,
-    #[error("node {by} reports that this node was removed from the cluster")]
-    RemovedReported { by: u64 },
-    #[error(
-        "disk job {job} failed: {failure}; stopping (a failed write or fsync is never retried)"
-    )]
-    Disk { job: u64, failure: DiskFailure },
-    #[error(
-        "member {by} refuses this node: the cluster knows node {id} as incarnation {recorded:#x}, \
-         but this data directory is incarnation {mine:#x}. The directory was wiped or replaced \
-         since node {id} last ran, so it no longer holds what node {id} acknowledged and must not \
-         vote. Replace the member: add a new member with a new id (learner first), start it with \
-         --join on an empty directory, then remove node {id} (see README, \"Replacing a failed node\")"
-    )]
-    NotRecognized {
-        by: u64,
-        id: u64,
-        recorded: u64,
-        mine: u64,
-    },
-    #[error(
-        "leader {leader} believes this node holds entries up to {commit} but its log ends at \
-         {last_index}: the data directory lost writes it had synced (an old copy restored, or a \
-         disk that lies about fsync). It must not vote; replace the member (see README)"
-    )]
-    LogBehindLeader {
-        leader: u64,
-        commit: u64,
-        last_index: u64,
-    },
-    #[error("the snapshot at index {index} from the leader does not decode")]
-    BadSnapshotFromLeader { index: u64 },
-    #[error(
-        "--cluster gives this node the peer URL {flag}, but its data directory knows it as \
-         {recorded}, and no member reached it at {flag} within {waited_ticks} ticks: the cluster \
-         still dials {recorded}. Start it with {recorded}, or change the URL through the \
-         membership first (PUT /v1/members/{id} on any member with {{\"peer_url\": \"{flag}\"}}), \
-         then restart it with the new one"
-    )]
-    PeerUrlNotConfirmed {
-        id: u64,
-        recorded: String,
-        flag: String,
-        waited_ticks: u64,
-    },
-}
-
-/// A node started with a peer URL its directory does not know (see `boot`): confirmed by the
-/// first frame a member sends it there, or it stops at `deadline_tick`.
-#[derive(Clone, Debug)]
-struct UrlChange {
-    recorded: String,
-    flag: String,
-    deadline_tick: u64,
-}
-
-/// Ticks a node that applied its own removal keeps answering votes (see `apply_member_change`).
-fn linger_ticks(cfg: &NodeConfig) -> u64 {
-    10 * cfg.election_tick as u64
-}
-
-/// Ticks a request that finds no leader is held for one to be elected: the longest election
-/// timeout raft draws (`[election_tick, 2 * election_tick)`), so a follower that lost its leader
-/// has campaigned once before the request is answered `NoLeader`, and a client is never kept
-/// for its whole deadline only to learn nothing.
-pub fn no_leader_hold_ticks(cfg: &NodeConfig) -> u64 {
-    2 * cfg.election_tick as u64
-}
-
-/// Ticks a node started on a changed peer URL waits for a member to reach it there.
-fn url_confirm_ticks(cfg: &NodeConfig) -> u64 {
-    20 * cfg.election_tick as u64
-}
-
-#[derive(Debug, Error)]
-pub enum NodeError {
-    #[error("raft: {0}")]
-    Raft(#[from] raft::Error),
-    #[error("state-machine snapshot does not decode")]
-    BadSnapshot,
-    #[error("data directory belongs to a node that was removed from the cluster")]
-    Removed,
-}
-
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
-pub enum PeerError {
-    #[error("undecodable frame: {0}")]
-    Decode(#[from] DecodeError),
-    #[error("frame for cluster {0:#x}")]
-    WrongCluster(u64),
-    #[error("frame for node {0}")]
-    WrongRecipient(u64),
-    #[error("frame for incarnation {addressed:#x} of this node, which is {mine:#x}")]
-    OldIncarnation { addressed: u64, mine: u64 },
-    #[error("frame from node {from} incarnation {sent:#x}; the membership records {recorded:#x}")]
-    StaleIncarnation { from: u64, sent: u64, recorded: u64 },
-    #[error("frame from unknown or removed node {0}")]
-    UnknownSender(u64),
-    #[error("heartbeat commits {commit} beyond this node's last index {last_index}")]
-    CommitBeyondLog { commit: u64, last_index: u64 },
-    #[error("raft refused the message: {0}")]
-    Raft(String),
-    #[error("campaign deferred until the installed snapshot is durable")]
-    CampaignDeferred,
-    #[error("node stopped")]
-    Stopped,
-}
+use transfers::Transfers;
 
 /// Where a reply goes: the local shell, or back to the follower that forwarded the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -622,75 +158,18 @@ pub struct Node {
     snapshots: SnapshotLane,
     /// The WAL's next segment, prepared off its lane.
     spares: Spares,
-    /// Incarnations proposed for recording and not yet applied: member id -> term proposed in.
     /// Frames held until the startup job that writes a fresh identity file completes.
     held_until_identity: Option<Vec<Outgoing>>,
-    /// When this node applied its own removal (it lingers, then stops).
-    removed_at_tick: Option<u64>,
-    /// The peer URL this node listens on (its flags), advertised in every frame.
-    own_url: Option<String>,
-    url_change: Option<UrlChange>,
-    /// Snapshot files this node streams to followers (as leader).
-    senders: Senders,
-    /// The snapshot file this node receives (as follower).
-    receiver: Receiver,
-    /// A received, verified snapshot that raft has taken and the next Ready installs.
-    received: Option<Box<Received>>,
+    /// Its own place in the membership: its peer URL, and whether it applied its own removal.
+    membership: Membership,
+    /// Both ends of snapshot transfers, and the received file the next Ready installs.
+    transfers: Transfers,
     stopped: Option<StopReason>,
     /// Set by [`Node::shut_down`]: pending requests were answered; nothing more is processed.
     shut_down: bool,
     /// (term, commit) the highest commit index a leader of that term sent this node, for
     /// readiness ("caught up" is measured against the leader's commit, not this node's own).
     leader_commit: (u64, u64),
-}
-
-/// What recovery found, with the state machine already decoded from its snapshot (boot checks
-/// the membership in it before the node starts).
-pub struct Restored {
-    pub recovered: Recovered,
-    pub kv: KvState,
-}
-
-fn transfer_config(cfg: &NodeConfig) -> TransferConfig {
-    let election = cfg.election_tick as u64;
-    TransferConfig {
-        chunk_bytes: cfg.snapshot_chunk_bytes,
-        window_chunks: cfg.snapshot_window_chunks,
-        resend_ticks: (election / 2).max(1),
-        give_up_ticks: 10 * election,
-    }
-}
-
-fn raft_config(cfg: &NodeConfig, applied: u64) -> raft::Config {
-    raft::Config {
-        id: cfg.id,
-        election_tick: cfg.election_tick,
-        heartbeat_tick: cfg.heartbeat_tick,
-        applied,
-        max_size_per_msg: cfg.max_size_per_msg_bytes,
-        max_inflight_msgs: cfg.max_inflight_msgs,
-        check_quorum: true,
-        pre_vote: true,
-        batch_append: true,
-        max_uncommitted_size: cfg.max_uncommitted_bytes,
-        max_committed_size_per_ready: 16 << 20,
-        ..Default::default()
-    }
-}
-
-/// The raft conf change that carries a membership change.
-fn conf_change_of(change: &MemberChange) -> ConfChange {
-    let mut cc = ConfChange::default();
-    let (t, id) = match change {
-        MemberChange::Add { id, .. } | MemberChange::Promote { id } => {
-            (ConfChangeType::AddNode, id)
-        }
-        MemberChange::AddLearner { id, .. } => (ConfChangeType::AddLearnerNode, id),
-        MemberChange::Remove { id } => (ConfChangeType::RemoveNode, id),
-    };
-    cc.set_change_type(t);
-    cc.node_id = *id;
-    cc
 }
 
 /// The `Snapshot` raft sees: metadata and a descriptor of the file (never the state itself).
@@ -720,127 +199,14 @@ impl Node {
     ) -> Result<Node, NodeError> {
         assert_eq!(identity.node_id, cfg.id, "identity of another node");
         let fresh_identity = !first_ops.is_empty();
-        let id = WalIdentity {
-            cluster_id: identity.cluster_id,
-            node_id: cfg.id,
-        };
-        let mut ops = first_ops;
-        let mut storage = NodeStorage::new();
-        let mut events = Vec::new();
-        let mut snapshots_on_disk = Vec::new();
-        let (kv, wal) = match restored {
-            Some(Restored { recovered: rec, kv }) => {
-                ops.extend(rec.ops.iter().cloned());
-                // New segments carry the id the log was created with (a joiner's stays unknown
-                // after it adopts its cluster's: the identity file is the authority), so every
-                // segment of one log agrees.
-                let id = WalIdentity {
-                    cluster_id: rec.wal.header.cluster_id,
-                    node_id: cfg.id,
-                };
-                let mut wal = WalWriter::resume(id, cfg.wal, &rec.wal, &mut ops);
-                if let Some(file) = &rec.snapshot {
-                    events.push(Event::LoadingSnapshot {
-                        term: file.meta.term,
-                        index: file.meta.index,
-                    });
-                    storage.apply_snapshot(make_snapshot(&file.meta, rec.snapshot_file_bytes));
-                }
-                if kv.was_removed(cfg.id) {
-                    return Err(NodeError::Removed);
-                }
-                let entries: Vec<Entry> = rec.entries.iter().map(rec_to_entry).collect();
-                storage.append(&entries);
-                let mut hs = rec_to_hs(&rec.hard_state);
-                let last = storage.last_index();
-                if hs.commit > last {
-                    // Commit is only a hint that raft re-learns from the leader; lowering it is
-                    // safe, claiming entries we do not have is not.
-                    events.push(Event::CommitClamped {
-                        from: hs.commit,
-                        to: last,
-                    });
-                    hs.commit = last;
-                }
-                let snap_hs = storage.hard_state().clone();
-                hs.commit = hs.commit.max(snap_hs.commit);
-                hs.term = hs.term.max(snap_hs.term);
-                storage.set_hard_state(hs);
-                events.push(Event::Recovered {
-                    report: rec.report.clone(),
-                    entry_count: rec.entries.len(),
-                    commit: storage.hard_state().commit,
-                    hard_state: rec.hard_state,
-                });
-                snapshots_on_disk = rec
-                    .snapshots_on_disk
-                    .iter()
-                    .map(|(name, term, index)| SnapshotOnDisk {
-                        name: name.clone(),
-                        term: *term,
-                        index: *index,
-                    })
-                    .collect();
-                wal.flush(&mut ops);
-                (kv, wal)
-            }
-            None => match &bootstrap {
-                Bootstrap::NewCluster { members } => {
-                    // boot refuses such flags with an error before getting here.
-                    assert!(
-                        members.contains_key(&cfg.id),
-                        "node {} is not among the initial members",
-                        cfg.id
-                    );
-                    // Every initial member writes the same first snapshot at (index 1, term 1):
-                    // the initial configuration and member addresses, as ordinary durable state.
-                    let mut wal = WalWriter::create(id, cfg.wal, 2, &mut ops);
-                    let mut kv = KvState::with_members(members.clone());
-                    kv.advance(1);
-                    let cs = raft::eraftpb::ConfState {
-                        voters: members.keys().copied().collect(),
-                        ..Default::default()
-                    };
-                    let meta = SnapshotMeta {
-                        index: 1,
-                        term: 1,
-                        conf_state: cs_to_rec(&cs),
-                    };
-                    let file = SnapshotFile {
-                        meta: meta.clone(),
-                        data: kv.encode_snapshot(),
-                    };
-                    let file_bytes = snapfile::file_len(&meta, file.data.len() as u64);
-                    let name = snapfile::write_ops(&file, &mut ops);
-                    wal.append(
-                        &Record::Snapshot(SnapshotMarker {
-                            index: 1,
-                            term: 1,
-                            conf_state: meta.conf_state.clone(),
-                            log_reset: true,
-                        }),
-                        &mut ops,
-                    );
-                    storage.apply_snapshot(make_snapshot(&meta, file_bytes));
-                    wal.append(
-                        &Record::HardState(hs_to_rec(storage.hard_state())),
-                        &mut ops,
-                    );
-                    wal.sync(&mut ops);
-                    snapshots_on_disk.push(SnapshotOnDisk {
-                        name,
-                        term: 1,
-                        index: 1,
-                    });
-                    (kv, wal)
-                }
-                Bootstrap::Join { members } => {
-                    let mut wal = WalWriter::create(id, cfg.wal, 1, &mut ops);
-                    wal.sync(&mut ops);
-                    (KvState::with_members(members.clone()), wal)
-                }
-            },
-        };
+        let restore::Start {
+            kv,
+            wal,
+            storage,
+            ops,
+            events,
+            snapshots_on_disk,
+        } = restore::start_state(&cfg, identity.cluster_id, restored, &bootstrap, first_ops)?;
         let applied = kv.applied_index();
         let snapshot_index = storage
             .latest_snapshot()
@@ -874,12 +240,8 @@ impl Node {
             snapshots: SnapshotLane::new(snapshot_index, snapshots_on_disk),
             spares: Spares::new(cfg_transfer.wal_spare_segments),
             held_until_identity: fresh_identity.then(Vec::new),
-            own_url: None,
-            url_change: None,
-            removed_at_tick: None,
-            senders: Senders::new(transfer_config(&cfg_transfer)),
-            receiver: Receiver::default(),
-            received: None,
+            membership: Membership::default(),
+            transfers: Transfers::new(&cfg_transfer),
             stopped: None,
             shut_down: false,
             leader_commit: (0, 0),
@@ -904,18 +266,10 @@ impl Node {
 
     /// The URL from the flags; `moved` is (recorded, flag) when they disagree with the directory.
     pub(crate) fn set_own_url(&mut self, own_url: Option<String>, moved: Option<(String, String)>) {
-        self.own_url = own_url;
-        self.url_change = moved.map(|(recorded, flag)| {
-            self.actions.push(Action::Event(Event::PeerUrlUnconfirmed {
-                recorded: recorded.clone(),
-                flag: flag.clone(),
-            }));
-            UrlChange {
-                recorded,
-                flag,
-                deadline_tick: self.now_tick + url_confirm_ticks(&self.cfg),
-            }
-        });
+        let unconfirmed = self
+            .membership
+            .set_own_url(&self.cfg, self.now_tick, own_url, moved);
+        self.actions.extend(unconfirmed.map(Action::Event));
     }
 
     pub(crate) fn push_event(&mut self, e: Event) {
@@ -963,11 +317,8 @@ impl Node {
             pending_reads: self.pending.read_count(),
             disk_job_in_flight: self.persist.in_flight_id().is_some(),
             snapshot_job_in_flight: self.snapshots.job_id().is_some(),
-            snapshot_sends: self.senders.len(),
-            snapshot_receiving: self
-                .receiver
-                .progress()
-                .map(|(k, received)| (k.index, received, k.file_bytes)),
+            snapshot_sends: self.transfers.sends(),
+            snapshot_receiving: self.transfers.receiving(),
         }
     }
 
@@ -991,13 +342,10 @@ impl Node {
             leader_commit,
             // The bound a learner must be within to be promoted: close enough to serve.
             bound: self.cfg.compaction.catch_up_entries,
-            receiving_snapshot: self
-                .receiver
-                .progress()
-                .map(|(k, received)| (k.index, received, k.file_bytes)),
+            receiving_snapshot: self.transfers.receiving(),
             is_member: self.kv.members().contains_key(&self.cfg.id),
-            removed: self.removed_at_tick.is_some(),
-            url_unconfirmed: self.url_change.is_some(),
+            removed: self.membership.is_removed(),
+            url_unconfirmed: self.membership.url_unconfirmed(),
         })
     }
 
@@ -1056,23 +404,7 @@ impl Node {
             return;
         }
         self.now_tick += 1;
-        if self
-            .removed_at_tick
-            .is_some_and(|t| t + linger_ticks(&self.cfg) <= self.now_tick)
-        {
-            return self.stop(StopReason::Removed);
-        }
-        if let Some(c) = self
-            .url_change
-            .as_ref()
-            .filter(|c| c.deadline_tick <= self.now_tick)
-        {
-            let reason = StopReason::PeerUrlNotConfirmed {
-                id: self.cfg.id,
-                recorded: c.recorded.clone(),
-                flag: c.flag.clone(),
-                waited_ticks: url_confirm_ticks(&self.cfg),
-            };
+        if let Some(reason) = self.membership.stop_due(&self.cfg, self.now_tick) {
             return self.stop(reason);
         }
         self.fix_election_timeout();
@@ -1223,10 +555,9 @@ impl Node {
         if self.kv.members().contains_key(&env.from) {
             self.peers.heard(env.from, self.now_tick);
         }
-        if self.url_change.is_some() && self.kv.members().contains_key(&env.from) {
-            let c = self.url_change.take().expect("checked");
-            self.actions
-                .push(Action::Event(Event::PeerUrlConfirmed { url: c.flag }));
+        if self.kv.members().contains_key(&env.from) {
+            let confirmed = self.membership.member_reached_us();
+            self.actions.extend(confirmed.map(Action::Event));
         }
         match env.body {
             msgcodec::Body::Raft(m)
@@ -1280,7 +611,7 @@ impl Node {
                     peer: env.from,
                     forward_id: f.forward_id,
                 };
-                if self.removed_at_tick.is_some() {
+                if self.membership.is_removed() {
                     // Removed, lingering only as a voter: it serves nobody (never proposed).
                     self.reply(to, Err(ClientError::NotLeader { leader: None }));
                 } else if matches!(f.op, ClientOp::GetLocal { .. }) {
@@ -1313,9 +644,7 @@ impl Node {
                 bytes,
             } => self.on_snapshot_chunk(env.from, message, key, offset, bytes),
             msgcodec::Body::SnapshotAck(ack) => {
-                let mut steps = Vec::new();
-                self.senders
-                    .on_ack(env.from, ack, self.now_tick, &mut steps);
+                let steps = self.transfers.on_ack(env.from, ack, self.now_tick);
                 self.run_send_steps(steps);
                 Ok(())
             }
@@ -1357,7 +686,7 @@ impl Node {
             SendOutcome::Delivered { .. } => {}
             SendOutcome::Failed { to, kind } => {
                 match kind {
-                    FrameKind::SnapshotChunk => self.senders.send_failed(to),
+                    FrameKind::SnapshotChunk => self.transfers.send_failed(to),
                     FrameKind::Forward { forward_id } => {
                         // Never reached the leader: definitely not applied, and waiting out the
                         // deadline would only turn that into "outcome unknown".
@@ -1390,7 +719,7 @@ impl Node {
     /// writes and linearizable reads are forwarded to the leader when one is known.
     pub fn client(&mut self, req: ClientRequest) {
         let to = ReplyTo::Local(req.handle);
-        if self.stopped.is_some() || self.shut_down || self.removed_at_tick.is_some() {
+        if self.stopped.is_some() || self.shut_down || self.membership.is_removed() {
             return self.reply(to, Err(ClientError::Stopped));
         }
         let is_leader = self.raw.raft.state == StateRole::Leader;
@@ -1498,80 +827,55 @@ impl Node {
                     raw.propose(vec![], p.encode())
                 });
             }
-            ClientOp::AddNode { id, addr } => {
-                let refused = self
-                    .new_member_refused(id, &addr)
-                    .or_else(|| self.quorum_after(Some(id), None));
+            op => {
+                // A membership change: refused (definite) unless the rules allow it now.
+                let refused = self.member_rules().refusal(&op);
                 if let Some(why) = refused {
                     return self.reply(to, Err(ClientError::Rejected(why)));
                 }
-                self.propose_member_change(
-                    to,
-                    deadline_tick,
-                    request_id,
-                    MemberChange::Add { id, addr },
-                );
-            }
-            ClientOp::RemoveNode { id } => {
-                if !self.kv.members().contains_key(&id) {
-                    return self.reply(
-                        to,
-                        Err(ClientError::Rejected(RejectReason::NotMember { id })),
-                    );
-                }
-                if self.kv.members().len() == 1 {
-                    return self.reply(to, Err(ClientError::Rejected(RejectReason::LastMember)));
-                }
-                if let Some(why) = self.quorum_after(None, Some(id)) {
-                    return self.reply(to, Err(ClientError::Rejected(why)));
-                }
-                self.propose_member_change(
-                    to,
-                    deadline_tick,
-                    request_id,
-                    MemberChange::Remove { id },
-                );
-            }
-            ClientOp::AddLearner {
-                id,
-                addr,
-                auto_promote,
-            } => {
-                let refused = self.new_member_refused(id, &addr);
-                if let Some(why) = refused {
-                    return self.reply(to, Err(ClientError::Rejected(why)));
-                }
-                let change = MemberChange::AddLearner {
-                    id,
-                    addr,
-                    auto_promote,
+                let change = match op {
+                    ClientOp::AddNode { id, addr } => MemberChange::Add { id, addr },
+                    ClientOp::RemoveNode { id } => MemberChange::Remove { id },
+                    ClientOp::AddLearner {
+                        id,
+                        addr,
+                        auto_promote,
+                    } => MemberChange::AddLearner {
+                        id,
+                        addr,
+                        auto_promote,
+                    },
+                    ClientOp::PromoteNode { id } => MemberChange::Promote { id },
+                    ClientOp::UpdateNode { id, addr } => {
+                        // A URL is no raft conf change: an ordinary entry that every replica
+                        // applies to its membership.
+                        let p = Proposal {
+                            request_id,
+                            command: crate::command::Command::SetPeerUrl { id, addr },
+                        };
+                        return self.propose(to, deadline_tick, PendingKind::Member, |raw| {
+                            raw.propose(vec![], p.encode())
+                        });
+                    }
+                    ClientOp::Get { .. }
+                    | ClientOp::GetLocal { .. }
+                    | ClientOp::Put { .. }
+                    | ClientOp::Delete { .. } => unreachable!("matched above"),
                 };
                 self.propose_member_change(to, deadline_tick, request_id, change);
             }
-            ClientOp::PromoteNode { id } => {
-                if let Some(why) = self.promotion_refused(id) {
-                    return self.reply(to, Err(ClientError::Rejected(why)));
-                }
-                let change = MemberChange::Promote { id };
-                self.propose_member_change(to, deadline_tick, request_id, change);
-            }
-            ClientOp::UpdateNode { id, addr } => {
-                let refused = if !self.kv.members().contains_key(&id) {
-                    Some(RejectReason::NotMember { id })
-                } else {
-                    self.url_in_use(id, &addr)
-                };
-                if let Some(why) = refused {
-                    return self.reply(to, Err(ClientError::Rejected(why)));
-                }
-                let p = Proposal {
-                    request_id,
-                    command: crate::command::Command::SetPeerUrl { id, addr },
-                };
-                self.propose(to, deadline_tick, PendingKind::Member, |raw| {
-                    raw.propose(vec![], p.encode())
-                });
-            }
+        }
+    }
+
+    /// The rules a membership change is checked against, as they stand now.
+    fn member_rules(&self) -> membership::Rules<'_> {
+        membership::Rules {
+            cfg: &self.cfg,
+            kv: &self.kv,
+            prs: self.raw.raft.prs(),
+            peers: &self.peers,
+            now_tick: self.now_tick,
+            last_index: self.raw.raft.raft_log.last_index(),
         }
     }
 
@@ -1589,42 +893,17 @@ impl Node {
         });
     }
 
-    /// Why learner `id` may not be promoted now: not a learner, too far behind the leader's log
-    /// (a voter that cannot vote yet would count toward the quorum), or the quorum check.
-    fn promotion_refused(&self, id: u64) -> Option<RejectReason> {
-        if !self.kv.learners().contains_key(&id) {
-            return Some(RejectReason::NotLearner { id });
-        }
-        let last_index = self.raw.raft.raft_log.last_index();
-        let matched = self.raw.raft.prs().get(id).map_or(0, |p| p.matched);
-        // Caught up means it has acknowledged entries lately, not merely that the log is short:
-        // a learner that never started must never be promoted (the simulator caught one in a
-        // young cluster, whose four voters then lost their quorum to one crash).
-        let window = 2 * self.cfg.election_tick as u64;
-        let alive = self.peers.heard_within(id, self.now_tick, window);
-        if !alive
-            || matched == 0
-            || matched + self.cfg.compaction.catch_up_entries.max(1) < last_index
-        {
-            return Some(RejectReason::LearnerBehind {
-                id,
-                matched,
-                last_index,
-            });
-        }
-        self.quorum_after(Some(id), None)
-    }
-
     /// The leader promotes learners added with `auto_promote` once they have caught up, one
     /// membership change at a time. Runs outside Ready handling, like every proposal.
     fn promote_learners(&mut self) {
         if self.raw.raft.state != StateRole::Leader
             || self.raw.raft.has_pending_conf()
-            || self.removed_at_tick.is_some()
+            || self.membership.is_removed()
         {
             return;
         }
         let term = self.raw.raft.term;
+        let rules = self.member_rules();
         let ready = self
             .kv
             .learners()
@@ -1632,7 +911,7 @@ impl Node {
             .filter(|(_, auto)| **auto)
             .map(|(id, _)| *id)
             .find(|id| {
-                !self.peers.promoting_in(*id, term) && self.promotion_refused(*id).is_none()
+                !self.peers.promoting_in(*id, term) && rules.promotion_refused(*id).is_none()
             });
         if let Some(id) = ready {
             let change = MemberChange::Promote { id };
@@ -1645,48 +924,6 @@ impl Node {
                 self.peers.proposed_promotion(id, term);
             }
         }
-    }
-
-    /// etcd's strict reconfiguration check: refuse a change after which the voters this leader
-    /// has heard from lately (itself included) would fall short of a quorum. A new voter counts
-    /// toward the quorum before it has even started, and a dead one still counts: either makes a
-    /// cluster that can never commit again (the simulator found an operator removing a healthy
-    /// member while two others were lost, and another adding a voter beside a dead one).
-    fn quorum_after(&self, add: Option<u64>, remove: Option<u64>) -> Option<RejectReason> {
-        let mut voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
-        voters.extend(add);
-        voters.retain(|v| Some(*v) != remove);
-        let window = 2 * self.cfg.election_tick as u64;
-        let active = voters
-            .iter()
-            .filter(|&&v| v == self.cfg.id || self.peers.heard_within(v, self.now_tick, window))
-            .count();
-        let needed = voters.len() / 2 + 1;
-        (active < needed).then_some(RejectReason::WouldLoseQuorum { active, needed })
-    }
-
-    /// Why `id` at `addr` cannot join (as a voter or a learner), if it cannot.
-    fn new_member_refused(&self, id: u64, addr: &str) -> Option<RejectReason> {
-        if id == 0 {
-            Some(RejectReason::ZeroId)
-        } else if self.kv.was_removed(id) {
-            Some(RejectReason::IdRemoved { id })
-        } else if self.kv.members().contains_key(&id) {
-            Some(RejectReason::AlreadyMember { id })
-        } else {
-            self.url_in_use(id, addr)
-        }
-    }
-
-    fn url_in_use(&self, id: u64, addr: &str) -> Option<RejectReason> {
-        self.kv
-            .members()
-            .iter()
-            .find(|(other, a)| a.as_str() == addr && **other != id)
-            .map(|(other, _)| RejectReason::UrlInUse {
-                id: *other,
-                addr: addr.to_string(),
-            })
     }
 
     /// Planted bug only: answer the write just proposed as if it were applied.
@@ -1864,7 +1101,7 @@ impl Node {
     /// effort: they may be lost), then follower. Runs between Readies, before any input reaches
     /// raft-rs leading a configuration it is not in.
     fn step_down_if_removed(&mut self) {
-        if self.removed_at_tick.is_some() && self.raw.raft.state == StateRole::Leader {
+        if self.membership.is_removed() && self.raw.raft.state == StateRole::Leader {
             self.raw.raft.ping();
             let term = self.raw.raft.term;
             self.raw.raft.become_follower(term, raft::INVALID_ID);
@@ -1935,8 +1172,8 @@ impl Node {
             id: self.cfg.id,
             incarnation: self.identity.incarnation,
             addr: self
-                .own_url
-                .as_deref()
+                .membership
+                .own_url()
                 .or_else(|| self.kv.members().get(&self.cfg.id).map(|s| s.as_str()))
                 .unwrap_or(""),
         }
@@ -2021,13 +1258,19 @@ impl Node {
             index: key.index,
             file_bytes,
         }));
-        let mut steps = Vec::new();
-        self.senders.start(m, name, key, self.now_tick, &mut steps);
+        let steps = self.transfers.start(m, name, key, self.now_tick);
         self.run_send_steps(steps);
     }
 
     fn run_send_steps(&mut self, steps: Vec<SendStep>) {
         for step in steps {
+            let event = transfers::step_event(&step);
+            let damaged = match step {
+                SendStep::Failed { key, why, .. } if transfers::file_damaged(why) => {
+                    Some((snapfile::file_name(key.term, key.index), why))
+                }
+                _ => None,
+            };
             match step {
                 SendStep::Read(job) => self.actions.push(Action::Read(job)),
                 SendStep::Chunk {
@@ -2042,44 +1285,17 @@ impl Node {
                         msgcodec::encode_chunk(&self.sender(), inc, &message, key, offset, bytes);
                     self.push_send(to, FrameKind::SnapshotChunk, frame);
                 }
-                SendStep::Finished { to, key } => {
-                    self.raw.report_snapshot(to, SnapshotStatus::Finish);
-                    self.actions.push(Action::Event(Event::SnapshotSent {
-                        to,
-                        index: key.index,
-                    }));
+                SendStep::Finished { to, .. } => {
+                    self.raw.report_snapshot(to, SnapshotStatus::Finish)
                 }
-                SendStep::Failed { to, key, why } => {
-                    self.raw.report_snapshot(to, SnapshotStatus::Failure);
-                    self.actions.push(Action::Event(Event::SnapshotSendFailed {
-                        to,
-                        index: key.index,
-                        why,
-                    }));
-                    // Frames are checksummed on the wire, so a file that fails to verify at the
-                    // receiver is damaged here (a misdirected write, bit rot).
-                    if matches!(
-                        why,
-                        SendFailure::Refused(ChunkRefusal::BadChecksum | ChunkRefusal::BadFile)
-                    ) {
-                        self.set_aside_snapshot(snapfile::file_name(key.term, key.index), why);
-                    }
+                SendStep::Failed { to, .. } => {
+                    self.raw.report_snapshot(to, SnapshotStatus::Failure)
                 }
-                SendStep::Resumed { to, key, offset } => {
-                    self.actions.push(Action::Event(Event::SnapshotSendResumed {
-                        to,
-                        index: key.index,
-                        offset,
-                    }));
-                }
-                SendStep::Resent { to, key, offset } => {
-                    self.actions
-                        .push(Action::Event(Event::SnapshotChunksResent {
-                            to,
-                            index: key.index,
-                            offset,
-                        }));
-                }
+                SendStep::Resumed { .. } | SendStep::Resent { .. } => {}
+            }
+            self.actions.extend(event.map(Action::Event));
+            if let Some((name, why)) = damaged {
+                self.set_aside_snapshot(name, why);
             }
         }
     }
@@ -2108,8 +1324,7 @@ impl Node {
         }
         // Other followers' transfers of the same file end too (set aside above, so the failures
         // they report do not come back here for more).
-        let mut steps = Vec::new();
-        self.senders.abandon_file(&name, why, &mut steps);
+        let steps = self.transfers.abandon_file(&name, why);
         self.run_send_steps(steps);
     }
 
@@ -2119,9 +1334,7 @@ impl Node {
         if self.stopped.is_some() {
             return;
         }
-        let mut steps = Vec::new();
-        self.senders
-            .read_done(id, result.ok(), self.now_tick, &mut steps);
+        let steps = self.transfers.read_done(id, result.ok(), self.now_tick);
         self.run_send_steps(steps);
     }
 
@@ -2135,17 +1348,12 @@ impl Node {
     ) -> Result<(), PeerError> {
         let to = self.recipient(from);
         if message.term < self.raw.raft.term {
-            let ack = Ack {
-                key,
-                received: 0,
-                status: AckStatus::Refused(ChunkRefusal::StaleTerm),
-            };
-            let frame = msgcodec::encode_ack(&self.sender(), to, ack);
+            let frame = msgcodec::encode_ack(&self.sender(), to, transfers::stale_term_ack(key));
             self.push_send(from, FrameKind::Other, frame);
             return Err(PeerError::Raft("snapshot chunk from an older term".into()));
         }
         let committed = self.raw.raft.raft_log.committed;
-        let outcome = self.receiver.on_chunk(
+        let (outcome, replaced) = self.transfers.on_chunk(
             from,
             key,
             offset,
@@ -2154,14 +1362,7 @@ impl Node {
             committed,
             self.persist.ops(),
         );
-        if let Some((from, key, received_bytes)) = self.receiver.take_replaced() {
-            self.actions
-                .push(Action::Event(Event::SnapshotReceiveAbandoned {
-                    from,
-                    index: key.index,
-                    received_bytes,
-                }));
-        }
+        self.actions.extend(replaced.map(Action::Event));
         let (ack, gated) = match outcome {
             ChunkOutcome::Written { ack } => (ack, true),
             ChunkOutcome::AckNow { ack } => (ack, false),
@@ -2191,18 +1392,7 @@ impl Node {
                     .snapshot
                     .as_ref()
                     .is_some_and(|s| s.get_metadata().index == key.index);
-                if taken {
-                    // raft restores only the newest: an older one it took and has not installed
-                    // yet is never installed now, so its file goes.
-                    if let Some(older) = self.received.replace(received) {
-                        self.persist.ops().push(FileOp::Remove { name: older.tmp });
-                    }
-                } else {
-                    // raft did not need it after all (it caught up meanwhile).
-                    self.persist
-                        .ops()
-                        .push(FileOp::Remove { name: received.tmp });
-                }
+                self.transfers.received(received, taken, self.persist.ops());
                 (ack, true)
             }
         };
@@ -2221,28 +1411,13 @@ impl Node {
 
     /// Timers of both ends of snapshot transfers; transfers to peers that left end.
     fn tick_transfers(&mut self) {
-        if self.raw.raft.state != StateRole::Leader {
-            self.senders.retain(|_| false);
-        } else {
-            let prs = self.raw.raft.prs();
-            let ids: BTreeSet<u64> = prs.iter().map(|(id, _)| *id).collect();
-            self.senders.retain(|id| ids.contains(&id));
-        }
-        let mut steps = Vec::new();
-        self.senders.tick(self.now_tick, &mut steps);
+        let followers = (self.raw.raft.state == StateRole::Leader)
+            .then(|| self.raw.raft.prs().iter().map(|(id, _)| *id).collect());
+        let (steps, abandoned) = self
+            .transfers
+            .tick(followers, self.now_tick, self.persist.ops());
         self.run_send_steps(steps);
-        let give_up = transfer_config(&self.cfg).give_up_ticks;
-        if let Some((from, key, received_bytes)) =
-            self.receiver
-                .tick(self.now_tick, give_up, self.persist.ops())
-        {
-            self.actions
-                .push(Action::Event(Event::SnapshotReceiveAbandoned {
-                    from,
-                    index: key.index,
-                    received_bytes,
-                }));
-        }
+        self.actions.extend(abandoned.map(Action::Event));
     }
 
     fn reply(&mut self, to: ReplyTo, result: Result<ClientReply, ClientError>) {
@@ -2261,7 +1436,7 @@ impl Node {
     /// handling (raft-rs forbids proposing between `ready` and `advance`). A proposal raft drops
     /// is made again in a later term.
     fn record_incarnations(&mut self) {
-        if self.raw.raft.state != StateRole::Leader || self.removed_at_tick.is_some() {
+        if self.raw.raft.state != StateRole::Leader || self.membership.is_removed() {
             return;
         }
         let term = self.raw.raft.term;
@@ -2303,8 +1478,7 @@ impl Node {
         let leader = Some(leader_id).filter(|&l| l != 0);
         if was_leader && role != StateRole::Leader {
             self.fail_pending(ClientError::LeaderChanged { leader });
-            // raft forgot its followers' progress: the transfers it was waiting on are moot.
-            self.senders.retain(|_| false);
+            self.transfers.stop_sending();
         }
         // Requests forwarded to a node that is no longer the leader would otherwise wait out
         // their whole deadline (the old leader may be dead): answer them now, outcome unknown,
@@ -2362,23 +1536,15 @@ impl Node {
             if e.index <= self.kv.applied_index() {
                 continue;
             }
-            let mut h = crate::rng::Fnv64::default();
-            h.update_u64(e.get_entry_type() as u64);
-            h.update(&e.data);
-            h.update(&e.context);
-            let request_id = if e.get_entry_type() == EntryType::EntryNormal {
-                Proposal::decode(&e.data).and_then(|p| p.request_id)
-            } else {
-                None
-            };
+            let decoded = apply::Decoded::of(&e);
             self.actions.push(Action::Event(Event::Applied {
                 index: e.index,
                 term: e.term,
-                entry_hash: h.finish(),
-                request_id,
+                entry_hash: self.cfg.trace_applied.then(|| apply::entry_hash(&e)),
+                request_id: decoded.request_id(),
             }));
-            match e.get_entry_type() {
-                EntryType::EntryNormal if e.data.is_empty() => {
+            match decoded {
+                apply::Decoded::Empty => {
                     self.kv.advance(e.index);
                     self.finish_proposal(
                         e.index,
@@ -2386,45 +1552,29 @@ impl Node {
                         Err(ClientError::Rejected(RejectReason::ChangeInProgress)),
                     );
                 }
-                EntryType::EntryNormal => match Proposal::decode(&e.data) {
-                    Some(p) => {
-                        if let crate::command::Command::RecordIncarnation { id, .. } = &p.command {
-                            self.peers.recorded(*id);
-                        }
-                        let result = match self.kv.apply_command(e.index, p.request_id, &p.command)
-                        {
-                            Applied::Fresh(r) | Applied::Duplicate(r) => {
-                                Ok(ClientReply::Written(r))
-                            }
-                            Applied::Stale => {
-                                Err(ClientError::Rejected(RejectReason::StaleRequest))
-                            }
-                            Applied::Admin(Ok(())) => {
-                                Ok(ClientReply::Members(self.kv.members().clone()))
-                            }
-                            Applied::Admin(Err(why)) => Err(ClientError::Rejected(why)),
-                        };
-                        self.finish_proposal(e.index, e.term, result);
+                apply::Decoded::Command(p) => {
+                    if let crate::command::Command::RecordIncarnation { id, .. } = &p.command {
+                        self.peers.recorded(*id);
                     }
-                    None => self.skip_entry(&e, RejectReason::Undecodable),
-                },
-                EntryType::EntryConfChange => match MemberProposal::decode(&e.context) {
-                    Some(mp) => self.apply_member_change(&e, mp.change),
-                    None => self.skip_entry(&e, RejectReason::Undecodable),
-                },
-                EntryType::EntryConfChangeV2 => {
-                    // Only raft's automatic leave-joint entry (empty) can appear: we never
-                    // propose joint changes.
-                    if e.data.is_empty() {
-                        if let Ok(cs) = self.raw.apply_conf_change(&ConfChangeV2::default()) {
-                            self.raw.mut_store().set_conf_state(cs);
-                        }
-                        self.kv.advance(e.index);
-                    } else {
-                        self.skip_entry(&e, RejectReason::JointChange);
-                    }
+                    let result = apply::apply_command(&mut self.kv, e.index, &p);
+                    self.finish_proposal(e.index, e.term, result);
                 }
+                apply::Decoded::Member(change) => self.apply_member_change(&e, change),
+                apply::Decoded::LeaveJoint => {
+                    if let Ok(cs) = self.raw.apply_conf_change(&ConfChangeV2::default()) {
+                        self.raw.mut_store().set_conf_state(cs);
+                    }
+                    self.kv.advance(e.index);
+                }
+                apply::Decoded::Skip(reason) => self.skip_entry(&e, reason),
             }
+            assert_eq!(
+                self.kv.applied_index(),
+                e.index,
+                "node {}: entry {} left applied at another index",
+                self.cfg.id,
+                e.index
+            );
         }
     }
 
@@ -2450,37 +1600,14 @@ impl Node {
                 if let MemberChange::Promote { id } = &change {
                     self.peers.promoted(*id);
                 }
-                let ev = match &change {
-                    MemberChange::Add { id, addr } => Event::MemberAdded {
-                        id: *id,
-                        addr: addr.clone(),
-                    },
-                    MemberChange::AddLearner { id, addr, .. } => Event::LearnerAdded {
-                        id: *id,
-                        addr: addr.clone(),
-                    },
-                    MemberChange::Promote { id } => Event::LearnerPromoted { id: *id },
-                    MemberChange::Remove { id } => Event::MemberRemoved { id: *id },
-                };
+                let ev = membership::applied_event(&change);
                 self.actions.push(Action::Event(ev));
                 let members = self.kv.members().clone();
                 self.finish_proposal(e.index, e.term, Ok(ClientReply::Members(members)));
                 if matches!(change, MemberChange::Remove { id } if id == self.cfg.id) {
-                    // Linger as a voter of the old configuration for a while: peers that have
-                    // the removal in their log but have not applied it (raft-rs changes the
-                    // configuration on apply) still count this node in their quorum, and with
-                    // another member lost they could never elect without its vote. It stops
-                    // when a peer reports the removal applied, or when the linger ends. A leader
-                    // lingers too: it alone knows the removal is committed, and had it stopped at
-                    // once its followers would keep the old configuration, which counts it, and
-                    // with one more member lost never elect again (the simulator found this,
-                    // seed 896). raft-rs cannot lead a configuration it is not in (it panics
-                    // committing), so it steps down first (`step_down_if_removed`), with a last
-                    // round of heartbeats that carries the commit; it still votes in the old
-                    // configuration, so its peers elect a leader that commits the removal. While
-                    // it lingers it serves no request and proposes nothing.
+                    // It lingers as a voter before it stops (see `Membership::removed`).
                     self.actions.push(Action::Event(Event::RemovedFromCluster));
-                    self.removed_at_tick.get_or_insert(self.now_tick);
+                    self.membership.removed(self.now_tick);
                 }
             }
             Err(_) => self.skip_entry(e, RejectReason::ConfChangeRefused),
@@ -2526,9 +1653,8 @@ impl Node {
         }
         // raft only ever restores a snapshot this node stepped in after receiving its file.
         let received = self
-            .received
-            .take()
-            .filter(|r| (r.key.index, r.key.term) == (index, term))
+            .transfers
+            .take_received(index, term)
             .ok_or(StopReason::BadSnapshotFromLeader { index })?;
         let conf_state = cs_to_rec(meta.get_conf_state());
         if received.meta.conf_state != conf_state {
@@ -2563,22 +1689,16 @@ impl Node {
 
     fn maybe_snapshot(&mut self) {
         let applied = self.kv.applied_index();
-        let due =
-            compaction::should_snapshot(&self.cfg.compaction, applied, self.snapshots.index());
-        let wanted = self.snapshots.is_wanted() && {
-            let store = self.raw.store();
-            let current = store
+        let store = self.raw.store();
+        let stale_conf = || {
+            store
                 .latest_snapshot()
-                .is_none_or(|s| s.get_metadata().get_conf_state() != store.conf_state());
-            applied > self.snapshots.index() || current
+                .is_none_or(|s| s.get_metadata().get_conf_state() != store.conf_state())
         };
-        if self.snapshots.busy() {
-            // One at a time, and not beside startup's file removals; a wanted snapshot is asked
-            // for again once this one is saved.
-            return;
-        }
-        self.snapshots.clear_wanted();
-        if due || wanted {
+        if self
+            .snapshots
+            .should_start(&self.cfg.compaction, applied, stale_conf)
+        {
             self.create_snapshot();
         }
     }
@@ -2608,12 +1728,12 @@ impl Node {
         };
         let id = self.persist.allocate_id();
         self.snapshots.start(id, meta.clone());
-        self.actions.push(Action::Snapshot(SnapshotJob {
+        self.actions.push(Action::Snapshot(SnapshotJob::new(
             id,
             meta,
-            state: self.kv.clone(),
-            piece_bytes: self.cfg.snapshot_chunk_bytes,
-        }));
+            self.kv.clone(),
+            self.cfg.snapshot_chunk_bytes,
+        )));
     }
 
     /// The snapshot job `id` completed: its file is durable under its final name, and `data`
@@ -2657,7 +1777,10 @@ impl Node {
         // cluster under load would never let it catch up (measured: a 1 GiB transfer was sent
         // three times while 16 clients wrote; core/tests/cluster.rs
         // `a_follower_catches_up_under_load_with_one_snapshot` never converges without this).
-        let streaming = self.senders.oldest_index().map_or(u64::MAX, |i| i + 1);
+        let streaming = self
+            .transfers
+            .oldest_sent_index()
+            .map_or(u64::MAX, |i| i + 1);
         let ci = compaction::compact_index(&self.cfg.compaction, index).min(streaming);
         self.raw.mut_store().compact(ci);
         self.actions
@@ -2673,45 +1796,12 @@ impl Node {
 
     /// Removals run after this job's sync, so the new snapshot and marker are durable first.
     fn plan_purge(&mut self) {
-        let plan = compaction::plan_purge(
-            &self.cfg.compaction,
-            self.snapshots.on_disk(),
-            self.persist.wal().segments(),
-            self.persist.wal().marker_segments(),
-        );
-        let keep_from = if planted(PlantedBug::CompactPastSnapshot) {
-            self.persist.wal().current_seq()
-        } else {
-            plan.keep_wal_from_seq
-        };
-        // Removals wait for this job's sync (`post_sync`): the new marker must be durable first.
-        let early = planted(PlantedBug::PurgeBeforeMarkerDurable);
-        let (wal, purge_ops) = if early {
-            self.persist.wal_and_ops()
-        } else {
-            self.persist.wal_and_post_sync()
-        };
-        let segments = wal.purge_before(keep_from, purge_ops);
-        let mut plan = plan;
-        // A file streaming to a follower stays until its transfer ends (a later purge takes it).
-        plan.remove_snapshots.retain(|n| !self.senders.pinned(n));
-        let purge_ops = if early {
-            self.persist.ops()
-        } else {
-            self.persist.post_sync()
-        };
-        for name in &plan.remove_snapshots {
-            purge_ops.push(FileOp::Remove { name: name.clone() });
-        }
-        if !plan.remove_snapshots.is_empty() {
-            purge_ops.push(FileOp::SyncDir);
-            self.snapshots.forget_all(&plan.remove_snapshots);
-        }
-        if segments > 0 || !plan.remove_snapshots.is_empty() {
-            self.actions.push(Action::Event(Event::Purged {
-                segments,
-                snapshots: plan.remove_snapshots.len(),
-            }));
-        }
+        let transfers = &self.transfers;
+        let purged = self
+            .snapshots
+            .purge(&self.cfg.compaction, &mut self.persist, |n| {
+                transfers.pinned(n)
+            });
+        self.actions.extend(purged.map(Action::Event));
     }
 }

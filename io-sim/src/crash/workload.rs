@@ -54,6 +54,7 @@ pub fn config(id: u64) -> NodeConfig {
     };
     cfg.snapshot_chunk_bytes = 200;
     cfg.snapshot_window_chunks = 2;
+    cfg.trace_applied = true;
     cfg
 }
 

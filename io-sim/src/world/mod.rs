@@ -246,6 +246,8 @@ impl World {
         cfg.raft_rs_batch_append_guard = !self.without_batch_append_guard;
         cfg.snapshot_chunk_bytes = self.cfg.snapshot_chunk_bytes;
         cfg.snapshot_window_chunks = self.cfg.snapshot_window_chunks;
+        // The observer compares replicas entry by entry.
+        cfg.trace_applied = true;
         cfg
     }
 }

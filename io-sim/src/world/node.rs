@@ -247,7 +247,8 @@ pub(super) fn observe_event(world: &World, id: u64, e: Event) {
             entry_hash,
             request_id,
         } => {
-            obs.applied(id, *index, *term, *entry_hash, *request_id);
+            let entry_hash = entry_hash.expect("the simulator's nodes trace applied entries");
+            obs.applied(id, *index, *term, entry_hash, *request_id);
             return; // too many for the trace; the state hashes cover them
         }
         Event::Durable { hard_state } => {

@@ -1,0 +1,92 @@
+//! Why a node stopped ([`StopReason`]), why it could not start ([`NodeError`]), and why a peer's
+//! frame was refused ([`PeerError`]): typed, so shells and the simulator match on them, never on
+//! text.
+
+use super::DiskFailure;
+use crate::msgcodec::DecodeError;
+use thiserror::Error;
+
+/// Why a node stopped. One list: shells and the simulator match on it, never on text.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum StopReason {
+    #[error("removed from the cluster")]
+    Removed,
+    #[error("node {by} reports that this node was removed from the cluster")]
+    RemovedReported { by: u64 },
+    #[error(
+        "disk job {job} failed: {failure}; stopping (a failed write or fsync is never retried)"
+    )]
+    Disk { job: u64, failure: DiskFailure },
+    #[error(
+        "member {by} refuses this node: the cluster knows node {id} as incarnation {recorded:#x}, \
+         but this data directory is incarnation {mine:#x}. The directory was wiped or replaced \
+         since node {id} last ran, so it no longer holds what node {id} acknowledged and must not \
+         vote. Replace the member: add a new member with a new id (learner first), start it with \
+         --join on an empty directory, then remove node {id} (see README, \"Replacing a failed node\")"
+    )]
+    NotRecognized {
+        by: u64,
+        id: u64,
+        recorded: u64,
+        mine: u64,
+    },
+    #[error(
+        "leader {leader} believes this node holds entries up to {commit} but its log ends at \
+         {last_index}: the data directory lost writes it had synced (an old copy restored, or a \
+         disk that lies about fsync). It must not vote; replace the member (see README)"
+    )]
+    LogBehindLeader {
+        leader: u64,
+        commit: u64,
+        last_index: u64,
+    },
+    #[error("the snapshot at index {index} from the leader does not decode")]
+    BadSnapshotFromLeader { index: u64 },
+    #[error(
+        "--cluster gives this node the peer URL {flag}, but its data directory knows it as \
+         {recorded}, and no member reached it at {flag} within {waited_ticks} ticks: the cluster \
+         still dials {recorded}. Start it with {recorded}, or change the URL through the \
+         membership first (PUT /v1/members/{id} on any member with {{\"peer_url\": \"{flag}\"}}), \
+         then restart it with the new one"
+    )]
+    PeerUrlNotConfirmed {
+        id: u64,
+        recorded: String,
+        flag: String,
+        waited_ticks: u64,
+    },
+}
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("state-machine snapshot does not decode")]
+    BadSnapshot,
+    #[error("data directory belongs to a node that was removed from the cluster")]
+    Removed,
+}
+
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum PeerError {
+    #[error("undecodable frame: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("frame for cluster {0:#x}")]
+    WrongCluster(u64),
+    #[error("frame for node {0}")]
+    WrongRecipient(u64),
+    #[error("frame for incarnation {addressed:#x} of this node, which is {mine:#x}")]
+    OldIncarnation { addressed: u64, mine: u64 },
+    #[error("frame from node {from} incarnation {sent:#x}; the membership records {recorded:#x}")]
+    StaleIncarnation { from: u64, sent: u64, recorded: u64 },
+    #[error("frame from unknown or removed node {0}")]
+    UnknownSender(u64),
+    #[error("heartbeat commits {commit} beyond this node's last index {last_index}")]
+    CommitBeyondLog { commit: u64, last_index: u64 },
+    #[error("raft refused the message: {0}")]
+    Raft(String),
+    #[error("campaign deferred until the installed snapshot is durable")]
+    CampaignDeferred,
+    #[error("node stopped")]
+    Stopped,
+}
