@@ -363,58 +363,57 @@ impl<F: Fs> Disk<F> {
     ) {
         lower_thread_priority();
         for job in jobs {
-            let job = match job {
-                BackgroundJob::Snapshot(job) => *job,
+            let start = Instant::now();
+            let (id, result) = match job {
                 BackgroundJob::Prepare(job) => {
-                    let start = Instant::now();
-                    let result = self.apply_all(&job.ops);
-                    self.files.clear();
-                    match result {
-                        Err((failure, detail)) => {
-                            done(DiskResult::Failed {
-                                id: job.id,
-                                failure,
-                                detail,
-                            });
-                            return;
-                        }
-                        Ok(_) => done(DiskResult::Prepared {
+                    let ops = job.ops.iter().cloned();
+                    let r = self.apply_each(ops);
+                    (
+                        job.id,
+                        r.map(|()| DiskResult::Prepared {
                             id: job.id,
                             elapsed: start.elapsed(),
                         }),
-                    }
-                    continue;
+                    )
+                }
+                BackgroundJob::Snapshot(job) => {
+                    // Encoded piece by piece as the ops are taken: never the whole file in memory.
+                    let (size_bytes, ops) = job.write();
+                    let r = self.apply_each(ops);
+                    let saved = |()| DiskResult::SnapshotSaved {
+                        id: job.id,
+                        size_bytes,
+                        elapsed: start.elapsed(),
+                    };
+                    (job.id, r.map(saved))
                 }
             };
-            let start = Instant::now();
-            // Encoded piece by piece as the ops are taken: never the whole file in memory.
-            let (size_bytes, ops) = job.write();
-            let mut result = Ok(());
-            for op in ops {
-                if let Err(e) = self.apply_all(std::slice::from_ref(&op)).map(drop) {
-                    result = Err(e);
-                    break;
-                }
-            }
             // Purges (on the WAL lane) remove old snapshot files: hold no descriptor past a job,
             // or removed files would keep their space.
             self.files.clear();
             match result {
                 Err((failure, detail)) => {
                     done(DiskResult::Failed {
-                        id: job.id,
+                        id,
                         failure,
                         detail,
                     });
-                    return;
+                    return; // never carry on after a failed write or sync
                 }
-                Ok(_) => done(DiskResult::SnapshotSaved {
-                    id: job.id,
-                    size_bytes,
-                    elapsed: start.elapsed(),
-                }),
+                Ok(r) => done(r),
             }
         }
+    }
+
+    /// Applies ops one at a time as an iterator yields them; the first error, with the path.
+    fn apply_each(
+        &mut self,
+        ops: impl Iterator<Item = FileOp>,
+    ) -> Result<(), (DiskFailure, String)> {
+        for op in ops {
+            self.apply_all(std::slice::from_ref(&op))?;
+        }
+        Ok(())
     }
 
     /// The read lane: chunks of snapshot files streaming to followers. Its own thread, so a
