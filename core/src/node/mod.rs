@@ -58,6 +58,7 @@ mod raft_rs_guard;
 mod restore;
 mod snapshots;
 mod spare;
+mod status;
 mod transfers;
 
 pub use actions::{
@@ -67,12 +68,14 @@ use config::raft_config;
 pub use config::{no_leader_hold_ticks, Bootstrap, NodeConfig};
 pub use errors::{NodeError, PeerError, StopReason};
 pub use restore::Restored;
+use status::LeaderCommit;
+pub use status::NodeStatus;
 
 use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
 use crate::compaction::{self, SnapshotOnDisk};
 use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs};
 use crate::fileop::FileOp;
-use crate::health::{self, Readiness};
+use crate::health::Readiness;
 use crate::identity::{Identity, UNKNOWN_CLUSTER};
 use crate::kv::KvState;
 use crate::msgcodec::Forward;
@@ -93,7 +96,7 @@ pub use raft::StateRole;
 use raft::{RawNode, SnapshotStatus};
 use snapshots::SnapshotLane;
 use spare::Spares;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use transfers::Transfers;
 
 /// Where a reply goes: the local shell, or back to the follower that forwarded the request.
@@ -101,38 +104,6 @@ use transfers::Transfers;
 enum ReplyTo {
     Local(u64),
     Remote { peer: u64, forward_id: u64 },
-}
-
-/// Read-only view for status endpoints and tests.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeStatus {
-    pub id: u64,
-    pub cluster_id: u64,
-    pub incarnation: u64,
-    /// Recorded incarnation of each member (absent until the leader has recorded it).
-    pub incarnations: BTreeMap<u64, u64>,
-    /// Members that do not vote (yet).
-    pub learners: BTreeSet<u64>,
-    pub role: StateRole,
-    pub leader_id: u64,
-    pub term: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub snapshot_index: u64,
-    pub first_index: u64,
-    pub last_index: u64,
-    /// The last index raft knows is durable (its job completed).
-    pub persisted_index: u64,
-    pub log_entries_in_memory: usize,
-    pub members: BTreeMap<u64, String>,
-    pub pending_proposals: usize,
-    pub pending_reads: usize,
-    pub disk_job_in_flight: bool,
-    pub snapshot_job_in_flight: bool,
-    /// Snapshot files this node (as leader) is streaming to followers.
-    pub snapshot_sends: usize,
-    /// The snapshot file this node is receiving: (index, bytes received, file bytes).
-    pub snapshot_receiving: Option<(u64, u64, u64)>,
 }
 
 pub struct Node {
@@ -167,9 +138,8 @@ pub struct Node {
     stopped: Option<StopReason>,
     /// Set by [`Node::shut_down`]: pending requests were answered; nothing more is processed.
     shut_down: bool,
-    /// (term, commit) the highest commit index a leader of that term sent this node, for
-    /// readiness ("caught up" is measured against the leader's commit, not this node's own).
-    leader_commit: (u64, u64),
+    /// The highest commit a leader sent this node in its term, for readiness.
+    leader_commit: LeaderCommit,
 }
 
 /// The `Snapshot` raft sees: metadata and a descriptor of the file (never the state itself).
@@ -244,7 +214,7 @@ impl Node {
             transfers: Transfers::new(&cfg_transfer),
             stopped: None,
             shut_down: false,
-            leader_commit: (0, 0),
+            leader_commit: LeaderCommit::default(),
         };
         node.issue_job();
         let startup = node.persist.in_flight_id();
@@ -295,58 +265,31 @@ impl Node {
     }
 
     pub fn status(&self) -> NodeStatus {
-        let store = self.raw.store();
-        NodeStatus {
-            id: self.cfg.id,
-            cluster_id: self.identity.cluster_id,
-            incarnation: self.identity.incarnation,
-            incarnations: self.kv.incarnations().clone(),
-            learners: self.kv.learners().keys().copied().collect(),
-            role: self.role,
-            leader_id: self.leader_id,
-            term: self.raw.raft.term,
-            commit_index: self.raw.raft.raft_log.committed,
-            applied_index: self.kv.applied_index(),
-            snapshot_index: self.snapshots.index(),
-            first_index: store.first_index(),
-            last_index: self.raw.raft.raft_log.last_index(),
-            persisted_index: self.raw.raft.raft_log.persisted,
-            log_entries_in_memory: store.entry_count(),
-            members: self.kv.members().clone(),
-            pending_proposals: self.pending.proposal_count(),
-            pending_reads: self.pending.read_count(),
-            disk_job_in_flight: self.persist.in_flight_id().is_some(),
-            snapshot_job_in_flight: self.snapshots.job_id().is_some(),
-            snapshot_sends: self.transfers.sends(),
-            snapshot_receiving: self.transfers.receiving(),
-        }
+        self.view().status()
     }
 
     /// Whether this node should be sent clients, check by check (see [`crate::health`]).
     pub fn readiness(&self) -> Readiness {
-        let r = &self.raw.raft;
-        let committed = r.raft_log.committed;
-        let leader_commit = if r.state == StateRole::Leader {
-            committed
-        } else if self.leader_commit.0 == r.term {
-            self.leader_commit.1.max(committed)
-        } else {
-            committed
-        };
-        Readiness::evaluate(&health::Inputs {
-            id: self.cfg.id,
-            stopped: self.stopped.clone(),
-            shutting_down: self.shut_down,
-            leader: r.leader_id,
-            applied: self.kv.applied_index(),
-            leader_commit,
-            // The bound a learner must be within to be promoted: close enough to serve.
-            bound: self.cfg.compaction.catch_up_entries,
-            receiving_snapshot: self.transfers.receiving(),
-            is_member: self.kv.members().contains_key(&self.cfg.id),
-            removed: self.membership.is_removed(),
-            url_unconfirmed: self.membership.url_unconfirmed(),
-        })
+        self.view().readiness()
+    }
+
+    fn view(&self) -> status::View<'_> {
+        status::View {
+            cfg: &self.cfg,
+            identity: &self.identity,
+            raw: &self.raw,
+            kv: &self.kv,
+            role: self.role,
+            leader_id: self.leader_id,
+            persist: &self.persist,
+            pending: &self.pending,
+            snapshots: &self.snapshots,
+            transfers: &self.transfers,
+            membership: &self.membership,
+            leader_commit: &self.leader_commit,
+            stopped: self.stopped.as_ref(),
+            shut_down: self.shut_down,
+        }
     }
 
     /// Processes everything raft has ready and returns the actions accumulated so far.
@@ -596,12 +539,7 @@ impl Node {
                     && term == self.raw.raft.term
                     && env.from == self.raw.raft.leader_id
                 {
-                    let seen = &mut self.leader_commit;
-                    *seen = if seen.0 == term {
-                        (term, seen.1.max(commit))
-                    } else {
-                        (term, commit)
-                    };
+                    self.leader_commit.heard(term, commit);
                 }
                 Ok(())
             }
