@@ -50,6 +50,7 @@ mod actions;
 mod apply;
 mod config;
 mod errors;
+mod frames;
 mod membership;
 mod peers;
 mod pending;
@@ -67,6 +68,7 @@ pub use actions::{
 use config::raft_config;
 pub use config::{no_leader_hold_ticks, Bootstrap, NodeConfig};
 pub use errors::{NodeError, PeerError, StopReason};
+use frames::{Admission, Learn, RaftCheck, Verdict};
 pub use restore::Restored;
 use status::LeaderCommit;
 pub use status::NodeStatus;
@@ -419,45 +421,29 @@ impl Node {
             return Err(PeerError::Stopped);
         }
         let env = msgcodec::decode(bytes)?;
-        if env.to != self.cfg.id {
-            return Err(PeerError::WrongRecipient(env.to));
+        let (adopt_cluster, verdict) = match frames::admit(&env, &self.frames_view()) {
+            Admission::Drop(error) => return Err(error),
+            Admission::Peer {
+                adopt_cluster,
+                verdict,
+            } => (adopt_cluster, verdict),
+        };
+        if let Some(cluster_id) = adopt_cluster {
+            self.adopt_cluster(cluster_id, env.from);
         }
-        if env.from == 0 || env.from == self.cfg.id {
-            return Err(PeerError::UnknownSender(env.from));
-        }
-        if env.cluster_id != self.identity.cluster_id {
-            if self.identity.cluster_id != UNKNOWN_CLUSTER || env.cluster_id == UNKNOWN_CLUSTER {
-                return Err(PeerError::WrongCluster(env.cluster_id));
+        let member = match verdict {
+            Verdict::NotRecognized { addressed } => {
+                let mine = self.identity.incarnation;
+                self.stop(StopReason::NotRecognized {
+                    by: env.from,
+                    id: self.cfg.id,
+                    recorded: addressed,
+                    mine,
+                });
+                return Err(PeerError::OldIncarnation { addressed, mine });
             }
-            // A joining node learns its cluster's id from the first member that reaches it
-            // (only a member of that cluster that was told this node's address sends to it).
-            self.adopt_cluster(env.cluster_id, env.from);
-        }
-        // Meant for an earlier incarnation of this node (its directory was since replaced):
-        // what it says (a commit index, an append) describes a log this directory never had.
-        if env.to_incarnation != 0
-            && env.to_incarnation != self.identity.incarnation
-            && !planted(PlantedBug::IgnoreIncarnation)
-        {
-            // The sender addressed the incarnation its applied membership records for this id,
-            // and a record never changes: this directory will never be accepted. Stop and say so
-            // (peers that only ever send to it would otherwise leave it campaigning forever).
-            self.stop(StopReason::NotRecognized {
-                by: env.from,
-                id: self.cfg.id,
-                recorded: env.to_incarnation,
-                mine: self.identity.incarnation,
-            });
-            return Err(PeerError::OldIncarnation {
-                addressed: env.to_incarnation,
-                mine: self.identity.incarnation,
-            });
-        }
-        if let Some(recorded) = self.kv.incarnation(env.from) {
-            if recorded != env.from_incarnation && !planted(PlantedBug::IgnoreIncarnation) {
-                // Its votes and acknowledgements must never count: tell it, so it stops with an
-                // error its operator can act on instead of campaigning forever.
-                if matches!(env.body, msgcodec::Body::Raft(_)) {
+            Verdict::StaleSender { recorded, answer } => {
+                if answer {
                     let to = Recipient {
                         id: env.from,
                         incarnation: env.from_incarnation,
@@ -477,71 +463,45 @@ impl Node {
                 }));
                 return Err(error);
             }
-        } else if env.from_incarnation != 0 && self.kv.members().contains_key(&env.from) {
-            self.peers.saw_incarnation(env.from, env.from_incarnation);
-        }
-        // An id this node does not know may be a member added after the state it has applied
-        // (it lags), or one since removed: remember its address so replies can reach it.
-        if !self.kv.members().contains_key(&env.from) && !env.from_addr.is_empty() {
-            self.peers.hint(env.from, env.from_addr.clone());
-        }
-        if self.kv.was_removed(env.from) {
-            // Tell it, or it campaigns forever: it never sees the entry that removed it.
-            let to = Recipient {
-                id: env.from,
-                incarnation: env.from_incarnation,
-            };
-            let bytes = msgcodec::encode_removed(&self.sender(), to);
-            self.push_send(env.from, FrameKind::Other, bytes);
-            return Err(PeerError::UnknownSender(env.from));
-        }
-        if self.kv.members().contains_key(&env.from) {
+            Verdict::Removed { learn } => {
+                self.learn(env.from, &env.from_addr, learn);
+                let to = Recipient {
+                    id: env.from,
+                    incarnation: env.from_incarnation,
+                };
+                let bytes = msgcodec::encode_removed(&self.sender(), to);
+                self.push_send(env.from, FrameKind::Other, bytes);
+                return Err(PeerError::UnknownSender(env.from));
+            }
+            Verdict::Accept { learn, member } => {
+                self.learn(env.from, &env.from_addr, learn);
+                member
+            }
+        };
+        if member {
             self.peers.heard(env.from, self.now_tick);
-        }
-        if self.kv.members().contains_key(&env.from) {
             let confirmed = self.membership.member_reached_us();
             self.actions.extend(confirmed.map(Action::Event));
         }
         match env.body {
-            msgcodec::Body::Raft(m)
-                if m.get_msg_type() == raft::eraftpb::MessageType::MsgTimeoutNow
-                    && self.snapshot_unpersisted() =>
-            {
-                Err(PeerError::CampaignDeferred)
-            }
-            msgcodec::Body::Raft(m)
-                if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat
-                    && m.commit > self.raw.raft.raft_log.last_index() =>
-            {
-                // raft-rs would panic (`to_commit N is out of range`): the leader knows this node
-                // matched entries its log no longer has. A node whose directory lost synced
-                // writes under an unchanged incarnation must not vote again: stop, and say why.
-                let last_index = self.raw.raft.raft_log.last_index();
-                let error = PeerError::CommitBeyondLog {
-                    commit: m.commit,
-                    last_index,
-                };
-                self.stop(StopReason::LogBehindLeader {
-                    leader: env.from,
-                    commit: m.commit,
-                    last_index,
-                });
-                Err(error)
-            }
             msgcodec::Body::Raft(m) => {
-                use raft::eraftpb::MessageType::{MsgAppend, MsgHeartbeat};
-                let (kind, term, commit) = (m.get_msg_type(), m.term, m.commit);
-                self.raw
-                    .step(m)
-                    .map_err(|e| PeerError::Raft(e.to_string()))?;
-                // Appends carry the leader's commit; heartbeats the part of it this node matched.
-                if matches!(kind, MsgAppend | MsgHeartbeat)
-                    && term == self.raw.raft.term
-                    && env.from == self.raw.raft.leader_id
-                {
-                    self.leader_commit.heard(term, commit);
+                let view = frames::RaftView {
+                    snapshot_unpersisted: self.snapshot_unpersisted(),
+                    last_index: self.raw.raft.raft_log.last_index(),
+                };
+                match frames::check_raft(&m, &view) {
+                    RaftCheck::Step => self.step_raft(env.from, m),
+                    RaftCheck::CampaignDeferred => Err(PeerError::CampaignDeferred),
+                    RaftCheck::CommitBeyondLog { commit } => {
+                        let last_index = view.last_index;
+                        self.stop(StopReason::LogBehindLeader {
+                            leader: env.from,
+                            commit,
+                            last_index,
+                        });
+                        Err(PeerError::CommitBeyondLog { commit, last_index })
+                    }
                 }
-                Ok(())
             }
             msgcodec::Body::Forward(f) => {
                 // Served only by a leader; never forwarded twice.
@@ -587,11 +547,8 @@ impl Node {
                 Ok(())
             }
             msgcodec::Body::Refused(Refusal::StaleIncarnation { recorded }) => {
-                // Only a member speaks for the membership; `to_incarnation` was checked above.
-                if self.kv.members().contains_key(&env.from)
-                    && recorded != self.identity.incarnation
-                    && env.to_incarnation == self.identity.incarnation
-                {
+                let view = self.frames_view();
+                if frames::refusal_stops(env.from, env.to_incarnation, recorded, &view) {
                     self.stop(StopReason::NotRecognized {
                         by: env.from,
                         id: self.cfg.id,
@@ -602,6 +559,40 @@ impl Node {
                 Ok(())
             }
         }
+    }
+
+    /// What frame admission reads.
+    fn frames_view(&self) -> frames::View<'_> {
+        frames::View {
+            id: self.cfg.id,
+            identity: &self.identity,
+            kv: &self.kv,
+        }
+    }
+
+    fn learn(&mut self, from: u64, addr: &str, learn: Learn) {
+        match learn {
+            Learn::Nothing => {}
+            Learn::Incarnation(incarnation) => self.peers.saw_incarnation(from, incarnation),
+            Learn::Address => self.peers.hint(from, addr.to_string()),
+        }
+    }
+
+    /// Steps an admitted raft message; appends and heartbeats from the leader tell readiness
+    /// how far it committed.
+    fn step_raft(&mut self, from: u64, m: Message) -> Result<(), PeerError> {
+        use raft::eraftpb::MessageType::{MsgAppend, MsgHeartbeat};
+        let (kind, term, commit) = (m.get_msg_type(), m.term, m.commit);
+        self.raw
+            .step(m)
+            .map_err(|e| PeerError::Raft(e.to_string()))?;
+        if matches!(kind, MsgAppend | MsgHeartbeat)
+            && term == self.raw.raft.term
+            && from == self.raw.raft.leader_id
+        {
+            self.leader_commit.heard(term, commit);
+        }
+        Ok(())
     }
 
     /// Takes the cluster id of a joining node's cluster and makes it durable with the next job.
