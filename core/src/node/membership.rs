@@ -13,7 +13,7 @@
 
 use super::config::{linger_ticks, url_confirm_ticks};
 use super::peers::Peers;
-use super::{ClientOp, Event, NodeConfig, RejectReason, StopReason};
+use super::{Event, NodeConfig, RejectReason, StopReason};
 use crate::command::MemberChange;
 use crate::kv::KvState;
 use raft::eraftpb::{ConfChange, ConfChangeType};
@@ -126,6 +126,14 @@ impl Membership {
     }
 }
 
+/// A client's membership request: a raft conf change, or a member's new peer URL (no conf
+/// change: an ordinary entry every replica applies to its membership).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum MemberOp {
+    Change(MemberChange),
+    SetUrl { id: u64, addr: String },
+}
+
 /// What a membership change is checked against before the leader proposes it: the applied
 /// membership, raft's progress of each peer, when each was last heard from.
 pub(super) struct Rules<'a> {
@@ -139,14 +147,13 @@ pub(super) struct Rules<'a> {
 }
 
 impl Rules<'_> {
-    /// Why the membership request `op` may not be proposed now, if it may not. `None` for an op
-    /// that changes no membership.
-    pub(super) fn refusal(&self, op: &ClientOp) -> Option<RejectReason> {
+    /// Why the membership request `op` may not be proposed now, if it may not.
+    pub(super) fn refusal(&self, op: &MemberOp) -> Option<RejectReason> {
         match op {
-            ClientOp::AddNode { id, addr } => self
+            MemberOp::Change(MemberChange::Add { id, addr }) => self
                 .new_member_refused(*id, addr)
                 .or_else(|| self.quorum_after(Some(*id), None)),
-            ClientOp::RemoveNode { id } => {
+            MemberOp::Change(MemberChange::Remove { id }) => {
                 if !self.kv.members().contains_key(id) {
                     Some(RejectReason::NotMember { id: *id })
                 } else if self.kv.members().len() == 1 {
@@ -155,19 +162,17 @@ impl Rules<'_> {
                     self.quorum_after(None, Some(*id))
                 }
             }
-            ClientOp::AddLearner { id, addr, .. } => self.new_member_refused(*id, addr),
-            ClientOp::PromoteNode { id } => self.promotion_refused(*id),
-            ClientOp::UpdateNode { id, addr } => {
+            MemberOp::Change(MemberChange::AddLearner { id, addr, .. }) => {
+                self.new_member_refused(*id, addr)
+            }
+            MemberOp::Change(MemberChange::Promote { id }) => self.promotion_refused(*id),
+            MemberOp::SetUrl { id, addr } => {
                 if !self.kv.members().contains_key(id) {
                     Some(RejectReason::NotMember { id: *id })
                 } else {
                     self.url_in_use(*id, addr)
                 }
             }
-            ClientOp::Get { .. }
-            | ClientOp::GetLocal { .. }
-            | ClientOp::Put { .. }
-            | ClientOp::Delete { .. } => None,
         }
     }
 

@@ -56,6 +56,7 @@ mod peers;
 mod pending;
 mod persist;
 mod raft_rs_guard;
+mod requests;
 mod restore;
 mod snapshots;
 mod spare;
@@ -69,6 +70,7 @@ use config::raft_config;
 pub use config::{no_leader_hold_ticks, Bootstrap, NodeConfig};
 pub use errors::{NodeError, PeerError, StopReason};
 use frames::{Admission, Learn, RaftCheck, Verdict};
+use requests::{Route, Serve};
 pub use restore::Restored;
 use status::LeaderCommit;
 pub use status::NodeStatus;
@@ -504,21 +506,13 @@ impl Node {
                 }
             }
             msgcodec::Body::Forward(f) => {
-                // Served only by a leader; never forwarded twice.
                 let to = ReplyTo::Remote {
                     peer: env.from,
                     forward_id: f.forward_id,
                 };
-                if self.membership.is_removed() {
-                    // Removed, lingering only as a voter: it serves nobody (never proposed).
-                    self.reply(to, Err(ClientError::NotLeader { leader: None }));
-                } else if matches!(f.op, ClientOp::GetLocal { .. }) {
-                    self.reply(
-                        to,
-                        Err(ClientError::Rejected(RejectReason::LocalReadForwarded)),
-                    );
-                } else {
-                    self.handle_request(to, f.request_id, f.timeout_ticks, f.op);
+                match requests::refuse_forwarded(&f.op, self.membership.is_removed()) {
+                    Some(err) => self.reply(to, Err(err)),
+                    None => self.handle_request(to, f.request_id, f.timeout_ticks, f.op),
                 }
                 Ok(())
             }
@@ -648,51 +642,50 @@ impl Node {
     /// writes and linearizable reads are forwarded to the leader when one is known.
     pub fn client(&mut self, req: ClientRequest) {
         let to = ReplyTo::Local(req.handle);
-        if self.stopped.is_some() || self.shut_down || self.membership.is_removed() {
-            return self.reply(to, Err(ClientError::Stopped));
-        }
-        let is_leader = self.raw.raft.state == StateRole::Leader;
-        let forwardable = !matches!(req.op, ClientOp::GetLocal { .. });
-        // raft's own view, not the one cached at the last Ready: a leader that stepped down
-        // earlier in this batch still has itself cached, and a forward to itself would be
-        // dropped (frames from one's own id are refused) and wait out its deadline.
-        let leader = Some(self.raw.raft.leader_id).filter(|&l| l != 0 && l != self.cfg.id);
-        if !is_leader && forwardable && leader.is_none() {
-            // Hold it for an election to settle rather than fail fast, but not for the whole
-            // deadline: unproposed, its answer is definite whenever it comes.
-            let deadline_tick = self.now_tick + req.timeout_ticks.max(1);
-            let hold_until_tick =
-                deadline_tick.min(self.now_tick + no_leader_hold_ticks(&self.cfg));
-            let handle = req.handle;
-            let held = self.pending.hold(AwaitingLeader {
-                arrived_tick: self.now_tick,
+        let view = requests::RouteView {
+            id: self.cfg.id,
+            closed: self.stopped.is_some() || self.shut_down || self.membership.is_removed(),
+            is_leader: self.raw.raft.state == StateRole::Leader,
+            raft_leader: self.raw.raft.leader_id,
+            now_tick: self.now_tick,
+            hold_ticks: no_leader_hold_ticks(&self.cfg),
+        };
+        match requests::route(&req, &view) {
+            Route::Refuse(err) => self.reply(to, Err(err)),
+            Route::Hold {
                 hold_until_tick,
                 deadline_tick,
-                req,
-            });
-            if !held {
-                return self.reply(ReplyTo::Local(handle), Err(ClientError::Busy));
+            } => {
+                let held = self.pending.hold(AwaitingLeader {
+                    arrived_tick: self.now_tick,
+                    hold_until_tick,
+                    deadline_tick,
+                    req,
+                });
+                if !held {
+                    self.reply(to, Err(ClientError::Busy));
+                }
             }
-            return;
+            Route::Forward {
+                leader,
+                deadline_tick,
+            } => {
+                let Some(forward_id) = self.pending.add_forward(req.handle, deadline_tick, leader)
+                else {
+                    return self.reply(to, Err(ClientError::Busy));
+                };
+                let fwd = Forward {
+                    forward_id,
+                    request_id: req.request_id,
+                    timeout_ticks: req.timeout_ticks,
+                    op: req.op,
+                };
+                let to = self.recipient(leader);
+                let bytes = msgcodec::encode_forward(&self.sender(), to, fwd);
+                self.push_send(to.id, FrameKind::Forward { forward_id }, bytes);
+            }
+            Route::Serve => self.handle_request(to, req.request_id, req.timeout_ticks, req.op),
         }
-        if let (false, true, Some(leader)) = (is_leader, forwardable, leader) {
-            let deadline_tick = self.now_tick + req.timeout_ticks.max(1);
-            let Some(forward_id) = self.pending.add_forward(req.handle, deadline_tick, leader)
-            else {
-                return self.reply(to, Err(ClientError::Busy));
-            };
-            let fwd = Forward {
-                forward_id,
-                request_id: req.request_id,
-                timeout_ticks: req.timeout_ticks,
-                op: req.op,
-            };
-            let to = self.recipient(leader);
-            let bytes = msgcodec::encode_forward(&self.sender(), to, fwd);
-            self.push_send(to.id, FrameKind::Forward { forward_id }, bytes);
-            return;
-        }
-        self.handle_request(to, req.request_id, req.timeout_ticks, req.op);
     }
 
     fn handle_request(
@@ -703,23 +696,15 @@ impl Node {
         op: ClientOp,
     ) {
         let deadline_tick = self.now_tick + timeout_ticks.max(1);
-        let leader = if self.leader_id == 0 {
-            None
-        } else {
-            Some(self.leader_id)
+        let view = requests::ServeView {
+            is_leader: self.raw.raft.state == StateRole::Leader,
+            leader: Some(self.leader_id).filter(|&l| l != 0),
+            kv: &self.kv,
+            rules: self.member_rules(),
         };
-        let is_leader = self.raw.raft.state == StateRole::Leader;
-        match op {
-            ClientOp::GetLocal { key } => {
-                let v = self.kv.get(&key).map(|v| v.to_vec());
-                self.reply(to, Ok(ClientReply::Value(v)));
-            }
-            _ if !is_leader => self.reply(to, Err(ClientError::NotLeader { leader })),
-            ClientOp::Get { key } if planted(PlantedBug::LocalLinearizableReads) => {
-                let v = self.kv.get(&key).map(|v| v.to_vec());
-                self.reply(to, Ok(ClientReply::Value(v)));
-            }
-            ClientOp::Get { key } => {
+        match requests::serve(op, request_id, &view) {
+            Serve::Answer(result) => self.reply(to, result),
+            Serve::Read { key } => {
                 let now = self.raw.raft.commit_to_current_term();
                 let read = PendingRead {
                     handle: to,
@@ -734,64 +719,23 @@ impl Node {
                     self.raw.read_index(id.to_le_bytes().to_vec());
                 }
             }
-            ClientOp::Put { key, value } => {
-                let existed = self.kv.get(&key).is_some();
-                let p = Proposal {
-                    request_id,
-                    command: crate::command::Command::Put { key, value },
-                };
-                self.propose(to, deadline_tick, PendingKind::Write, |raw| {
-                    raw.propose(vec![], p.encode())
+            Serve::Propose {
+                proposal,
+                kind,
+                early,
+            } => {
+                self.propose(to, deadline_tick, kind, |raw| {
+                    raw.propose(vec![], proposal.encode())
                 });
-                if planted(PlantedBug::AckBeforeSync) {
-                    self.ack_early(to, crate::kv::WriteResult::Put { existed });
+                if let Some(result) = early {
+                    self.ack_early(to, result);
                 }
             }
-            ClientOp::Delete { key } => {
-                let p = Proposal {
-                    request_id,
-                    command: crate::command::Command::Delete { key },
-                };
-                self.propose(to, deadline_tick, PendingKind::Write, |raw| {
-                    raw.propose(vec![], p.encode())
+            Serve::ProposeChange(mp) => {
+                let cc = conf_change_of(&mp.change);
+                self.propose(to, deadline_tick, PendingKind::Member, |raw| {
+                    raw.propose_conf_change(mp.encode(), cc)
                 });
-            }
-            op => {
-                // A membership change: refused (definite) unless the rules allow it now.
-                let refused = self.member_rules().refusal(&op);
-                if let Some(why) = refused {
-                    return self.reply(to, Err(ClientError::Rejected(why)));
-                }
-                let change = match op {
-                    ClientOp::AddNode { id, addr } => MemberChange::Add { id, addr },
-                    ClientOp::RemoveNode { id } => MemberChange::Remove { id },
-                    ClientOp::AddLearner {
-                        id,
-                        addr,
-                        auto_promote,
-                    } => MemberChange::AddLearner {
-                        id,
-                        addr,
-                        auto_promote,
-                    },
-                    ClientOp::PromoteNode { id } => MemberChange::Promote { id },
-                    ClientOp::UpdateNode { id, addr } => {
-                        // A URL is no raft conf change: an ordinary entry that every replica
-                        // applies to its membership.
-                        let p = Proposal {
-                            request_id,
-                            command: crate::command::Command::SetPeerUrl { id, addr },
-                        };
-                        return self.propose(to, deadline_tick, PendingKind::Member, |raw| {
-                            raw.propose(vec![], p.encode())
-                        });
-                    }
-                    ClientOp::Get { .. }
-                    | ClientOp::GetLocal { .. }
-                    | ClientOp::Put { .. }
-                    | ClientOp::Delete { .. } => unreachable!("matched above"),
-                };
-                self.propose_member_change(to, deadline_tick, request_id, change);
             }
         }
     }
@@ -806,20 +750,6 @@ impl Node {
             now_tick: self.now_tick,
             last_index: self.raw.raft.raft_log.last_index(),
         }
-    }
-
-    fn propose_member_change(
-        &mut self,
-        to: ReplyTo,
-        deadline_tick: u64,
-        request_id: Option<RequestId>,
-        change: MemberChange,
-    ) {
-        let cc = conf_change_of(&change);
-        let mp = MemberProposal { request_id, change };
-        self.propose(to, deadline_tick, PendingKind::Member, |raw| {
-            raw.propose_conf_change(mp.encode(), cc)
-        });
     }
 
     /// The leader promotes learners added with `auto_promote` once they have caught up, one

@@ -1,0 +1,214 @@
+//! Request routing, pure: where a client request goes ([`route`]: answered now, held for a
+//! leader, forwarded, or served here) and what serving it here is ([`serve`]: an answer, a
+//! ReadIndex read, a proposal), from borrowed views of exactly what each reads. The node carries
+//! the decision out (pending tables, frames, raft-rs).
+//!
+//! `ClientOp` crosses the network as one enum; here it is split ([`Op`]) into data ops and
+//! membership ops, so a membership op is served knowing it is one.
+//!
+//! Answers decided here are definite (never proposed); only what the node proposes or forwards
+//! can be "outcome unknown".
+
+use super::membership::{MemberOp, Rules};
+use super::pending::PendingKind;
+use super::{ClientError, ClientOp, ClientReply, ClientRequest, RejectReason};
+use crate::command::{Command, MemberChange, MemberProposal, Proposal, RequestId};
+use crate::kv::{KvState, WriteResult};
+use crate::planted::{active as planted, PlantedBug};
+
+/// A client op by what serving it takes.
+enum Op {
+    Data(DataOp),
+    Member(MemberOp),
+}
+
+enum DataOp {
+    /// Linearizable: through ReadIndex, on the leader.
+    Get {
+        key: Vec<u8>,
+    },
+    /// From this node's state machine, on any node.
+    GetLocal {
+        key: Vec<u8>,
+    },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+}
+
+impl From<ClientOp> for Op {
+    fn from(op: ClientOp) -> Op {
+        match op {
+            ClientOp::Get { key } => Op::Data(DataOp::Get { key }),
+            ClientOp::GetLocal { key } => Op::Data(DataOp::GetLocal { key }),
+            ClientOp::Put { key, value } => Op::Data(DataOp::Put { key, value }),
+            ClientOp::Delete { key } => Op::Data(DataOp::Delete { key }),
+            ClientOp::AddNode { id, addr } => {
+                Op::Member(MemberOp::Change(MemberChange::Add { id, addr }))
+            }
+            ClientOp::RemoveNode { id } => {
+                Op::Member(MemberOp::Change(MemberChange::Remove { id }))
+            }
+            ClientOp::AddLearner {
+                id,
+                addr,
+                auto_promote,
+            } => Op::Member(MemberOp::Change(MemberChange::AddLearner {
+                id,
+                addr,
+                auto_promote,
+            })),
+            ClientOp::PromoteNode { id } => {
+                Op::Member(MemberOp::Change(MemberChange::Promote { id }))
+            }
+            ClientOp::UpdateNode { id, addr } => Op::Member(MemberOp::SetUrl { id, addr }),
+        }
+    }
+}
+
+/// What routing reads of the node.
+pub(super) struct RouteView {
+    pub id: u64,
+    /// Stopped, shutting down, or removed (lingering only as a voter): it serves nobody.
+    pub closed: bool,
+    pub is_leader: bool,
+    /// raft's own view of the leader, not the one cached at the last Ready: a leader that
+    /// stepped down earlier in this batch still has itself cached, and a forward to itself
+    /// would be dropped (frames from one's own id are refused) and wait out its deadline.
+    pub raft_leader: u64,
+    pub now_tick: u64,
+    /// How long a request waits for an election when no leader is known.
+    pub hold_ticks: u64,
+}
+
+/// Where a client request goes.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Answered at once, never proposed.
+    Refuse(ClientError),
+    /// Held for an election to settle rather than failed fast, but not for the whole deadline:
+    /// unproposed, its answer is definite whenever it comes.
+    Hold {
+        hold_until_tick: u64,
+        deadline_tick: u64,
+    },
+    /// Sent to the leader, which answers it.
+    Forward { leader: u64, deadline_tick: u64 },
+    /// Served by this node.
+    Serve,
+}
+
+/// Where a client request goes. On a follower, writes and linearizable reads go to the leader
+/// when one is known, and wait for one when none is.
+pub(super) fn route(req: &ClientRequest, v: &RouteView) -> Route {
+    if v.closed {
+        return Route::Refuse(ClientError::Stopped);
+    }
+    let forwardable = !matches!(req.op, ClientOp::GetLocal { .. });
+    if v.is_leader || !forwardable {
+        return Route::Serve;
+    }
+    let deadline_tick = v.now_tick + req.timeout_ticks.max(1);
+    match Some(v.raft_leader).filter(|&l| l != 0 && l != v.id) {
+        None => Route::Hold {
+            hold_until_tick: deadline_tick.min(v.now_tick + v.hold_ticks),
+            deadline_tick,
+        },
+        Some(leader) => Route::Forward {
+            leader,
+            deadline_tick,
+        },
+    }
+}
+
+/// The answer to a request another node forwarded, when this one must not serve it: forwarded
+/// requests are served only by a leader and never forwarded twice.
+pub(super) fn refuse_forwarded(op: &ClientOp, removed: bool) -> Option<ClientError> {
+    if removed {
+        // Removed, lingering only as a voter: it serves nobody (never proposed).
+        Some(ClientError::NotLeader { leader: None })
+    } else if matches!(op, ClientOp::GetLocal { .. }) {
+        Some(ClientError::Rejected(RejectReason::LocalReadForwarded))
+    } else {
+        None
+    }
+}
+
+/// What serving reads of the node.
+pub(super) struct ServeView<'a> {
+    pub is_leader: bool,
+    /// The leader as of the last Ready, named in `NotLeader`.
+    pub leader: Option<u64>,
+    pub kv: &'a KvState,
+    pub rules: Rules<'a>,
+}
+
+/// What serving a request here is.
+pub(super) enum Serve {
+    /// Answered now: from this node's state machine, or refused (definite).
+    Answer(Result<ClientReply, ClientError>),
+    /// A linearizable read through ReadIndex.
+    Read { key: Vec<u8> },
+    /// An ordinary entry. `early` (a planted bug only) answers it as soon as it is proposed.
+    Propose {
+        proposal: Proposal,
+        kind: PendingKind,
+        early: Option<WriteResult>,
+    },
+    /// A raft conf change.
+    ProposeChange(MemberProposal),
+}
+
+pub(super) fn serve(op: ClientOp, request_id: Option<RequestId>, v: &ServeView<'_>) -> Serve {
+    let read =
+        |key: &[u8]| Serve::Answer(Ok(ClientReply::Value(v.kv.get(key).map(|v| v.to_vec()))));
+    let op = match Op::from(op) {
+        Op::Data(DataOp::GetLocal { key }) => return read(&key),
+        _ if !v.is_leader => {
+            return Serve::Answer(Err(ClientError::NotLeader { leader: v.leader }))
+        }
+        Op::Data(DataOp::Get { key }) if planted(PlantedBug::LocalLinearizableReads) => {
+            return read(&key)
+        }
+        Op::Data(DataOp::Get { key }) => return Serve::Read { key },
+        Op::Data(DataOp::Put { key, value }) => {
+            let existed = v.kv.get(&key).is_some();
+            let early = planted(PlantedBug::AckBeforeSync).then_some(WriteResult::Put { existed });
+            return write(request_id, Command::Put { key, value }, early);
+        }
+        Op::Data(DataOp::Delete { key }) => {
+            return write(request_id, Command::Delete { key }, None)
+        }
+        Op::Member(op) => op,
+    };
+    // A membership change: refused (definite) unless the rules allow it now.
+    if let Some(why) = v.rules.refusal(&op) {
+        return Serve::Answer(Err(ClientError::Rejected(why)));
+    }
+    match op {
+        MemberOp::SetUrl { id, addr } => Serve::Propose {
+            proposal: Proposal {
+                request_id,
+                command: Command::SetPeerUrl { id, addr },
+            },
+            kind: PendingKind::Member,
+            early: None,
+        },
+        MemberOp::Change(change) => Serve::ProposeChange(MemberProposal { request_id, change }),
+    }
+}
+
+fn write(request_id: Option<RequestId>, command: Command, early: Option<WriteResult>) -> Serve {
+    Serve::Propose {
+        proposal: Proposal {
+            request_id,
+            command,
+        },
+        kind: PendingKind::Write,
+        early,
+    }
+}
