@@ -76,8 +76,8 @@ use status::LeaderCommit;
 pub use status::NodeStatus;
 
 use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
-use crate::compaction::{self, SnapshotOnDisk};
-use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs};
+use crate::compaction;
+use crate::convert::{cs_to_rec, hs_to_rec};
 use crate::fileop::FileOp;
 use crate::health::Readiness;
 use crate::identity::{Identity, UNKNOWN_CLUSTER};
@@ -90,7 +90,6 @@ use crate::snapfile::{self, SnapshotMeta};
 use crate::storage::NodeStorage;
 pub use crate::transfer::ReadJob;
 use crate::transfer::{ChunkOutcome, SendFailure, SendStep, SnapKey};
-use crate::wal::{HardStateRec, SnapshotMarker};
 use membership::{conf_change_of, Membership};
 use peers::Peers;
 use pending::{AwaitingLeader, Pending, PendingKind, PendingProposal, PendingRead};
@@ -144,19 +143,6 @@ pub struct Node {
     shut_down: bool,
     /// The highest commit a leader sent this node in its term, for readiness.
     leader_commit: LeaderCommit,
-}
-
-/// The `Snapshot` raft sees: metadata and a descriptor of the file (never the state itself).
-fn make_snapshot(meta: &SnapshotMeta, file_bytes: u64) -> Snapshot {
-    let mut s = Snapshot {
-        data: snapfile::descriptor(file_bytes).into(),
-        ..Default::default()
-    };
-    let m = s.mut_metadata();
-    m.index = meta.index;
-    m.term = meta.term;
-    m.set_conf_state(rec_to_cs(&meta.conf_state));
-    s
 }
 
 impl Node {
@@ -921,7 +907,7 @@ impl Node {
             }
             if let Some(hs) = rd.hs() {
                 self.raw.mut_store().set_hard_state(hs.clone());
-                self.stage_hard_state(hs_to_rec(hs));
+                self.persist.stage_hard_state(hs_to_rec(hs));
             }
             for rs in rd.take_read_states() {
                 if let Ok(b) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
@@ -985,27 +971,6 @@ impl Node {
             log.committed,
             log.last_index()
         );
-    }
-
-    /// Stages the WAL record naming a snapshot file; the file's own ops must come first (in this
-    /// job, or durable already).
-    fn stage_snapshot_marker(
-        &mut self,
-        index: u64,
-        term: u64,
-        conf_state: crate::wal::ConfStateRec,
-        log_reset: bool,
-    ) {
-        self.persist.stage_marker(SnapshotMarker {
-            index,
-            term,
-            conf_state,
-            log_reset,
-        });
-    }
-
-    fn stage_hard_state(&mut self, hs: HardStateRec) {
-        self.persist.stage_hard_state(hs);
     }
 
     fn issue_job(&mut self) {
@@ -1162,13 +1127,7 @@ impl Node {
     /// A follower found this snapshot file damaged (its checksum fails there, so here too):
     /// stop sending it, set it aside as recovery would, and make a fresh snapshot instead.
     fn set_aside_snapshot(&mut self, name: String, why: SendFailure) {
-        if self.snapshots.holds(&name) {
-            self.snapshots.forget(&name);
-            self.persist.post_sync().push(FileOp::Rename {
-                from: name.clone(),
-                to: format!("{name}{}", snapfile::BROKEN_SUFFIX),
-            });
-            self.persist.post_sync().push(FileOp::SyncDir);
+        if self.snapshots.set_aside(&name, &mut self.persist) {
             let latest = self.raw.store().latest_snapshot().map(|s| {
                 let m = s.get_metadata();
                 snapfile::file_name(m.term, m.index)
@@ -1176,7 +1135,6 @@ impl Node {
             if latest.as_deref() == Some(name.as_str()) {
                 self.raw.mut_store().forget_latest_snapshot();
             }
-            self.snapshots.want();
             self.actions.push(Action::Event(Event::SnapshotSetAside {
                 name: name.clone(),
             }));
@@ -1501,45 +1459,21 @@ impl Node {
     fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), StopReason> {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
-        if let Some((_, local)) = self.snapshots.job() {
-            // raft restores only snapshots beyond its commit, and a local snapshot is at or below
-            // it: the two never share a file name, so the lanes never write the same file.
-            assert!(
-                index > local.index,
-                "installing snapshot {index} over local snapshot job {}",
-                local.index
-            );
-        }
         // raft only ever restores a snapshot this node stepped in after receiving its file.
         let received = self
             .transfers
             .take_received(index, term)
             .ok_or(StopReason::BadSnapshotFromLeader { index })?;
-        let conf_state = cs_to_rec(meta.get_conf_state());
-        if received.meta.conf_state != conf_state {
+        if received.meta.conf_state != cs_to_rec(meta.get_conf_state()) {
             return Err(StopReason::BadSnapshotFromLeader { index });
         }
         self.actions
             .push(Action::Event(Event::LoadingSnapshot { term, index }));
-        // The file was synced under its temp name with the last chunk: rename it, make the name
-        // durable, and only then log the marker that points to it.
-        let name = snapfile::file_name(term, index);
-        if planted(PlantedBug::MarkerBeforeSnapshotDurable) {
-            self.stage_snapshot_marker(index, term, conf_state.clone(), true);
-            self.persist.sync_wal();
-        }
-        self.persist.ops().push(FileOp::Rename {
-            from: received.tmp,
-            to: name.clone(),
-        });
-        self.persist.ops().push(FileOp::SyncDir);
-        let kv = received.kv;
-        if !planted(PlantedBug::MarkerBeforeSnapshotDurable) {
-            self.stage_snapshot_marker(index, term, conf_state, true);
-        }
+        let received = *received;
+        self.snapshots
+            .install(received.meta, received.tmp, &mut self.persist);
         self.raw.mut_store().apply_snapshot(snap);
-        self.kv = kv;
-        self.snapshots.record(SnapshotOnDisk { name, term, index });
+        self.kv = received.kv;
         self.actions
             .push(Action::Event(Event::SnapshotInstalled { term, index }));
         self.plan_purge();
@@ -1586,13 +1520,10 @@ impl Node {
             conf_state,
         };
         let id = self.persist.allocate_id();
-        self.snapshots.start(id, meta.clone());
-        self.actions.push(Action::Snapshot(SnapshotJob::new(
-            id,
-            meta,
-            self.kv.clone(),
-            self.cfg.snapshot_chunk_bytes,
-        )));
+        let job = self
+            .snapshots
+            .create(id, meta, self.kv.clone(), self.cfg.snapshot_chunk_bytes);
+        self.actions.push(Action::Snapshot(job));
     }
 
     /// The snapshot job `id` completed: its file is durable under its final name, and `data`
@@ -1603,34 +1534,20 @@ impl Node {
         if self.stopped.is_some() {
             return;
         }
-        let SnapshotMeta {
-            index,
-            term,
-            conf_state,
-        } = meta.clone();
-        let name = snapfile::file_name(term, index);
-        if index <= self.snapshots.index() {
-            // The leader's snapshot was installed meanwhile and is newer: this file describes a
-            // past no marker will point to. Remove it (after the next sync, like any purge).
-            if !self.snapshots.holds(&name) {
-                self.persist.post_sync().push(FileOp::Remove { name });
-            }
-            self.actions
-                .push(Action::Event(Event::SnapshotSuperseded { index }));
-            return;
+        if let Some(superseded) = self.snapshots.superseded(&meta, &mut self.persist) {
+            return self.actions.push(Action::Event(superseded));
         }
-        self.stage_snapshot_marker(index, term, conf_state, false);
-        // Persist a commit covering the snapshot with it, so recovery accepts the snapshot.
+        let (index, term) = (meta.index, meta.term);
         assert!(
             index <= self.raw.raft.raft_log.committed,
             "snapshot {index} beyond the commit index"
         );
         let mut hs = self.raw.store().hard_state().clone();
         hs.commit = hs.commit.max(index);
-        self.stage_hard_state(hs_to_rec(&hs));
-        self.raw
-            .mut_store()
-            .set_latest_snapshot(make_snapshot(&meta, file_bytes));
+        self.snapshots
+            .saved(&meta, hs_to_rec(&hs), &mut self.persist);
+        let snapshot = snapshots::raft_snapshot(&meta, file_bytes);
+        self.raw.mut_store().set_latest_snapshot(snapshot);
         // Keep the entries after any snapshot still streaming to a follower: compacting them
         // would make that follower need a newer snapshot the moment it installed this one, and a
         // cluster under load would never let it catch up (measured: a 1 GiB transfer was sent
@@ -1644,7 +1561,6 @@ impl Node {
         self.raw.mut_store().compact(ci);
         self.actions
             .push(Action::Event(Event::CompactedLog { index: ci }));
-        self.snapshots.record(SnapshotOnDisk { name, term, index });
         self.actions
             .push(Action::Event(Event::SnapshotSaved { term, index }));
         self.plan_purge();
