@@ -176,6 +176,17 @@ impl Rules<'_> {
         }
     }
 
+    /// The learner added with `auto_promote` the leader of `term` promotes now, if any: caught
+    /// up (`promotion_refused` says nothing), and not proposed for promotion in this term yet.
+    pub(super) fn learner_to_promote(&self, term: u64) -> Option<u64> {
+        self.kv
+            .learners()
+            .iter()
+            .filter(|(_, auto)| **auto)
+            .map(|(id, _)| *id)
+            .find(|id| !self.peers.promoting_in(*id, term) && self.promotion_refused(*id).is_none())
+    }
+
     /// Why learner `id` may not be promoted now: not a learner, too far behind the leader's log
     /// (a voter that cannot vote yet would count toward the quorum), or the quorum check.
     pub(super) fn promotion_refused(&self, id: u64) -> Option<RejectReason> {

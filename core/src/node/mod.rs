@@ -49,6 +49,7 @@ pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, Rejec
 mod actions;
 mod apply;
 mod config;
+mod election;
 mod errors;
 mod frames;
 mod membership;
@@ -68,6 +69,7 @@ pub use actions::{
 };
 use config::raft_config;
 pub use config::{no_leader_hold_ticks, Bootstrap, NodeConfig};
+use election::ElectionTimeouts;
 pub use errors::{NodeError, PeerError, StopReason};
 use frames::{Admission, Learn, RaftCheck, Verdict};
 use requests::{Route, Serve};
@@ -89,7 +91,7 @@ use crate::rng::Rng;
 use crate::snapfile::{self, SnapshotMeta};
 use crate::storage::NodeStorage;
 pub use crate::transfer::ReadJob;
-use crate::transfer::{ChunkOutcome, SendFailure, SendStep, SnapKey};
+use crate::transfer::{SendFailure, SendStep, SnapKey};
 use membership::{conf_change_of, Membership};
 use peers::Peers;
 use pending::{AwaitingLeader, Pending, PendingKind, PendingProposal, PendingRead};
@@ -117,10 +119,9 @@ pub struct Node {
     kv: KvState,
     /// The next disk job and the one in flight (raft-rs's persistence order).
     persist: Persistence,
-    rng: Rng,
     now_tick: u64,
-    /// (term, role, leader) at the last election-timeout draw.
-    timeout_key: Option<(u64, StateRole, u64)>,
+    /// Election timeouts drawn from the node's seeded RNG, not raft-rs's.
+    timeouts: ElectionTimeouts,
     role: StateRole,
     leader_id: u64,
     actions: Vec<Action>,
@@ -179,14 +180,13 @@ impl Node {
         let first_read_id = rng.next_u64() >> 1;
         let cfg_transfer = cfg.clone();
         let mut node = Node {
-            rng,
+            timeouts: ElectionTimeouts::new(rng, cfg.election_tick),
             cfg,
             identity,
             raw,
             kv,
             persist: Persistence::new(wal, ops),
             now_tick: 0,
-            timeout_key: None,
             role: StateRole::Follower,
             leader_id: 0,
             actions: events.into_iter().map(Action::Event).collect(),
@@ -360,31 +360,10 @@ impl Node {
             && self.kv.applied_index() > self.raw.raft.raft_log.applied
     }
 
-    /// raft-rs draws election timeouts from its thread-local, OS-seeded RNG, which no simulator
-    /// can seed. Draw our
-    /// own from the node's seeded RNG whenever raft may have drawn a new one, and install it
-    /// before raft reads it (only `tick` reads it). raft-rs draws exactly when it resets
-    /// (`Raft::reset`, on every become_follower/candidate/leader), and a reset always zeroes
-    /// `election_elapsed`; so the signals are: (term, role, leader) changed, or the elapsed
-    /// count is zero. Both evolve deterministically, which matters: a signal that depended on
-    /// raft's own random value would itself leak it. Called after every input that steps raft.
-    /// (Keying on (term, role, leader) alone missed PreCandidate -> Follower at the same term,
-    /// which the simulator caught as a trace that differed between runs of one seed.)
+    /// Called after every input that steps raft (see `election`).
     fn fix_election_timeout(&mut self) {
-        if !self.cfg.seeded_election_timeout {
-            return;
-        }
-        let r = &self.raw.raft;
-        let key = (r.term, r.state, r.leader_id);
-        if self.timeout_key != Some(key) || r.election_elapsed == 0 {
-            self.timeout_key = Some(key);
-            // raft-rs's defaults: [election_tick, 2 * election_tick).
-            let (lo, hi) = (
-                self.cfg.election_tick as u64,
-                2 * self.cfg.election_tick as u64,
-            );
-            let t = self.rng.range(lo, hi) as usize;
-            self.raw.raft.set_randomized_election_timeout(t);
+        if self.cfg.seeded_election_timeout {
+            self.timeouts.fix(&mut self.raw.raft);
         }
     }
 
@@ -748,16 +727,7 @@ impl Node {
             return;
         }
         let term = self.raw.raft.term;
-        let rules = self.member_rules();
-        let ready = self
-            .kv
-            .learners()
-            .iter()
-            .filter(|(_, auto)| **auto)
-            .map(|(id, _)| *id)
-            .find(|id| {
-                !self.peers.promoting_in(*id, term) && rules.promotion_refused(*id).is_none()
-            });
+        let ready = self.member_rules().learner_to_promote(term);
         if let Some(id) = ready {
             let change = MemberChange::Promote { id };
             let cc = conf_change_of(&change);
@@ -1170,7 +1140,7 @@ impl Node {
             return Err(PeerError::Raft("snapshot chunk from an older term".into()));
         }
         let committed = self.raw.raft.raft_log.committed;
-        let (outcome, replaced) = self.transfers.on_chunk(
+        let chunk = self.transfers.on_chunk(
             from,
             key,
             offset,
@@ -1179,40 +1149,23 @@ impl Node {
             committed,
             self.persist.ops(),
         );
-        self.actions.extend(replaced.map(Action::Event));
-        let (ack, gated) = match outcome {
-            ChunkOutcome::Written { ack } => (ack, true),
-            ChunkOutcome::AckNow { ack } => (ack, false),
-            ChunkOutcome::NotNeeded { ack } => (ack, false),
-            ChunkOutcome::Refused { ack, why } => {
-                self.actions.push(Action::Event(Event::SnapshotRefused {
-                    from,
-                    index: key.index,
-                    why,
-                }));
-                (ack, false)
-            }
-            ChunkOutcome::Complete { ack, received } => {
-                self.actions.push(Action::Event(Event::SnapshotReceived {
-                    from,
-                    index: key.index,
-                    file_bytes: key.file_bytes,
-                }));
-                self.raw
-                    .step(message)
-                    .map_err(|e| PeerError::Raft(e.to_string()))?;
-                let taken = self
-                    .raw
-                    .raft
-                    .raft_log
-                    .unstable
-                    .snapshot
-                    .as_ref()
-                    .is_some_and(|s| s.get_metadata().index == key.index);
-                self.transfers.received(received, taken, self.persist.ops());
-                (ack, true)
-            }
-        };
+        self.actions
+            .extend(chunk.events.into_iter().map(Action::Event));
+        if let Some(received) = chunk.complete {
+            self.raw
+                .step(message)
+                .map_err(|e| PeerError::Raft(e.to_string()))?;
+            let taken = self
+                .raw
+                .raft
+                .raft_log
+                .unstable
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| s.get_metadata().index == key.index);
+            self.transfers.received(received, taken, self.persist.ops());
+        }
+        let (ack, gated) = (chunk.ack, chunk.gated);
         let frame = msgcodec::encode_ack(&self.sender(), to, ack);
         if gated {
             self.persist.gate_frame(Outgoing {
@@ -1258,14 +1211,7 @@ impl Node {
         }
         let term = self.raw.raft.term;
         let me = (self.cfg.id, self.identity.incarnation);
-        let wanted: Vec<(u64, u64)> = std::iter::once(me)
-            .chain(self.peers.seen_incarnations())
-            .filter(|(id, _)| {
-                self.kv.members().contains_key(id)
-                    && self.kv.incarnation(*id).is_none()
-                    && !self.peers.recording_in(*id, term)
-            })
-            .collect();
+        let wanted = self.peers.incarnations_to_record(me, &self.kv, term);
         for (id, incarnation) in wanted {
             let p = Proposal {
                 request_id: None,
@@ -1432,26 +1378,10 @@ impl Node {
     }
 
     fn finish_proposal(&mut self, index: u64, term: u64, result: Result<ClientReply, ClientError>) {
-        // Proposals at lower indexes that were never applied were overwritten.
-        let Some(p) = self.pending.take_proposal(index) else {
-            return;
-        };
-        if p.term != term {
-            return self.reply(
-                p.handle,
-                Err(ClientError::LeaderChanged {
-                    leader: Some(self.leader_id).filter(|&l| l != 0),
-                }),
-            );
+        let leader = Some(self.leader_id).filter(|&l| l != 0);
+        if let Some((to, result)) = self.pending.take_applied(index, term, result, leader) {
+            self.reply(to, result);
         }
-        let result = match (p.kind, result) {
-            (PendingKind::Write, Ok(ClientReply::Members(_)))
-            | (PendingKind::Member, Ok(ClientReply::Written(_))) => {
-                Err(ClientError::Rejected(RejectReason::KindMismatch))
-            }
-            (_, r) => r,
-        };
-        self.reply(p.handle, result);
     }
 
     // ---- snapshots ----

@@ -8,6 +8,7 @@
 //!   ever-new ids cannot grow it;
 //! - a removed member is forgotten everywhere here (`forget`).
 
+use crate::kv::KvState;
 use std::collections::BTreeMap;
 
 /// Addresses of unknown senders kept (the oldest id goes first).
@@ -47,6 +48,25 @@ impl Peers {
 
     pub(super) fn seen_incarnations(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.seen_incarnations.iter().map(|(a, b)| (*a, *b))
+    }
+
+    /// What the leader of `term` proposes recording: its own incarnation (`me`) and the ones
+    /// members spoke with, for members whose incarnation `kv` does not hold yet, unless proposed
+    /// in this term already.
+    pub(super) fn incarnations_to_record(
+        &self,
+        me: (u64, u64),
+        kv: &KvState,
+        term: u64,
+    ) -> Vec<(u64, u64)> {
+        std::iter::once(me)
+            .chain(self.seen_incarnations())
+            .filter(|(id, _)| {
+                kv.members().contains_key(id)
+                    && kv.incarnation(*id).is_none()
+                    && !self.recording_in(*id, term)
+            })
+            .collect()
     }
 
     /// The leader proposes recording `id`'s incarnation in `term`, unless it did already.

@@ -12,7 +12,7 @@
 //! The stop rule lives here too: what was proposed or forwarded may still be applied, what never
 //! left this node is definitely not.
 
-use super::{ClientError, ClientRequest, ReplyTo};
+use super::{ClientError, ClientReply, ClientRequest, RejectReason, ReplyTo};
 use std::collections::{BTreeMap, VecDeque};
 
 /// A request held while no leader is known (one may be elected meanwhile).
@@ -117,6 +117,32 @@ impl Pending {
 
     pub(super) fn take_proposal(&mut self, index: u64) -> Option<PendingProposal> {
         self.proposals.remove(&index)
+    }
+
+    /// The answer to the proposal waiting at `index`, whose entry applied in `term` with
+    /// `result`; `None` if none waits there (proposals at lower indexes that were never applied
+    /// were overwritten). One of another term was overwritten by a later leader's entry
+    /// (`leader`, if known): outcome unknown. A result of the other kind (a write answered with
+    /// members, or a change with a write) is refused.
+    pub(super) fn take_applied(
+        &mut self,
+        index: u64,
+        term: u64,
+        result: Result<ClientReply, ClientError>,
+        leader: Option<u64>,
+    ) -> Option<(ReplyTo, Result<ClientReply, ClientError>)> {
+        let p = self.take_proposal(index)?;
+        if p.term != term {
+            return Some((p.handle, Err(ClientError::LeaderChanged { leader })));
+        }
+        let result = match (p.kind, result) {
+            (PendingKind::Write, Ok(ClientReply::Members(_)))
+            | (PendingKind::Member, Ok(ClientReply::Written(_))) => {
+                Err(ClientError::Rejected(RejectReason::KindMismatch))
+            }
+            (_, r) => r,
+        };
+        Some((p.handle, result))
     }
 
     /// The newest proposal answering to `to` (planted bug only).

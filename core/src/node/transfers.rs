@@ -20,6 +20,18 @@ use crate::transfer::{
 use raft::eraftpb::Message;
 use std::collections::BTreeSet;
 
+/// What the node does with a chunk it received.
+pub(super) struct Chunk {
+    /// The acknowledgement to send; `gated`: once the disk job holding the write completes.
+    pub ack: Ack,
+    pub gated: bool,
+    /// What to report, in order: an earlier transfer given up for this one, the chunk's fate.
+    pub events: Vec<Event>,
+    /// The whole file, verified: the node steps the chunk's message into raft, then hands it
+    /// back (`received`), acknowledged only if raft accepted the message.
+    pub complete: Option<Box<Received>>,
+}
+
 pub(super) struct Transfers {
     /// Snapshot files this node streams to followers (as leader).
     senders: Senders,
@@ -140,8 +152,7 @@ impl Transfers {
 
     // ---- receiving (follower) ----
 
-    /// A chunk of `key` at `offset` from `from`: what became of it, and the event of an earlier
-    /// transfer it made this node give up, if it did.
+    /// A chunk of `key` at `offset` from `from`, and what the node does with it.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_chunk(
         &mut self,
@@ -152,11 +163,11 @@ impl Transfers {
         now: u64,
         committed: u64,
         ops: &mut Vec<FileOp>,
-    ) -> (ChunkOutcome, Option<Event>) {
+    ) -> Chunk {
         let outcome = self
             .receiver
             .on_chunk(from, key, offset, bytes, now, committed, ops);
-        let replaced = self
+        let mut events: Vec<Event> = self
             .receiver
             .take_replaced()
             .map(
@@ -165,8 +176,33 @@ impl Transfers {
                     index: key.index,
                     received_bytes,
                 },
-            );
-        (outcome, replaced)
+            )
+            .into_iter()
+            .collect();
+        let index = key.index;
+        let (ack, gated, complete) = match outcome {
+            ChunkOutcome::Written { ack } => (ack, true, None),
+            ChunkOutcome::AckNow { ack } | ChunkOutcome::NotNeeded { ack } => (ack, false, None),
+            ChunkOutcome::Refused { ack, why } => {
+                events.push(Event::SnapshotRefused { from, index, why });
+                (ack, false, None)
+            }
+            ChunkOutcome::Complete { ack, received } => {
+                let file_bytes = key.file_bytes;
+                events.push(Event::SnapshotReceived {
+                    from,
+                    index,
+                    file_bytes,
+                });
+                (ack, true, Some(received))
+            }
+        };
+        Chunk {
+            ack,
+            gated,
+            events,
+            complete,
+        }
     }
 
     /// A whole, verified file was stepped into raft: `taken` if raft took it (the next Ready
