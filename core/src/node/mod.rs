@@ -53,6 +53,7 @@ mod election;
 mod errors;
 mod frames;
 mod membership;
+mod outbox;
 mod peers;
 mod pending;
 mod persist;
@@ -93,6 +94,7 @@ use crate::storage::NodeStorage;
 pub use crate::transfer::ReadJob;
 use crate::transfer::{SendFailure, SendStep, SnapKey};
 use membership::{conf_change_of, Membership};
+use outbox::Outbox;
 use peers::Peers;
 use pending::{AwaitingLeader, Pending, PendingKind, PendingProposal, PendingRead};
 use persist::Persistence;
@@ -124,7 +126,8 @@ pub struct Node {
     timeouts: ElectionTimeouts,
     role: StateRole,
     leader_id: u64,
-    actions: Vec<Action>,
+    /// The actions `drain` hands out, and frames held until the identity file is durable.
+    out: Outbox,
     /// Every client request held and not yet answered.
     pending: Pending,
     /// What this node knows of its peers beyond the membership it applied.
@@ -133,8 +136,6 @@ pub struct Node {
     snapshots: SnapshotLane,
     /// The WAL's next segment, prepared off its lane.
     spares: Spares,
-    /// Frames held until the startup job that writes a fresh identity file completes.
-    held_until_identity: Option<Vec<Outgoing>>,
     /// Its own place in the membership: its peer URL, and whether it applied its own removal.
     membership: Membership,
     /// Both ends of snapshot transfers, and the received file the next Ready installs.
@@ -189,7 +190,7 @@ impl Node {
             now_tick: 0,
             role: StateRole::Follower,
             leader_id: 0,
-            actions: events.into_iter().map(Action::Event).collect(),
+            out: Outbox::new(events, fresh_identity),
             pending: Pending::new(
                 cfg_transfer.max_pending_proposals,
                 cfg_transfer.max_pending_reads,
@@ -199,7 +200,6 @@ impl Node {
             peers: Peers::default(),
             snapshots: SnapshotLane::new(snapshot_index, snapshots_on_disk),
             spares: Spares::new(cfg_transfer.wal_spare_segments),
-            held_until_identity: fresh_identity.then(Vec::new),
             membership: Membership::default(),
             transfers: Transfers::new(&cfg_transfer),
             stopped: None,
@@ -229,11 +229,11 @@ impl Node {
         let unconfirmed = self
             .membership
             .set_own_url(&self.cfg, self.now_tick, own_url, moved);
-        self.actions.extend(unconfirmed.map(Action::Event));
+        self.out.events(unconfirmed);
     }
 
     pub(crate) fn push_event(&mut self, e: Event) {
-        self.actions.insert(0, Action::Event(e));
+        self.out.event_first(e);
     }
 
     /// Why the node stopped (removed, a disk failure, refused by its peers), if it did.
@@ -288,16 +288,16 @@ impl Node {
             self.drive();
             self.fix_election_timeout();
         }
-        std::mem::take(&mut self.actions)
+        self.out.take()
     }
 
     fn stop(&mut self, reason: StopReason) {
         if self.stopped.is_some() {
             return;
         }
-        self.actions.push(Action::Event(Event::Stopped {
+        self.out.event(Event::Stopped {
             reason: reason.clone(),
-        }));
+        });
         self.stopped = Some(reason);
         self.answer_all_pending();
     }
@@ -424,10 +424,10 @@ impl Node {
                     sent: env.from_incarnation,
                     recorded,
                 };
-                self.actions.push(Action::Event(Event::PeerRefused {
+                self.out.event(Event::PeerRefused {
                     from: env.from,
                     error: error.clone(),
-                }));
+                });
                 return Err(error);
             }
             Verdict::Removed { learn } => {
@@ -448,7 +448,7 @@ impl Node {
         if member {
             self.peers.heard(env.from, self.now_tick);
             let confirmed = self.membership.member_reached_us();
-            self.actions.extend(confirmed.map(Action::Event));
+            self.out.events(confirmed);
         }
         match env.body {
             msgcodec::Body::Raft(m) => {
@@ -490,7 +490,7 @@ impl Node {
                 Ok(())
             }
             msgcodec::Body::Removed => {
-                self.actions.push(Action::Event(Event::RemovedFromCluster));
+                self.out.event(Event::RemovedFromCluster);
                 self.stop(StopReason::RemovedReported { by: env.from });
                 Ok(())
             }
@@ -560,8 +560,7 @@ impl Node {
         self.identity.cluster_id = cluster_id;
         // The WAL keeps the id it was created with (unknown): the identity file is the authority.
         self.identity.write_ops(self.persist.ops());
-        self.actions
-            .push(Action::Event(Event::ClusterAdopted { cluster_id, from }));
+        self.out.event(Event::ClusterAdopted { cluster_id, from });
     }
 
     /// How a send went: raft learns of unreachable peers and of snapshot outcomes from this.
@@ -797,16 +796,13 @@ impl Node {
         let job = self.persist.complete(id);
         if self.snapshots.startup_done(id) {
             self.spares.arm();
-            if let Some(held) = self.held_until_identity.take() {
-                self.actions.extend(held.into_iter().map(Action::Send));
-            }
+            self.out.release();
         }
         if self.stopped.is_some() {
             return;
         }
         if let Some(hard_state) = job.hard_state {
-            self.actions
-                .push(Action::Event(Event::Durable { hard_state }));
+            self.out.event(Event::Durable { hard_state });
         }
         if let Some(n) = job.ready_number {
             self.raw.on_persist_ready(n);
@@ -945,7 +941,7 @@ impl Node {
 
     fn issue_job(&mut self) {
         if let Some(job) = self.persist.issue() {
-            self.actions.push(Action::Disk(job));
+            self.out.push(Action::Disk(job));
         }
     }
 
@@ -955,7 +951,7 @@ impl Node {
             let id = self.persist.allocate_id();
             let size_bytes = self.persist.wal().segment_size_bytes();
             let job = self.spares.start(id, size_bytes);
-            self.actions.push(Action::Prepare(job));
+            self.out.push(Action::Prepare(job));
         }
     }
 
@@ -992,15 +988,7 @@ impl Node {
     }
 
     fn push_send(&mut self, to: u64, kind: FrameKind, bytes: Vec<u8>) {
-        let out = Outgoing { to, kind, bytes };
-        match &mut self.held_until_identity {
-            // Every frame names this incarnation, and the leader records what it hears: a frame
-            // (even a forwarded request) sent before the identity file is durable could get an
-            // incarnation recorded that a crash then loses, and the restarted node would be
-            // refused as a stranger.
-            Some(held) => held.push(out),
-            None => self.actions.push(Action::Send(out)),
-        }
+        self.out.send(Outgoing { to, kind, bytes });
     }
 
     fn send(&mut self, mut m: Message) {
@@ -1011,15 +999,15 @@ impl Node {
             match repair {
                 raft_rs_guard::Repair::None => {}
                 raft_rs_guard::Repair::Reindexed { from, to: index } => {
-                    self.actions.push(Action::Event(Event::AppendReindexed {
+                    self.out.event(Event::AppendReindexed {
                         to,
                         index_was: from,
                         index,
-                    }))
+                    })
                 }
-                raft_rs_guard::Repair::EntriesDropped { count } => self
-                    .actions
-                    .push(Action::Event(Event::AppendEntriesDropped { to, count })),
+                raft_rs_guard::Repair::EntriesDropped { count } => {
+                    self.out.event(Event::AppendEntriesDropped { to, count })
+                }
             }
         }
         if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
@@ -1047,11 +1035,11 @@ impl Node {
             self.snapshots.holds(&name),
             "raft sends snapshot {name}, which is not on disk"
         );
-        self.actions.push(Action::Event(Event::SnapshotSendStarted {
+        self.out.event(Event::SnapshotSendStarted {
             to: m.to,
             index: key.index,
             file_bytes,
-        }));
+        });
         let steps = self.transfers.start(m, name, key, self.now_tick);
         self.run_send_steps(steps);
     }
@@ -1066,7 +1054,7 @@ impl Node {
                 _ => None,
             };
             match step {
-                SendStep::Read(job) => self.actions.push(Action::Read(job)),
+                SendStep::Read(job) => self.out.push(Action::Read(job)),
                 SendStep::Chunk {
                     to,
                     message,
@@ -1087,7 +1075,7 @@ impl Node {
                 }
                 SendStep::Resumed { .. } | SendStep::Resent { .. } => {}
             }
-            self.actions.extend(event.map(Action::Event));
+            self.out.events(event);
             if let Some((name, why)) = damaged {
                 self.set_aside_snapshot(name, why);
             }
@@ -1105,9 +1093,8 @@ impl Node {
             if latest.as_deref() == Some(name.as_str()) {
                 self.raw.mut_store().forget_latest_snapshot();
             }
-            self.actions.push(Action::Event(Event::SnapshotSetAside {
-                name: name.clone(),
-            }));
+            self.out
+                .event(Event::SnapshotSetAside { name: name.clone() });
         }
         // Other followers' transfers of the same file end too (set aside above, so the failures
         // they report do not come back here for more).
@@ -1149,8 +1136,7 @@ impl Node {
             committed,
             self.persist.ops(),
         );
-        self.actions
-            .extend(chunk.events.into_iter().map(Action::Event));
+        self.out.events(chunk.events);
         if let Some(received) = chunk.complete {
             self.raw
                 .step(message)
@@ -1187,12 +1173,12 @@ impl Node {
             .transfers
             .tick(followers, self.now_tick, self.persist.ops());
         self.run_send_steps(steps);
-        self.actions.extend(abandoned.map(Action::Event));
+        self.out.events(abandoned);
     }
 
     fn reply(&mut self, to: ReplyTo, result: Result<ClientReply, ClientError>) {
         match to {
-            ReplyTo::Local(handle) => self.actions.push(Action::Reply { handle, result }),
+            ReplyTo::Local(handle) => self.out.push(Action::Reply { handle, result }),
             ReplyTo::Remote { peer, forward_id } => {
                 let to = self.recipient(peer);
                 let bytes = msgcodec::encode_forward_reply(&self.sender(), to, forward_id, result);
@@ -1219,10 +1205,8 @@ impl Node {
             };
             if self.raw.propose(vec![], p.encode()).is_ok() {
                 self.peers.proposed_recording(id, term);
-                self.actions.push(Action::Event(Event::IncarnationProposed {
-                    id,
-                    incarnation,
-                }));
+                self.out
+                    .event(Event::IncarnationProposed { id, incarnation });
             }
         }
     }
@@ -1230,11 +1214,11 @@ impl Node {
     fn on_soft_state(&mut self, role: StateRole, leader_id: u64) {
         let was_leader = self.role == StateRole::Leader;
         if role != self.role || leader_id != self.leader_id {
-            self.actions.push(Action::Event(Event::RoleChanged {
+            self.out.event(Event::RoleChanged {
                 term: self.raw.raft.term,
                 role,
                 leader: leader_id,
-            }));
+            });
         }
         self.role = role;
         self.leader_id = leader_id;
@@ -1300,12 +1284,12 @@ impl Node {
                 continue;
             }
             let decoded = apply::Decoded::of(&e);
-            self.actions.push(Action::Event(Event::Applied {
+            self.out.event(Event::Applied {
                 index: e.index,
                 term: e.term,
                 entry_hash: self.cfg.trace_applied.then(|| apply::entry_hash(&e)),
                 request_id: decoded.request_id(),
-            }));
+            });
             match decoded {
                 apply::Decoded::Empty => {
                     self.kv.advance(e.index);
@@ -1344,10 +1328,10 @@ impl Node {
     fn skip_entry(&mut self, e: &Entry, reason: RejectReason) {
         // Every replica skips the same entry, so state machines stay equal.
         self.kv.advance(e.index);
-        self.actions.push(Action::Event(Event::EntrySkipped {
+        self.out.event(Event::EntrySkipped {
             index: e.index,
             reason: reason.clone(),
-        }));
+        });
         self.finish_proposal(e.index, e.term, Err(ClientError::Rejected(reason)));
     }
 
@@ -1364,12 +1348,12 @@ impl Node {
                     self.peers.promoted(*id);
                 }
                 let ev = membership::applied_event(&change);
-                self.actions.push(Action::Event(ev));
+                self.out.event(ev);
                 let members = self.kv.members().clone();
                 self.finish_proposal(e.index, e.term, Ok(ClientReply::Members(members)));
                 if matches!(change, MemberChange::Remove { id } if id == self.cfg.id) {
                     // It lingers as a voter before it stops (see `Membership::removed`).
-                    self.actions.push(Action::Event(Event::RemovedFromCluster));
+                    self.out.event(Event::RemovedFromCluster);
                     self.membership.removed(self.now_tick);
                 }
             }
@@ -1397,15 +1381,13 @@ impl Node {
         if received.meta.conf_state != cs_to_rec(meta.get_conf_state()) {
             return Err(StopReason::BadSnapshotFromLeader { index });
         }
-        self.actions
-            .push(Action::Event(Event::LoadingSnapshot { term, index }));
+        self.out.event(Event::LoadingSnapshot { term, index });
         let received = *received;
         self.snapshots
             .install(received.meta, received.tmp, &mut self.persist);
         self.raw.mut_store().apply_snapshot(snap);
         self.kv = received.kv;
-        self.actions
-            .push(Action::Event(Event::SnapshotInstalled { term, index }));
+        self.out.event(Event::SnapshotInstalled { term, index });
         self.plan_purge();
         Ok(())
     }
@@ -1431,10 +1413,10 @@ impl Node {
     fn create_snapshot(&mut self) {
         let applied = self.kv.applied_index();
         assert!(applied > 0, "a snapshot of nothing");
-        self.actions.push(Action::Event(Event::StartSnapshot {
+        self.out.event(Event::StartSnapshot {
             applied_index: applied,
             last_snapshot_index: self.snapshots.index(),
-        }));
+        });
         let store = self.raw.store();
         let term = store
             .term_of(applied)
@@ -1453,7 +1435,7 @@ impl Node {
         let job = self
             .snapshots
             .create(id, meta, self.kv.clone(), self.cfg.snapshot_chunk_bytes);
-        self.actions.push(Action::Snapshot(job));
+        self.out.push(Action::Snapshot(job));
     }
 
     /// The snapshot job `id` completed: its file is durable under its final name, and `data`
@@ -1465,7 +1447,7 @@ impl Node {
             return;
         }
         if let Some(superseded) = self.snapshots.superseded(&meta, &mut self.persist) {
-            return self.actions.push(Action::Event(superseded));
+            return self.out.event(superseded);
         }
         let (index, term) = (meta.index, meta.term);
         assert!(
@@ -1489,10 +1471,8 @@ impl Node {
             .map_or(u64::MAX, |i| i + 1);
         let ci = compaction::compact_index(&self.cfg.compaction, index).min(streaming);
         self.raw.mut_store().compact(ci);
-        self.actions
-            .push(Action::Event(Event::CompactedLog { index: ci }));
-        self.actions
-            .push(Action::Event(Event::SnapshotSaved { term, index }));
+        self.out.event(Event::CompactedLog { index: ci });
+        self.out.event(Event::SnapshotSaved { term, index });
         self.plan_purge();
         // A snapshot may be due again (or wanted by a lagging follower) already; `drain` issues
         // the staged WAL job.
@@ -1507,6 +1487,6 @@ impl Node {
             .purge(&self.cfg.compaction, &mut self.persist, |n| {
                 transfers.pinned(n)
             });
-        self.actions.extend(purged.map(Action::Event));
+        self.out.events(purged);
     }
 }
