@@ -9,10 +9,10 @@
 //! will never be accepted; one from an incarnation the membership does not record is refused
 //! (its votes and acks never count), and a removed sender is told so.
 
-use super::PeerError;
+use super::{PeerError, StopReason};
 use crate::identity::{Identity, UNKNOWN_CLUSTER};
 use crate::kv::KvState;
-use crate::msgcodec::{Body, Envelope};
+use crate::msgcodec::{Body, Envelope, Recipient, Refusal};
 use crate::planted::{active as planted, PlantedBug};
 use raft::eraftpb::{Message, MessageType};
 
@@ -43,14 +43,18 @@ pub(super) enum Verdict {
     /// applied membership records for this id, and a record never changes: this directory will
     /// never be accepted, so the node stops (peers that only ever send to it would otherwise
     /// leave it campaigning forever) and drops the frame.
-    NotRecognized { addressed: u64 },
+    NotRecognized { stop: StopReason, error: PeerError },
     /// The sender speaks with another incarnation than the one recorded: its votes and
-    /// acknowledgements must never count. Refused; `answer`: tell it (a raft message), so it
-    /// stops with an error its operator can act on instead of campaigning forever.
-    StaleSender { recorded: u64, answer: bool },
+    /// acknowledgements must never count. Refused and reported; `answer` (to a raft message):
+    /// tell it, so it stops with an error its operator can act on instead of campaigning
+    /// forever.
+    StaleSender {
+        answer: Option<Refusal>,
+        error: PeerError,
+    },
     /// The sender was removed: tell it (it never sees the entry that removed it, and would
     /// campaign forever) and drop the frame, after learning what `learn` says.
-    Removed { learn: Learn },
+    Removed { learn: Learn, error: PeerError },
     /// Accepted, after learning what `learn` says; `member`: the sender is a member (heard now).
     Accept { learn: Learn, member: bool },
 }
@@ -94,15 +98,28 @@ fn peer_verdict(env: &Envelope, v: &View<'_>) -> Verdict {
         && env.to_incarnation != v.identity.incarnation
         && !ignore_incarnations
     {
+        let (addressed, mine) = (env.to_incarnation, v.identity.incarnation);
         return Verdict::NotRecognized {
-            addressed: env.to_incarnation,
+            stop: StopReason::NotRecognized {
+                by: env.from,
+                id: v.id,
+                recorded: addressed,
+                mine,
+            },
+            error: PeerError::OldIncarnation { addressed, mine },
         };
     }
     let recorded = v.kv.incarnation(env.from);
     if let Some(recorded) = recorded {
         if recorded != env.from_incarnation && !ignore_incarnations {
-            let answer = matches!(env.body, Body::Raft(_));
-            return Verdict::StaleSender { recorded, answer };
+            let answer =
+                matches!(env.body, Body::Raft(_)).then_some(Refusal::StaleIncarnation { recorded });
+            let error = PeerError::StaleIncarnation {
+                from: env.from,
+                sent: env.from_incarnation,
+                recorded,
+            };
+            return Verdict::StaleSender { answer, error };
         }
     }
     let member = v.kv.members().contains_key(&env.from);
@@ -114,7 +131,8 @@ fn peer_verdict(env: &Envelope, v: &View<'_>) -> Verdict {
         Learn::Nothing
     };
     if v.kv.was_removed(env.from) {
-        return Verdict::Removed { learn };
+        let error = PeerError::UnknownSender(env.from);
+        return Verdict::Removed { learn, error };
     }
     Verdict::Accept { learn, member }
 }
@@ -127,6 +145,7 @@ pub(super) struct RaftView {
 }
 
 /// Why a raft message from an admitted peer is not stepped, if it is not.
+#[derive(Debug, PartialEq, Eq)]
 pub(super) enum RaftCheck {
     Step,
     /// A campaign now would panic inside raft-rs: deferred until the snapshot is durable.
@@ -135,16 +154,24 @@ pub(super) enum RaftCheck {
     /// entries its log no longer has. A node whose directory lost synced writes under an
     /// unchanged incarnation must not vote again: it stops.
     CommitBeyondLog {
-        commit: u64,
+        stop: StopReason,
+        error: PeerError,
     },
 }
 
-pub(super) fn check_raft(m: &Message, v: &RaftView) -> RaftCheck {
+/// The check on raft message `m` from `from`.
+pub(super) fn check_raft(from: u64, m: &Message, v: &RaftView) -> RaftCheck {
+    let (commit, last_index) = (m.commit, v.last_index);
     match m.get_msg_type() {
         MessageType::MsgTimeoutNow if v.snapshot_unpersisted => RaftCheck::CampaignDeferred,
-        MessageType::MsgHeartbeat if m.commit > v.last_index => {
-            RaftCheck::CommitBeyondLog { commit: m.commit }
-        }
+        MessageType::MsgHeartbeat if commit > last_index => RaftCheck::CommitBeyondLog {
+            stop: StopReason::LogBehindLeader {
+                leader: from,
+                commit,
+                last_index,
+            },
+            error: PeerError::CommitBeyondLog { commit, last_index },
+        },
         _ => RaftCheck::Step,
     }
 }
@@ -152,10 +179,23 @@ pub(super) fn check_raft(m: &Message, v: &RaftView) -> RaftCheck {
 /// A peer refused this node's frames for a stale incarnation (`recorded`): the node stops only
 /// if a member says so (only a member speaks for the membership) about this incarnation, and
 /// the record is another one.
-pub(super) fn refusal_stops(from: u64, to_incarnation: u64, recorded: u64, v: &View<'_>) -> bool {
-    v.kv.members().contains_key(&from)
-        && recorded != v.identity.incarnation
-        && to_incarnation == v.identity.incarnation
+pub(super) fn refusal_stops(env: &Envelope, recorded: u64, v: &View<'_>) -> Option<StopReason> {
+    let mine = v.identity.incarnation;
+    (v.kv.members().contains_key(&env.from) && recorded != mine && env.to_incarnation == mine)
+        .then_some(StopReason::NotRecognized {
+            by: env.from,
+            id: v.id,
+            recorded,
+            mine,
+        })
+}
+
+/// The sender of `env` as a recipient of this node's answer.
+pub(super) fn sender_of(env: &Envelope) -> Recipient {
+    Recipient {
+        id: env.from,
+        incarnation: env.from_incarnation,
+    }
 }
 
 #[cfg(test)]
@@ -222,7 +262,18 @@ mod tests {
             admit(&e, &v),
             Admission::Peer {
                 adopt_cluster: Some(9),
-                verdict: Verdict::NotRecognized { addressed: 4 },
+                verdict: Verdict::NotRecognized {
+                    stop: StopReason::NotRecognized {
+                        by: 3,
+                        id: 1,
+                        recorded: 4,
+                        mine: 5,
+                    },
+                    error: PeerError::OldIncarnation {
+                        addressed: 4,
+                        mine: 5,
+                    },
+                },
             }
         );
     }

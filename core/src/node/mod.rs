@@ -399,46 +399,29 @@ impl Node {
             self.adopt_cluster(cluster_id, env.from);
         }
         let member = match verdict {
-            Verdict::NotRecognized { addressed } => {
-                let mine = self.identity.incarnation;
-                self.stop(StopReason::NotRecognized {
-                    by: env.from,
-                    id: self.cfg.id,
-                    recorded: addressed,
-                    mine,
-                });
-                return Err(PeerError::OldIncarnation { addressed, mine });
+            Verdict::NotRecognized { stop, error } => {
+                self.stop(stop);
+                return Err(error);
             }
-            Verdict::StaleSender { recorded, answer } => {
-                if answer {
-                    let to = Recipient {
-                        id: env.from,
-                        incarnation: env.from_incarnation,
-                    };
-                    let why = Refusal::StaleIncarnation { recorded };
+            Verdict::StaleSender { answer, error } => {
+                if let Some(why) = answer {
+                    let to = frames::sender_of(&env);
                     let bytes = msgcodec::encode_refused(&self.sender(), to, why);
                     self.push_send(env.from, FrameKind::Other, bytes);
                 }
-                let error = PeerError::StaleIncarnation {
-                    from: env.from,
-                    sent: env.from_incarnation,
-                    recorded,
-                };
+                let from = env.from;
+                let refused = error.clone();
                 self.out.event(Event::PeerRefused {
-                    from: env.from,
-                    error: error.clone(),
+                    from,
+                    error: refused,
                 });
                 return Err(error);
             }
-            Verdict::Removed { learn } => {
+            Verdict::Removed { learn, error } => {
                 self.learn(env.from, &env.from_addr, learn);
-                let to = Recipient {
-                    id: env.from,
-                    incarnation: env.from_incarnation,
-                };
-                let bytes = msgcodec::encode_removed(&self.sender(), to);
+                let bytes = msgcodec::encode_removed(&self.sender(), frames::sender_of(&env));
                 self.push_send(env.from, FrameKind::Other, bytes);
-                return Err(PeerError::UnknownSender(env.from));
+                return Err(error);
             }
             Verdict::Accept { learn, member } => {
                 self.learn(env.from, &env.from_addr, learn);
@@ -456,17 +439,12 @@ impl Node {
                     snapshot_unpersisted: self.snapshot_unpersisted(),
                     last_index: self.raw.raft.raft_log.last_index(),
                 };
-                match frames::check_raft(&m, &view) {
+                match frames::check_raft(env.from, &m, &view) {
                     RaftCheck::Step => self.step_raft(env.from, m),
                     RaftCheck::CampaignDeferred => Err(PeerError::CampaignDeferred),
-                    RaftCheck::CommitBeyondLog { commit } => {
-                        let last_index = view.last_index;
-                        self.stop(StopReason::LogBehindLeader {
-                            leader: env.from,
-                            commit,
-                            last_index,
-                        });
-                        Err(PeerError::CommitBeyondLog { commit, last_index })
+                    RaftCheck::CommitBeyondLog { stop, error } => {
+                        self.stop(stop);
+                        Err(error)
                     }
                 }
             }
@@ -506,14 +484,8 @@ impl Node {
                 Ok(())
             }
             msgcodec::Body::Refused(Refusal::StaleIncarnation { recorded }) => {
-                let view = self.frames_view();
-                if frames::refusal_stops(env.from, env.to_incarnation, recorded, &view) {
-                    self.stop(StopReason::NotRecognized {
-                        by: env.from,
-                        id: self.cfg.id,
-                        recorded,
-                        mine: self.identity.incarnation,
-                    });
+                if let Some(stop) = frames::refusal_stops(&env, recorded, &self.frames_view()) {
+                    self.stop(stop);
                 }
                 Ok(())
             }
