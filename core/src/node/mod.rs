@@ -730,29 +730,20 @@ impl Node {
             return self.reply(handle, Err(ClientError::Busy));
         }
         let before = self.raw.raft.raft_log.last_index();
-        match f(&mut self.raw) {
-            Ok(()) => {
-                let index = self.raw.raft.raft_log.last_index();
-                if index != before + 1 {
-                    // raft accepted but did not append (cannot happen on a leader); be honest.
-                    return self.reply(handle, Err(ClientError::LeaderChanged { leader: None }));
-                }
+        let result = f(&mut self.raw);
+        let after = self.raw.raft.raft_log.last_index();
+        match requests::proposed(result, before, after) {
+            Ok(index) => {
                 let term = self.raw.raft.term;
-                self.pending.add_proposal(
-                    index,
-                    PendingProposal {
-                        handle,
-                        term,
-                        kind,
-                        deadline_tick,
-                    },
-                );
+                let p = PendingProposal {
+                    handle,
+                    term,
+                    kind,
+                    deadline_tick,
+                };
+                self.pending.add_proposal(index, p);
             }
-            Err(raft::Error::ProposalDropped) => self.reply(handle, Err(ClientError::Busy)),
-            Err(_) => self.reply(
-                handle,
-                Err(ClientError::Rejected(RejectReason::ProposalRefused)),
-            ),
+            Err(err) => self.reply(handle, Err(err)),
         }
     }
 
@@ -848,11 +839,7 @@ impl Node {
                 self.persist.stage_hard_state(hs_to_rec(hs));
             }
             for rs in rd.take_read_states() {
-                if let Ok(b) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
-                    if let Some(r) = self.pending.read_mut(u64::from_le_bytes(b)) {
-                        r.read_index = Some(rs.index);
-                    }
-                }
+                self.pending.read_index_known(&rs.request_ctx, rs.index);
             }
             let persisted = rd.take_persisted_messages();
             let number = rd.number();
@@ -967,20 +954,7 @@ impl Node {
         if self.cfg.raft_rs_batch_append_guard {
             let log = &self.raw.raft.raft_log;
             let repair = raft_rs_guard::repair_batched_append(&mut m, |i| log.term(i).ok());
-            let to = m.to;
-            match repair {
-                raft_rs_guard::Repair::None => {}
-                raft_rs_guard::Repair::Reindexed { from, to: index } => {
-                    self.out.event(Event::AppendReindexed {
-                        to,
-                        index_was: from,
-                        index,
-                    })
-                }
-                raft_rs_guard::Repair::EntriesDropped { count } => {
-                    self.out.event(Event::AppendEntriesDropped { to, count })
-                }
-            }
+            self.out.events(repair.event(m.to));
         }
         if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
             return self.start_snapshot_send(m);

@@ -174,8 +174,16 @@ impl Pending {
         Some(id)
     }
 
-    pub(super) fn read_mut(&mut self, id: u64) -> Option<&mut PendingRead> {
-        self.reads.get_mut(&id)
+    /// raft answered the ReadIndex whose context is `ctx` (a read id): the read is served once
+    /// applied reaches `index`. A context that names no pending read (answered already, or not
+    /// ours) changes nothing.
+    pub(super) fn read_index_known(&mut self, ctx: &[u8], index: u64) {
+        let Ok(id) = <[u8; 8]>::try_from(ctx).map(u64::from_le_bytes) else {
+            return;
+        };
+        if let Some(r) = self.reads.get_mut(&id) {
+            r.read_index = Some(index);
+        }
     }
 
     pub(super) fn has_waiting_reads(&self) -> bool {

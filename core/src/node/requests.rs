@@ -212,3 +212,19 @@ fn write(request_id: Option<RequestId>, command: Command, early: Option<WriteRes
         early,
     }
 }
+
+/// What became of a proposal raft was handed, given the last log index before and after: the
+/// index of its entry, or the answer (definite, except an entry raft accepted and did not
+/// append, which cannot happen on a leader: be honest, the outcome is unknown).
+pub(super) fn proposed(
+    result: raft::Result<()>,
+    before: u64,
+    after: u64,
+) -> Result<u64, ClientError> {
+    match result {
+        Ok(()) if after != before + 1 => Err(ClientError::LeaderChanged { leader: None }),
+        Ok(()) => Ok(after),
+        Err(raft::Error::ProposalDropped) => Err(ClientError::Busy),
+        Err(_) => Err(ClientError::Rejected(RejectReason::ProposalRefused)),
+    }
+}
