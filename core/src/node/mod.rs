@@ -968,37 +968,18 @@ impl Node {
 
     /// raft wants a follower to have a snapshot: stream its file instead of sending the message.
     fn start_snapshot_send(&mut self, m: Message) {
-        let meta = m.get_snapshot().get_metadata();
-        let file_bytes = snapfile::parse_descriptor(&m.get_snapshot().data)
-            .expect("storage hands raft descriptors, never state");
-        let key = SnapKey {
-            term: meta.term,
-            index: meta.index,
-            file_bytes,
-        };
-        let name = snapfile::file_name(key.term, key.index);
-        assert!(
-            self.snapshots.holds(&name),
-            "raft sends snapshot {name}, which is not on disk"
-        );
-        self.out.event(Event::SnapshotSendStarted {
-            to: m.to,
-            index: key.index,
-            file_bytes,
-        });
-        let steps = self.transfers.start(m, name, key, self.now_tick);
+        let snapshots = &self.snapshots;
+        let (started, steps) = self
+            .transfers
+            .start(m, self.now_tick, |name| snapshots.holds(name));
+        self.out.event(started);
         self.run_send_steps(steps);
     }
 
     fn run_send_steps(&mut self, steps: Vec<SendStep>) {
         for step in steps {
             let event = transfers::step_event(&step);
-            let damaged = match step {
-                SendStep::Failed { key, why, .. } if transfers::file_damaged(why) => {
-                    Some((snapfile::file_name(key.term, key.index), why))
-                }
-                _ => None,
-            };
+            let damaged = transfers::damaged_file(&step);
             match step {
                 SendStep::Read(job) => self.out.push(Action::Read(job)),
                 SendStep::Chunk {
@@ -1287,12 +1268,7 @@ impl Node {
             Ok(cs) => {
                 self.raw.mut_store().set_conf_state(cs);
                 self.kv.apply_member_change(e.index, &change);
-                if let MemberChange::Remove { id } = &change {
-                    self.peers.forget(*id);
-                }
-                if let MemberChange::Promote { id } = &change {
-                    self.peers.promoted(*id);
-                }
+                self.peers.applied(&change);
                 let ev = membership::applied_event(&change);
                 self.out.event(ev);
                 let members = self.kv.members().clone();

@@ -8,6 +8,7 @@
 //!   ever-new ids cannot grow it;
 //! - a removed member is forgotten everywhere here (`forget`).
 
+use crate::command::MemberChange;
 use crate::kv::KvState;
 use std::collections::BTreeMap;
 
@@ -92,8 +93,16 @@ impl Peers {
         self.promoting.insert(id, term);
     }
 
-    pub(super) fn promoted(&mut self, id: u64) {
-        self.promoting.remove(&id);
+    /// A membership change applied: a removed member is forgotten, a promoted one no longer
+    /// waits for its promotion.
+    pub(super) fn applied(&mut self, change: &MemberChange) {
+        match *change {
+            MemberChange::Remove { id } => self.forget(id),
+            MemberChange::Promote { id } => {
+                self.promoting.remove(&id);
+            }
+            MemberChange::Add { .. } | MemberChange::AddLearner { .. } => {}
+        }
     }
 
     /// A sender this node does not know as a member advertised `addr`.
@@ -110,7 +119,7 @@ impl Peers {
     }
 
     /// `id` left the membership.
-    pub(super) fn forget(&mut self, id: u64) {
+    fn forget(&mut self, id: u64) {
         self.last_heard_tick.remove(&id);
         self.seen_incarnations.remove(&id);
         assert!(

@@ -13,6 +13,7 @@
 use super::config::transfer_config;
 use super::{Event, NodeConfig};
 use crate::fileop::FileOp;
+use crate::snapfile;
 use crate::transfer::{
     Ack, AckStatus, ChunkOutcome, ChunkRefusal, Received, Receiver, SendFailure, SendStep, Senders,
     SnapKey,
@@ -78,17 +79,36 @@ impl Transfers {
 
     // ---- sending (leader) ----
 
-    /// Streams file `name` (snapshot `key`) to `m.to` instead of sending raft's `MsgSnapshot`.
+    /// Streams the file raft's `MsgSnapshot` `m` describes to `m.to` instead of sending it:
+    /// the event that says so, and the first steps. A file is sent only while this node holds it
+    /// on disk (`on_disk`).
     pub(super) fn start(
         &mut self,
         m: Message,
-        name: String,
-        key: SnapKey,
         now: u64,
-    ) -> Vec<SendStep> {
+        on_disk: impl FnOnce(&str) -> bool,
+    ) -> (Event, Vec<SendStep>) {
+        let meta = m.get_snapshot().get_metadata();
+        let file_bytes = snapfile::parse_descriptor(&m.get_snapshot().data)
+            .expect("storage hands raft descriptors, never state");
+        let key = SnapKey {
+            term: meta.term,
+            index: meta.index,
+            file_bytes,
+        };
+        let name = snapfile::file_name(key.term, key.index);
+        assert!(
+            on_disk(&name),
+            "raft sends snapshot {name}, which is not on disk"
+        );
+        let started = Event::SnapshotSendStarted {
+            to: m.to,
+            index: key.index,
+            file_bytes,
+        };
         let mut steps = Vec::new();
         self.senders.start(m, name, key, now, &mut steps);
-        steps
+        (started, steps)
     }
 
     pub(super) fn on_ack(&mut self, from: u64, ack: Ack, now: u64) -> Vec<SendStep> {
@@ -266,11 +286,19 @@ pub(super) fn step_event(step: &SendStep) -> Option<Event> {
     }
 }
 
-/// A follower refused the file as damaged: frames are checksummed on the wire, so a file that
-/// fails to verify at the receiver is damaged here (a misdirected write, bit rot).
-pub(super) fn file_damaged(why: SendFailure) -> bool {
-    matches!(
-        why,
-        SendFailure::Refused(ChunkRefusal::BadChecksum | ChunkRefusal::BadFile)
-    )
+/// The file a failed step found damaged, and why: a follower refused it as damaged, and frames
+/// are checksummed on the wire, so a file that fails to verify at the receiver is damaged here
+/// (a misdirected write, bit rot).
+pub(super) fn damaged_file(step: &SendStep) -> Option<(String, SendFailure)> {
+    match *step {
+        SendStep::Failed { key, why, .. }
+            if matches!(
+                why,
+                SendFailure::Refused(ChunkRefusal::BadChecksum | ChunkRefusal::BadFile)
+            ) =>
+        {
+            Some((snapfile::file_name(key.term, key.index), why))
+        }
+        _ => None,
+    }
 }
