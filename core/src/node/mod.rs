@@ -89,7 +89,7 @@ use crate::msgcodec::Forward;
 use crate::msgcodec::{self, Recipient, Refusal};
 use crate::planted::{active as planted, PlantedBug};
 use crate::rng::Rng;
-use crate::snapfile::{self, SnapshotMeta};
+use crate::snapfile;
 use crate::storage::NodeStorage;
 pub use crate::transfer::ReadJob;
 use crate::transfer::{SendFailure, SendStep, SnapKey};
@@ -1333,30 +1333,11 @@ impl Node {
     /// raftexample's maybeTriggerSnapshot, run only after everything raft handed out is applied.
     /// Hands the state to a snapshot job; `snapshot_saved` logs and compacts once it is durable.
     fn create_snapshot(&mut self) {
-        let applied = self.kv.applied_index();
-        assert!(applied > 0, "a snapshot of nothing");
-        self.out.event(Event::StartSnapshot {
-            applied_index: applied,
-            last_snapshot_index: self.snapshots.index(),
-        });
-        let store = self.raw.store();
-        let term = store
-            .term_of(applied)
-            .expect("the applied entry is in memory or is the compaction point");
-        let conf_state = if planted(PlantedBug::SnapshotWithoutConfState) {
-            Default::default()
-        } else {
-            cs_to_rec(store.conf_state())
-        };
-        let meta = SnapshotMeta {
-            index: applied,
-            term,
-            conf_state,
-        };
         let id = self.persist.allocate_id();
-        let job = self
-            .snapshots
-            .create(id, meta, self.kv.clone(), self.cfg.snapshot_chunk_bytes);
+        let kv = self.kv.clone();
+        let chunk_bytes = self.cfg.snapshot_chunk_bytes;
+        let (started, job) = self.snapshots.create(id, kv, self.raw.store(), chunk_bytes);
+        self.out.event(started);
         self.out.push(Action::Snapshot(job));
     }
 

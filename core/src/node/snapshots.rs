@@ -15,11 +15,12 @@
 use super::persist::Persistence;
 use super::{Event, SnapshotJob};
 use crate::compaction::{self, CompactionConfig, SnapshotOnDisk};
-use crate::convert::rec_to_cs;
+use crate::convert::{cs_to_rec, rec_to_cs};
 use crate::fileop::FileOp;
 use crate::kv::KvState;
 use crate::planted::{active as planted, PlantedBug};
 use crate::snapfile::{self, SnapshotMeta};
+use crate::storage::NodeStorage;
 use crate::wal::{HardStateRec, SnapshotMarker};
 use raft::eraftpb::Snapshot;
 
@@ -111,16 +112,36 @@ impl SnapshotLane {
         self.on_disk.push(s);
     }
 
-    /// Starts job `id`, a shell's to serialise: `kv` (an O(1) clone) is the state at `meta`.
+    /// Starts job `id`, a shell's to serialise: `kv` (an O(1) clone) at its applied index, with
+    /// the term and ConfState `store` holds for it. The event that says so, and the job.
     pub(super) fn create(
         &mut self,
         id: u64,
-        meta: SnapshotMeta,
         kv: KvState,
+        store: &NodeStorage,
         piece_bytes: usize,
-    ) -> SnapshotJob {
+    ) -> (Event, SnapshotJob) {
+        let applied = kv.applied_index();
+        assert!(applied > 0, "a snapshot of nothing");
+        let started = Event::StartSnapshot {
+            applied_index: applied,
+            last_snapshot_index: self.index,
+        };
+        let term = store
+            .term_of(applied)
+            .expect("the applied entry is in memory or is the compaction point");
+        let conf_state = if planted(PlantedBug::SnapshotWithoutConfState) {
+            Default::default()
+        } else {
+            cs_to_rec(store.conf_state())
+        };
+        let meta = SnapshotMeta {
+            index: applied,
+            term,
+            conf_state,
+        };
         self.start(id, meta.clone());
-        SnapshotJob::new(id, meta, kv, piece_bytes)
+        (started, SnapshotJob::new(id, meta, kv, piece_bytes))
     }
 
     /// The job that captured `meta` was saved, but the leader's snapshot was installed meanwhile
