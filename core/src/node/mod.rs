@@ -30,20 +30,27 @@
 //! wait for a snapshot to be serialised or synced.
 //!
 //! This file orchestrates: it drives raft-rs, calls the sub-states beside it and turns what
-//! they return into [`Action`]s. Each sub-state is a struct that owns its fields and asserts its
-//! invariants (in release builds too); input only ever gets a refusal. `persist` (the next disk
-//! job and the one in flight; HardState monotone), `pending` (every request held and where its
-//! answer goes; tables bounded, each request answered once), `snapshots` (the snapshot lane:
-//! files on disk, one job at a time, never beside startup's, when one starts, the purge after
-//! it; the index only moves forward), `transfers` (both ends of snapshot transfers, over
-//! `crate::transfer`, and the received file the next Ready installs), `peers` (what the node
-//! knows of its peers beyond the applied membership), `membership` (its own peer URL and
-//! removal, and the rules a membership change must pass), `spare` (the WAL's next segment,
-//! zero-filled off its lane). Beside them, functions without state: `restore` (what a starting
-//! node is built from), `apply` (one committed entry decoded once), `raft_rs_guard` (repairs of
+//! they return into [`Action`]s, in the order the effects must happen. Each sub-state is a
+//! struct that owns its fields and asserts its invariants (in release builds too); input only
+//! ever gets a refusal. `persist` (the next disk job and the one in flight; HardState
+//! monotone), `pending` (every request held and where its answer goes, an applied proposal's
+//! answer; tables bounded, each request answered once), `snapshots` (the snapshot lane: files on
+//! disk, one job at a time, never beside startup's, when one starts, its file operations and
+//! WAL markers, the purge after it; the index only moves forward), `transfers` (both ends of
+//! snapshot transfers, over `crate::transfer`, and the received file the next Ready installs),
+//! `peers` (what the node knows of its peers beyond the applied membership, the incarnations
+//! the leader records), `membership` (its own peer URL and removal, and the rules a membership
+//! change must pass), `spare` (the WAL's next segment, zero-filled off its lane), `election`
+//! (seeded election timeouts), `outbox` (the actions handed out, frames held until the identity
+//! file is durable), `status` (the leader's commit heard, for readiness). Beside them, functions
+//! without state: `frames` (a frame's admission: a verdict from the envelope and the identity
+//! and membership it reads), `requests` (where a client request goes and what serving it is),
+//! `status` (`NodeStatus` and `Readiness` from a borrowed view), `restore` (what a starting node
+//! is built from), `apply` (one committed entry decoded once), `raft_rs_guard` (repairs of
 //! messages raft-rs 0.7 gets wrong).
 //! The public types live in `config` ([`NodeConfig`], [`Bootstrap`]), `actions` ([`Action`],
-//! [`Event`], ...) and `errors` ([`StopReason`], [`NodeError`], [`PeerError`]), re-exported here.
+//! [`Event`], ...), `errors` ([`StopReason`], [`NodeError`], [`PeerError`]) and `status`
+//! ([`NodeStatus`]), re-exported here.
 
 pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, RejectReason};
 mod actions;
