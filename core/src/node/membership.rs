@@ -189,7 +189,7 @@ impl Rules<'_> {
 
     /// Why learner `id` may not be promoted now: not a learner, too far behind the leader's log
     /// (a voter that cannot vote yet would count toward the quorum), or the quorum check.
-    pub(super) fn promotion_refused(&self, id: u64) -> Option<RejectReason> {
+    fn promotion_refused(&self, id: u64) -> Option<RejectReason> {
         if !self.kv.learners().contains_key(&id) {
             return Some(RejectReason::NotLearner { id });
         }

@@ -47,7 +47,7 @@ impl Peers {
         self.seen_incarnations.insert(id, incarnation);
     }
 
-    pub(super) fn seen_incarnations(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+    fn seen_incarnations(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.seen_incarnations.iter().map(|(a, b)| (*a, *b))
     }
 
@@ -71,7 +71,7 @@ impl Peers {
     }
 
     /// The leader proposes recording `id`'s incarnation in `term`, unless it did already.
-    pub(super) fn recording_in(&self, id: u64, term: u64) -> bool {
+    fn recording_in(&self, id: u64, term: u64) -> bool {
         self.recording.get(&id) == Some(&term)
     }
 

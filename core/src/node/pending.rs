@@ -115,7 +115,7 @@ impl Pending {
         assert!(earlier.is_none(), "two proposals at index {index}");
     }
 
-    pub(super) fn take_proposal(&mut self, index: u64) -> Option<PendingProposal> {
+    fn take_proposal(&mut self, index: u64) -> Option<PendingProposal> {
         self.proposals.remove(&index)
     }
 

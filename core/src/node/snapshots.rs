@@ -59,12 +59,12 @@ impl SnapshotLane {
     }
 
     /// Forgets a file (set aside as broken, or purged).
-    pub(super) fn forget(&mut self, name: &str) {
+    fn forget(&mut self, name: &str) {
         self.on_disk.retain(|s| s.name != name);
     }
 
     /// Forgets every file in `names` (a purge).
-    pub(super) fn forget_all(&mut self, names: &[String]) {
+    fn forget_all(&mut self, names: &[String]) {
         self.on_disk.retain(|s| !names.contains(&s.name));
     }
 
@@ -74,7 +74,7 @@ impl SnapshotLane {
     }
 
     /// A snapshot job or the startup job is in flight: no new snapshot job may start.
-    pub(super) fn busy(&self) -> bool {
+    fn busy(&self) -> bool {
         self.job.is_some() || self.startup_job.is_some()
     }
 
@@ -82,7 +82,7 @@ impl SnapshotLane {
         self.job.as_ref().map(|(id, _)| *id)
     }
 
-    pub(super) fn start(&mut self, id: u64, meta: SnapshotMeta) {
+    fn start(&mut self, id: u64, meta: SnapshotMeta) {
         assert!(
             !self.busy(),
             "one snapshot job at a time, never beside startup's"
@@ -101,7 +101,7 @@ impl SnapshotLane {
     }
 
     /// A snapshot is durable and marked (saved here or installed): it becomes the newest.
-    pub(super) fn record(&mut self, s: SnapshotOnDisk) {
+    fn record(&mut self, s: SnapshotOnDisk) {
         assert!(
             s.index > self.index,
             "snapshot index went back: {} after {}",
