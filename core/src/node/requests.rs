@@ -163,6 +163,9 @@ pub(super) enum Serve {
     ProposeChange(MemberProposal),
 }
 
+/// What serving `op` here is. A local read is answered from the state machine anywhere;
+/// everything else only by the leader (a follower routed what it forwards already, so what
+/// reaches this on a follower is a forwarded request or one that raced a leadership change).
 pub(super) fn serve(op: ClientOp, request_id: Option<RequestId>, v: &ServeView<'_>) -> Serve {
     let read =
         |key: &[u8]| Serve::Answer(Ok(ClientReply::Value(v.kv.get(key).map(|v| v.to_vec()))));
@@ -226,5 +229,88 @@ pub(super) fn proposed(
         Ok(()) => Ok(after),
         Err(raft::Error::ProposalDropped) => Err(ClientError::Busy),
         Err(_) => Err(ClientError::Rejected(RejectReason::ProposalRefused)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(op: ClientOp, timeout_ticks: u64) -> ClientRequest {
+        ClientRequest {
+            handle: 1,
+            request_id: None,
+            timeout_ticks,
+            op,
+        }
+    }
+
+    fn follower(raft_leader: u64) -> RouteView {
+        RouteView {
+            id: 1,
+            closed: false,
+            is_leader: false,
+            raft_leader,
+            now_tick: 100,
+            hold_ticks: 20,
+        }
+    }
+
+    #[test]
+    fn a_follower_forwards_to_a_known_leader_and_holds_without_one() {
+        let put = request(
+            ClientOp::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
+            50,
+        );
+        assert_eq!(
+            route(&put, &follower(2)),
+            Route::Forward {
+                leader: 2,
+                deadline_tick: 150
+            }
+        );
+        // Itself as leader (it stepped down in this batch) is no leader to forward to.
+        for leader in [0, 1] {
+            assert_eq!(
+                route(&put, &follower(leader)),
+                Route::Hold {
+                    hold_until_tick: 120,
+                    deadline_tick: 150
+                }
+            );
+        }
+        let short = request(put.op.clone(), 5);
+        assert_eq!(
+            route(&short, &follower(0)),
+            Route::Hold {
+                hold_until_tick: 105,
+                deadline_tick: 105
+            }
+        );
+    }
+
+    #[test]
+    fn local_reads_are_served_anywhere_and_a_closed_node_serves_nothing() {
+        let local = request(ClientOp::GetLocal { key: b"k".to_vec() }, 50);
+        assert_eq!(route(&local, &follower(0)), Route::Serve);
+        let closed = RouteView {
+            closed: true,
+            ..follower(2)
+        };
+        assert_eq!(route(&local, &closed), Route::Refuse(ClientError::Stopped));
+    }
+
+    #[test]
+    fn a_proposal_raft_accepted_without_appending_is_outcome_unknown() {
+        assert_eq!(proposed(Ok(()), 7, 8), Ok(8));
+        let unknown = proposed(Ok(()), 7, 7).unwrap_err();
+        assert!(unknown.outcome_unknown());
+        assert_eq!(
+            proposed(Err(raft::Error::ProposalDropped), 7, 7),
+            Err(ClientError::Busy)
+        );
     }
 }

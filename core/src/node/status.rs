@@ -151,3 +151,21 @@ impl View<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leaders_commit_counts_in_its_term_only() {
+        let mut seen = LeaderCommit::default();
+        seen.heard(3, 10);
+        // A heartbeat carries only the part of the commit this node matched: never lower it.
+        seen.heard(3, 4);
+        assert_eq!(seen.as_of(StateRole::Follower, 3, 2), 10);
+        assert_eq!(seen.as_of(StateRole::Follower, 4, 2), 2);
+        assert_eq!(seen.as_of(StateRole::Leader, 3, 2), 2);
+        seen.heard(4, 6);
+        assert_eq!(seen.as_of(StateRole::Follower, 4, 2), 6);
+    }
+}
