@@ -13,7 +13,7 @@
 
 use super::config::{linger_ticks, url_confirm_ticks};
 use super::peers::Peers;
-use super::{ClientOp, Event, NodeConfig, RejectReason, StopReason};
+use super::{Event, NodeConfig, RejectReason, StopReason};
 use crate::command::MemberChange;
 use crate::kv::KvState;
 use raft::eraftpb::{ConfChange, ConfChangeType};
@@ -126,6 +126,14 @@ impl Membership {
     }
 }
 
+/// A client's membership request: a raft conf change, or a member's new peer URL (no conf
+/// change: an ordinary entry every replica applies to its membership).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum MemberOp {
+    Change(MemberChange),
+    SetUrl { id: u64, addr: String },
+}
+
 /// What a membership change is checked against before the leader proposes it: the applied
 /// membership, raft's progress of each peer, when each was last heard from.
 pub(super) struct Rules<'a> {
@@ -139,14 +147,13 @@ pub(super) struct Rules<'a> {
 }
 
 impl Rules<'_> {
-    /// Why the membership request `op` may not be proposed now, if it may not. `None` for an op
-    /// that changes no membership.
-    pub(super) fn refusal(&self, op: &ClientOp) -> Option<RejectReason> {
+    /// Why the membership request `op` may not be proposed now, if it may not.
+    pub(super) fn refusal(&self, op: &MemberOp) -> Option<RejectReason> {
         match op {
-            ClientOp::AddNode { id, addr } => self
+            MemberOp::Change(MemberChange::Add { id, addr }) => self
                 .new_member_refused(*id, addr)
                 .or_else(|| self.quorum_after(Some(*id), None)),
-            ClientOp::RemoveNode { id } => {
+            MemberOp::Change(MemberChange::Remove { id }) => {
                 if !self.kv.members().contains_key(id) {
                     Some(RejectReason::NotMember { id: *id })
                 } else if self.kv.members().len() == 1 {
@@ -155,25 +162,34 @@ impl Rules<'_> {
                     self.quorum_after(None, Some(*id))
                 }
             }
-            ClientOp::AddLearner { id, addr, .. } => self.new_member_refused(*id, addr),
-            ClientOp::PromoteNode { id } => self.promotion_refused(*id),
-            ClientOp::UpdateNode { id, addr } => {
+            MemberOp::Change(MemberChange::AddLearner { id, addr, .. }) => {
+                self.new_member_refused(*id, addr)
+            }
+            MemberOp::Change(MemberChange::Promote { id }) => self.promotion_refused(*id),
+            MemberOp::SetUrl { id, addr } => {
                 if !self.kv.members().contains_key(id) {
                     Some(RejectReason::NotMember { id: *id })
                 } else {
                     self.url_in_use(*id, addr)
                 }
             }
-            ClientOp::Get { .. }
-            | ClientOp::GetLocal { .. }
-            | ClientOp::Put { .. }
-            | ClientOp::Delete { .. } => None,
         }
+    }
+
+    /// The learner added with `auto_promote` the leader of `term` promotes now, if any: caught
+    /// up (`promotion_refused` says nothing), and not proposed for promotion in this term yet.
+    pub(super) fn learner_to_promote(&self, term: u64) -> Option<u64> {
+        self.kv
+            .learners()
+            .iter()
+            .filter(|(_, auto)| **auto)
+            .map(|(id, _)| *id)
+            .find(|id| !self.peers.promoting_in(*id, term) && self.promotion_refused(*id).is_none())
     }
 
     /// Why learner `id` may not be promoted now: not a learner, too far behind the leader's log
     /// (a voter that cannot vote yet would count toward the quorum), or the quorum check.
-    pub(super) fn promotion_refused(&self, id: u64) -> Option<RejectReason> {
+    fn promotion_refused(&self, id: u64) -> Option<RejectReason> {
         if !self.kv.learners().contains_key(&id) {
             return Some(RejectReason::NotLearner { id });
         }

@@ -30,34 +30,46 @@
 //! wait for a snapshot to be serialised or synced.
 //!
 //! This file orchestrates: it drives raft-rs, calls the sub-states beside it and turns what
-//! they return into [`Action`]s. Each sub-state is a struct that owns its fields and asserts its
-//! invariants (in release builds too); input only ever gets a refusal. `persist` (the next disk
-//! job and the one in flight; HardState monotone), `pending` (every request held and where its
-//! answer goes; tables bounded, each request answered once), `snapshots` (the snapshot lane:
-//! files on disk, one job at a time, never beside startup's, when one starts, the purge after
-//! it; the index only moves forward), `transfers` (both ends of snapshot transfers, over
-//! `crate::transfer`, and the received file the next Ready installs), `peers` (what the node
-//! knows of its peers beyond the applied membership), `membership` (its own peer URL and
-//! removal, and the rules a membership change must pass), `spare` (the WAL's next segment,
-//! zero-filled off its lane). Beside them, functions without state: `restore` (what a starting
-//! node is built from), `apply` (one committed entry decoded once), `raft_rs_guard` (repairs of
+//! they return into [`Action`]s, in the order the effects must happen. Each sub-state is a
+//! struct that owns its fields and asserts its invariants (in release builds too); input only
+//! ever gets a refusal. `persist` (the next disk job and the one in flight; HardState
+//! monotone), `pending` (every request held and where its answer goes, an applied proposal's
+//! answer; tables bounded, each request answered once), `snapshots` (the snapshot lane: files on
+//! disk, one job at a time, never beside startup's, when one starts, its file operations and
+//! WAL markers, the purge after it; the index only moves forward), `transfers` (both ends of
+//! snapshot transfers, over `crate::transfer`, and the received file the next Ready installs),
+//! `peers` (what the node knows of its peers beyond the applied membership, the incarnations
+//! the leader records), `membership` (its own peer URL and removal, and the rules a membership
+//! change must pass), `spare` (the WAL's next segment, zero-filled off its lane), `election`
+//! (seeded election timeouts), `outbox` (the actions handed out, frames held until the identity
+//! file is durable), `status` (the leader's commit heard, for readiness). Beside them, functions
+//! without state: `frames` (a frame's admission: a verdict from the envelope and the identity
+//! and membership it reads), `requests` (where a client request goes and what serving it is),
+//! `status` (`NodeStatus` and `Readiness` from a borrowed view), `restore` (what a starting node
+//! is built from), `apply` (one committed entry decoded once), `raft_rs_guard` (repairs of
 //! messages raft-rs 0.7 gets wrong).
 //! The public types live in `config` ([`NodeConfig`], [`Bootstrap`]), `actions` ([`Action`],
-//! [`Event`], ...) and `errors` ([`StopReason`], [`NodeError`], [`PeerError`]), re-exported here.
+//! [`Event`], ...), `errors` ([`StopReason`], [`NodeError`], [`PeerError`]) and `status`
+//! ([`NodeStatus`]), re-exported here.
 
 pub use crate::client::{ClientError, ClientOp, ClientReply, ClientRequest, RejectReason};
 mod actions;
 mod apply;
 mod config;
+mod election;
 mod errors;
+mod frames;
 mod membership;
+mod outbox;
 mod peers;
 mod pending;
 mod persist;
 mod raft_rs_guard;
+mod requests;
 mod restore;
 mod snapshots;
 mod spare;
+mod status;
 mod transfers;
 
 pub use actions::{
@@ -65,26 +77,31 @@ pub use actions::{
 };
 use config::raft_config;
 pub use config::{no_leader_hold_ticks, Bootstrap, NodeConfig};
+use election::ElectionTimeouts;
 pub use errors::{NodeError, PeerError, StopReason};
+use frames::{Admission, Learn, RaftCheck, Verdict};
+use requests::{Route, Serve};
 pub use restore::Restored;
+use status::LeaderCommit;
+pub use status::NodeStatus;
 
 use crate::command::{MemberChange, MemberProposal, Proposal, RequestId};
-use crate::compaction::{self, SnapshotOnDisk};
-use crate::convert::{cs_to_rec, hs_to_rec, rec_to_cs};
+use crate::compaction;
+use crate::convert::{cs_to_rec, hs_to_rec};
 use crate::fileop::FileOp;
-use crate::health::{self, Readiness};
+use crate::health::Readiness;
 use crate::identity::{Identity, UNKNOWN_CLUSTER};
 use crate::kv::KvState;
 use crate::msgcodec::Forward;
 use crate::msgcodec::{self, Recipient, Refusal};
 use crate::planted::{active as planted, PlantedBug};
 use crate::rng::Rng;
-use crate::snapfile::{self, SnapshotMeta};
+use crate::snapfile;
 use crate::storage::NodeStorage;
 pub use crate::transfer::ReadJob;
-use crate::transfer::{ChunkOutcome, SendFailure, SendStep, SnapKey};
-use crate::wal::{HardStateRec, SnapshotMarker};
+use crate::transfer::{SendFailure, SendStep, SnapKey};
 use membership::{conf_change_of, Membership};
+use outbox::Outbox;
 use peers::Peers;
 use pending::{AwaitingLeader, Pending, PendingKind, PendingProposal, PendingRead};
 use persist::Persistence;
@@ -93,7 +110,7 @@ pub use raft::StateRole;
 use raft::{RawNode, SnapshotStatus};
 use snapshots::SnapshotLane;
 use spare::Spares;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use transfers::Transfers;
 
 /// Where a reply goes: the local shell, or back to the follower that forwarded the request.
@@ -101,38 +118,6 @@ use transfers::Transfers;
 enum ReplyTo {
     Local(u64),
     Remote { peer: u64, forward_id: u64 },
-}
-
-/// Read-only view for status endpoints and tests.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeStatus {
-    pub id: u64,
-    pub cluster_id: u64,
-    pub incarnation: u64,
-    /// Recorded incarnation of each member (absent until the leader has recorded it).
-    pub incarnations: BTreeMap<u64, u64>,
-    /// Members that do not vote (yet).
-    pub learners: BTreeSet<u64>,
-    pub role: StateRole,
-    pub leader_id: u64,
-    pub term: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub snapshot_index: u64,
-    pub first_index: u64,
-    pub last_index: u64,
-    /// The last index raft knows is durable (its job completed).
-    pub persisted_index: u64,
-    pub log_entries_in_memory: usize,
-    pub members: BTreeMap<u64, String>,
-    pub pending_proposals: usize,
-    pub pending_reads: usize,
-    pub disk_job_in_flight: bool,
-    pub snapshot_job_in_flight: bool,
-    /// Snapshot files this node (as leader) is streaming to followers.
-    pub snapshot_sends: usize,
-    /// The snapshot file this node is receiving: (index, bytes received, file bytes).
-    pub snapshot_receiving: Option<(u64, u64, u64)>,
 }
 
 pub struct Node {
@@ -143,13 +128,13 @@ pub struct Node {
     kv: KvState,
     /// The next disk job and the one in flight (raft-rs's persistence order).
     persist: Persistence,
-    rng: Rng,
     now_tick: u64,
-    /// (term, role, leader) at the last election-timeout draw.
-    timeout_key: Option<(u64, StateRole, u64)>,
+    /// Election timeouts drawn from the node's seeded RNG, not raft-rs's.
+    timeouts: ElectionTimeouts,
     role: StateRole,
     leader_id: u64,
-    actions: Vec<Action>,
+    /// The actions `drain` hands out, and frames held until the identity file is durable.
+    out: Outbox,
     /// Every client request held and not yet answered.
     pending: Pending,
     /// What this node knows of its peers beyond the membership it applied.
@@ -158,8 +143,6 @@ pub struct Node {
     snapshots: SnapshotLane,
     /// The WAL's next segment, prepared off its lane.
     spares: Spares,
-    /// Frames held until the startup job that writes a fresh identity file completes.
-    held_until_identity: Option<Vec<Outgoing>>,
     /// Its own place in the membership: its peer URL, and whether it applied its own removal.
     membership: Membership,
     /// Both ends of snapshot transfers, and the received file the next Ready installs.
@@ -167,22 +150,8 @@ pub struct Node {
     stopped: Option<StopReason>,
     /// Set by [`Node::shut_down`]: pending requests were answered; nothing more is processed.
     shut_down: bool,
-    /// (term, commit) the highest commit index a leader of that term sent this node, for
-    /// readiness ("caught up" is measured against the leader's commit, not this node's own).
-    leader_commit: (u64, u64),
-}
-
-/// The `Snapshot` raft sees: metadata and a descriptor of the file (never the state itself).
-fn make_snapshot(meta: &SnapshotMeta, file_bytes: u64) -> Snapshot {
-    let mut s = Snapshot {
-        data: snapfile::descriptor(file_bytes).into(),
-        ..Default::default()
-    };
-    let m = s.mut_metadata();
-    m.index = meta.index;
-    m.term = meta.term;
-    m.set_conf_state(rec_to_cs(&meta.conf_state));
-    s
+    /// The highest commit a leader sent this node in its term, for readiness.
+    leader_commit: LeaderCommit,
 }
 
 impl Node {
@@ -219,17 +188,16 @@ impl Node {
         let first_read_id = rng.next_u64() >> 1;
         let cfg_transfer = cfg.clone();
         let mut node = Node {
-            rng,
+            timeouts: ElectionTimeouts::new(rng, cfg.election_tick),
             cfg,
             identity,
             raw,
             kv,
             persist: Persistence::new(wal, ops),
             now_tick: 0,
-            timeout_key: None,
             role: StateRole::Follower,
             leader_id: 0,
-            actions: events.into_iter().map(Action::Event).collect(),
+            out: Outbox::new(events, fresh_identity),
             pending: Pending::new(
                 cfg_transfer.max_pending_proposals,
                 cfg_transfer.max_pending_reads,
@@ -239,12 +207,11 @@ impl Node {
             peers: Peers::default(),
             snapshots: SnapshotLane::new(snapshot_index, snapshots_on_disk),
             spares: Spares::new(cfg_transfer.wal_spare_segments),
-            held_until_identity: fresh_identity.then(Vec::new),
             membership: Membership::default(),
             transfers: Transfers::new(&cfg_transfer),
             stopped: None,
             shut_down: false,
-            leader_commit: (0, 0),
+            leader_commit: LeaderCommit::default(),
         };
         node.issue_job();
         let startup = node.persist.in_flight_id();
@@ -269,11 +236,11 @@ impl Node {
         let unconfirmed = self
             .membership
             .set_own_url(&self.cfg, self.now_tick, own_url, moved);
-        self.actions.extend(unconfirmed.map(Action::Event));
+        self.out.events(unconfirmed);
     }
 
     pub(crate) fn push_event(&mut self, e: Event) {
-        self.actions.insert(0, Action::Event(e));
+        self.out.event_first(e);
     }
 
     /// Why the node stopped (removed, a disk failure, refused by its peers), if it did.
@@ -295,58 +262,31 @@ impl Node {
     }
 
     pub fn status(&self) -> NodeStatus {
-        let store = self.raw.store();
-        NodeStatus {
-            id: self.cfg.id,
-            cluster_id: self.identity.cluster_id,
-            incarnation: self.identity.incarnation,
-            incarnations: self.kv.incarnations().clone(),
-            learners: self.kv.learners().keys().copied().collect(),
-            role: self.role,
-            leader_id: self.leader_id,
-            term: self.raw.raft.term,
-            commit_index: self.raw.raft.raft_log.committed,
-            applied_index: self.kv.applied_index(),
-            snapshot_index: self.snapshots.index(),
-            first_index: store.first_index(),
-            last_index: self.raw.raft.raft_log.last_index(),
-            persisted_index: self.raw.raft.raft_log.persisted,
-            log_entries_in_memory: store.entry_count(),
-            members: self.kv.members().clone(),
-            pending_proposals: self.pending.proposal_count(),
-            pending_reads: self.pending.read_count(),
-            disk_job_in_flight: self.persist.in_flight_id().is_some(),
-            snapshot_job_in_flight: self.snapshots.job_id().is_some(),
-            snapshot_sends: self.transfers.sends(),
-            snapshot_receiving: self.transfers.receiving(),
-        }
+        self.view().status()
     }
 
     /// Whether this node should be sent clients, check by check (see [`crate::health`]).
     pub fn readiness(&self) -> Readiness {
-        let r = &self.raw.raft;
-        let committed = r.raft_log.committed;
-        let leader_commit = if r.state == StateRole::Leader {
-            committed
-        } else if self.leader_commit.0 == r.term {
-            self.leader_commit.1.max(committed)
-        } else {
-            committed
-        };
-        Readiness::evaluate(&health::Inputs {
-            id: self.cfg.id,
-            stopped: self.stopped.clone(),
-            shutting_down: self.shut_down,
-            leader: r.leader_id,
-            applied: self.kv.applied_index(),
-            leader_commit,
-            // The bound a learner must be within to be promoted: close enough to serve.
-            bound: self.cfg.compaction.catch_up_entries,
-            receiving_snapshot: self.transfers.receiving(),
-            is_member: self.kv.members().contains_key(&self.cfg.id),
-            removed: self.membership.is_removed(),
-            url_unconfirmed: self.membership.url_unconfirmed(),
-        })
+        self.view().readiness()
+    }
+
+    fn view(&self) -> status::View<'_> {
+        status::View {
+            cfg: &self.cfg,
+            identity: &self.identity,
+            raw: &self.raw,
+            kv: &self.kv,
+            role: self.role,
+            leader_id: self.leader_id,
+            persist: &self.persist,
+            pending: &self.pending,
+            snapshots: &self.snapshots,
+            transfers: &self.transfers,
+            membership: &self.membership,
+            leader_commit: &self.leader_commit,
+            stopped: self.stopped.as_ref(),
+            shut_down: self.shut_down,
+        }
     }
 
     /// Processes everything raft has ready and returns the actions accumulated so far.
@@ -355,16 +295,16 @@ impl Node {
             self.drive();
             self.fix_election_timeout();
         }
-        std::mem::take(&mut self.actions)
+        self.out.take()
     }
 
     fn stop(&mut self, reason: StopReason) {
         if self.stopped.is_some() {
             return;
         }
-        self.actions.push(Action::Event(Event::Stopped {
+        self.out.event(Event::Stopped {
             reason: reason.clone(),
-        }));
+        });
         self.stopped = Some(reason);
         self.answer_all_pending();
     }
@@ -427,31 +367,10 @@ impl Node {
             && self.kv.applied_index() > self.raw.raft.raft_log.applied
     }
 
-    /// raft-rs draws election timeouts from its thread-local, OS-seeded RNG, which no simulator
-    /// can seed. Draw our
-    /// own from the node's seeded RNG whenever raft may have drawn a new one, and install it
-    /// before raft reads it (only `tick` reads it). raft-rs draws exactly when it resets
-    /// (`Raft::reset`, on every become_follower/candidate/leader), and a reset always zeroes
-    /// `election_elapsed`; so the signals are: (term, role, leader) changed, or the elapsed
-    /// count is zero. Both evolve deterministically, which matters: a signal that depended on
-    /// raft's own random value would itself leak it. Called after every input that steps raft.
-    /// (Keying on (term, role, leader) alone missed PreCandidate -> Follower at the same term,
-    /// which the simulator caught as a trace that differed between runs of one seed.)
+    /// Called after every input that steps raft (see `election`).
     fn fix_election_timeout(&mut self) {
-        if !self.cfg.seeded_election_timeout {
-            return;
-        }
-        let r = &self.raw.raft;
-        let key = (r.term, r.state, r.leader_id);
-        if self.timeout_key != Some(key) || r.election_elapsed == 0 {
-            self.timeout_key = Some(key);
-            // raft-rs's defaults: [election_tick, 2 * election_tick).
-            let (lo, hi) = (
-                self.cfg.election_tick as u64,
-                2 * self.cfg.election_tick as u64,
-            );
-            let t = self.rng.range(lo, hi) as usize;
-            self.raw.raft.set_randomized_election_timeout(t);
+        if self.cfg.seeded_election_timeout {
+            self.timeouts.fix(&mut self.raw.raft);
         }
     }
 
@@ -476,151 +395,74 @@ impl Node {
             return Err(PeerError::Stopped);
         }
         let env = msgcodec::decode(bytes)?;
-        if env.to != self.cfg.id {
-            return Err(PeerError::WrongRecipient(env.to));
+        let (adopt_cluster, verdict) = match frames::admit(&env, &self.frames_view()) {
+            Admission::Drop(error) => return Err(error),
+            Admission::Peer {
+                adopt_cluster,
+                verdict,
+            } => (adopt_cluster, verdict),
+        };
+        if let Some(cluster_id) = adopt_cluster {
+            self.adopt_cluster(cluster_id, env.from);
         }
-        if env.from == 0 || env.from == self.cfg.id {
-            return Err(PeerError::UnknownSender(env.from));
-        }
-        if env.cluster_id != self.identity.cluster_id {
-            if self.identity.cluster_id != UNKNOWN_CLUSTER || env.cluster_id == UNKNOWN_CLUSTER {
-                return Err(PeerError::WrongCluster(env.cluster_id));
+        let member = match verdict {
+            Verdict::NotRecognized { stop, error } => {
+                self.stop(stop);
+                return Err(error);
             }
-            // A joining node learns its cluster's id from the first member that reaches it
-            // (only a member of that cluster that was told this node's address sends to it).
-            self.adopt_cluster(env.cluster_id, env.from);
-        }
-        // Meant for an earlier incarnation of this node (its directory was since replaced):
-        // what it says (a commit index, an append) describes a log this directory never had.
-        if env.to_incarnation != 0
-            && env.to_incarnation != self.identity.incarnation
-            && !planted(PlantedBug::IgnoreIncarnation)
-        {
-            // The sender addressed the incarnation its applied membership records for this id,
-            // and a record never changes: this directory will never be accepted. Stop and say so
-            // (peers that only ever send to it would otherwise leave it campaigning forever).
-            self.stop(StopReason::NotRecognized {
-                by: env.from,
-                id: self.cfg.id,
-                recorded: env.to_incarnation,
-                mine: self.identity.incarnation,
-            });
-            return Err(PeerError::OldIncarnation {
-                addressed: env.to_incarnation,
-                mine: self.identity.incarnation,
-            });
-        }
-        if let Some(recorded) = self.kv.incarnation(env.from) {
-            if recorded != env.from_incarnation && !planted(PlantedBug::IgnoreIncarnation) {
-                // Its votes and acknowledgements must never count: tell it, so it stops with an
-                // error its operator can act on instead of campaigning forever.
-                if matches!(env.body, msgcodec::Body::Raft(_)) {
-                    let to = Recipient {
-                        id: env.from,
-                        incarnation: env.from_incarnation,
-                    };
-                    let why = Refusal::StaleIncarnation { recorded };
+            Verdict::StaleSender { answer, error } => {
+                if let Some(why) = answer {
+                    let to = frames::sender_of(&env);
                     let bytes = msgcodec::encode_refused(&self.sender(), to, why);
                     self.push_send(env.from, FrameKind::Other, bytes);
                 }
-                let error = PeerError::StaleIncarnation {
-                    from: env.from,
-                    sent: env.from_incarnation,
-                    recorded,
-                };
-                self.actions.push(Action::Event(Event::PeerRefused {
-                    from: env.from,
-                    error: error.clone(),
-                }));
+                let from = env.from;
+                let refused = error.clone();
+                self.out.event(Event::PeerRefused {
+                    from,
+                    error: refused,
+                });
                 return Err(error);
             }
-        } else if env.from_incarnation != 0 && self.kv.members().contains_key(&env.from) {
-            self.peers.saw_incarnation(env.from, env.from_incarnation);
-        }
-        // An id this node does not know may be a member added after the state it has applied
-        // (it lags), or one since removed: remember its address so replies can reach it.
-        if !self.kv.members().contains_key(&env.from) && !env.from_addr.is_empty() {
-            self.peers.hint(env.from, env.from_addr.clone());
-        }
-        if self.kv.was_removed(env.from) {
-            // Tell it, or it campaigns forever: it never sees the entry that removed it.
-            let to = Recipient {
-                id: env.from,
-                incarnation: env.from_incarnation,
-            };
-            let bytes = msgcodec::encode_removed(&self.sender(), to);
-            self.push_send(env.from, FrameKind::Other, bytes);
-            return Err(PeerError::UnknownSender(env.from));
-        }
-        if self.kv.members().contains_key(&env.from) {
+            Verdict::Removed { learn, error } => {
+                self.learn(env.from, &env.from_addr, learn);
+                let bytes = msgcodec::encode_removed(&self.sender(), frames::sender_of(&env));
+                self.push_send(env.from, FrameKind::Other, bytes);
+                return Err(error);
+            }
+            Verdict::Accept { learn, member } => {
+                self.learn(env.from, &env.from_addr, learn);
+                member
+            }
+        };
+        if member {
             self.peers.heard(env.from, self.now_tick);
-        }
-        if self.kv.members().contains_key(&env.from) {
             let confirmed = self.membership.member_reached_us();
-            self.actions.extend(confirmed.map(Action::Event));
+            self.out.events(confirmed);
         }
         match env.body {
-            msgcodec::Body::Raft(m)
-                if m.get_msg_type() == raft::eraftpb::MessageType::MsgTimeoutNow
-                    && self.snapshot_unpersisted() =>
-            {
-                Err(PeerError::CampaignDeferred)
-            }
-            msgcodec::Body::Raft(m)
-                if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat
-                    && m.commit > self.raw.raft.raft_log.last_index() =>
-            {
-                // raft-rs would panic (`to_commit N is out of range`): the leader knows this node
-                // matched entries its log no longer has. A node whose directory lost synced
-                // writes under an unchanged incarnation must not vote again: stop, and say why.
-                let last_index = self.raw.raft.raft_log.last_index();
-                let error = PeerError::CommitBeyondLog {
-                    commit: m.commit,
-                    last_index,
-                };
-                self.stop(StopReason::LogBehindLeader {
-                    leader: env.from,
-                    commit: m.commit,
-                    last_index,
-                });
-                Err(error)
-            }
             msgcodec::Body::Raft(m) => {
-                use raft::eraftpb::MessageType::{MsgAppend, MsgHeartbeat};
-                let (kind, term, commit) = (m.get_msg_type(), m.term, m.commit);
-                self.raw
-                    .step(m)
-                    .map_err(|e| PeerError::Raft(e.to_string()))?;
-                // Appends carry the leader's commit; heartbeats the part of it this node matched.
-                if matches!(kind, MsgAppend | MsgHeartbeat)
-                    && term == self.raw.raft.term
-                    && env.from == self.raw.raft.leader_id
-                {
-                    let seen = &mut self.leader_commit;
-                    *seen = if seen.0 == term {
-                        (term, seen.1.max(commit))
-                    } else {
-                        (term, commit)
-                    };
+                let view = frames::RaftView {
+                    snapshot_unpersisted: self.snapshot_unpersisted(),
+                    last_index: self.raw.raft.raft_log.last_index(),
+                };
+                match frames::check_raft(env.from, &m, &view) {
+                    RaftCheck::Step => self.step_raft(env.from, m),
+                    RaftCheck::CampaignDeferred => Err(PeerError::CampaignDeferred),
+                    RaftCheck::CommitBeyondLog { stop, error } => {
+                        self.stop(stop);
+                        Err(error)
+                    }
                 }
-                Ok(())
             }
             msgcodec::Body::Forward(f) => {
-                // Served only by a leader; never forwarded twice.
                 let to = ReplyTo::Remote {
                     peer: env.from,
                     forward_id: f.forward_id,
                 };
-                if self.membership.is_removed() {
-                    // Removed, lingering only as a voter: it serves nobody (never proposed).
-                    self.reply(to, Err(ClientError::NotLeader { leader: None }));
-                } else if matches!(f.op, ClientOp::GetLocal { .. }) {
-                    self.reply(
-                        to,
-                        Err(ClientError::Rejected(RejectReason::LocalReadForwarded)),
-                    );
-                } else {
-                    self.handle_request(to, f.request_id, f.timeout_ticks, f.op);
+                match requests::refuse_forwarded(&f.op, self.membership.is_removed()) {
+                    Some(err) => self.reply(to, Err(err)),
+                    None => self.handle_request(to, f.request_id, f.timeout_ticks, f.op),
                 }
                 Ok(())
             }
@@ -633,7 +475,7 @@ impl Node {
                 Ok(())
             }
             msgcodec::Body::Removed => {
-                self.actions.push(Action::Event(Event::RemovedFromCluster));
+                self.out.event(Event::RemovedFromCluster);
                 self.stop(StopReason::RemovedReported { by: env.from });
                 Ok(())
             }
@@ -649,21 +491,46 @@ impl Node {
                 Ok(())
             }
             msgcodec::Body::Refused(Refusal::StaleIncarnation { recorded }) => {
-                // Only a member speaks for the membership; `to_incarnation` was checked above.
-                if self.kv.members().contains_key(&env.from)
-                    && recorded != self.identity.incarnation
-                    && env.to_incarnation == self.identity.incarnation
-                {
-                    self.stop(StopReason::NotRecognized {
-                        by: env.from,
-                        id: self.cfg.id,
-                        recorded,
-                        mine: self.identity.incarnation,
-                    });
+                if let Some(stop) = frames::refusal_stops(&env, recorded, &self.frames_view()) {
+                    self.stop(stop);
                 }
                 Ok(())
             }
         }
+    }
+
+    /// What frame admission reads.
+    fn frames_view(&self) -> frames::View<'_> {
+        frames::View {
+            id: self.cfg.id,
+            identity: &self.identity,
+            kv: &self.kv,
+        }
+    }
+
+    fn learn(&mut self, from: u64, addr: &str, learn: Learn) {
+        match learn {
+            Learn::Nothing => {}
+            Learn::Incarnation(incarnation) => self.peers.saw_incarnation(from, incarnation),
+            Learn::Address => self.peers.hint(from, addr.to_string()),
+        }
+    }
+
+    /// Steps an admitted raft message; appends and heartbeats from the leader tell readiness
+    /// how far it committed.
+    fn step_raft(&mut self, from: u64, m: Message) -> Result<(), PeerError> {
+        use raft::eraftpb::MessageType::{MsgAppend, MsgHeartbeat};
+        let (kind, term, commit) = (m.get_msg_type(), m.term, m.commit);
+        self.raw
+            .step(m)
+            .map_err(|e| PeerError::Raft(e.to_string()))?;
+        if matches!(kind, MsgAppend | MsgHeartbeat)
+            && term == self.raw.raft.term
+            && from == self.raw.raft.leader_id
+        {
+            self.leader_commit.heard(term, commit);
+        }
+        Ok(())
     }
 
     /// Takes the cluster id of a joining node's cluster and makes it durable with the next job.
@@ -672,8 +539,7 @@ impl Node {
         self.identity.cluster_id = cluster_id;
         // The WAL keeps the id it was created with (unknown): the identity file is the authority.
         self.identity.write_ops(self.persist.ops());
-        self.actions
-            .push(Action::Event(Event::ClusterAdopted { cluster_id, from }));
+        self.out.event(Event::ClusterAdopted { cluster_id, from });
     }
 
     /// How a send went: raft learns of unreachable peers and of snapshot outcomes from this.
@@ -719,51 +585,50 @@ impl Node {
     /// writes and linearizable reads are forwarded to the leader when one is known.
     pub fn client(&mut self, req: ClientRequest) {
         let to = ReplyTo::Local(req.handle);
-        if self.stopped.is_some() || self.shut_down || self.membership.is_removed() {
-            return self.reply(to, Err(ClientError::Stopped));
-        }
-        let is_leader = self.raw.raft.state == StateRole::Leader;
-        let forwardable = !matches!(req.op, ClientOp::GetLocal { .. });
-        // raft's own view, not the one cached at the last Ready: a leader that stepped down
-        // earlier in this batch still has itself cached, and a forward to itself would be
-        // dropped (frames from one's own id are refused) and wait out its deadline.
-        let leader = Some(self.raw.raft.leader_id).filter(|&l| l != 0 && l != self.cfg.id);
-        if !is_leader && forwardable && leader.is_none() {
-            // Hold it for an election to settle rather than fail fast, but not for the whole
-            // deadline: unproposed, its answer is definite whenever it comes.
-            let deadline_tick = self.now_tick + req.timeout_ticks.max(1);
-            let hold_until_tick =
-                deadline_tick.min(self.now_tick + no_leader_hold_ticks(&self.cfg));
-            let handle = req.handle;
-            let held = self.pending.hold(AwaitingLeader {
-                arrived_tick: self.now_tick,
+        let view = requests::RouteView {
+            id: self.cfg.id,
+            closed: self.stopped.is_some() || self.shut_down || self.membership.is_removed(),
+            is_leader: self.raw.raft.state == StateRole::Leader,
+            raft_leader: self.raw.raft.leader_id,
+            now_tick: self.now_tick,
+            hold_ticks: no_leader_hold_ticks(&self.cfg),
+        };
+        match requests::route(&req, &view) {
+            Route::Refuse(err) => self.reply(to, Err(err)),
+            Route::Hold {
                 hold_until_tick,
                 deadline_tick,
-                req,
-            });
-            if !held {
-                return self.reply(ReplyTo::Local(handle), Err(ClientError::Busy));
+            } => {
+                let held = self.pending.hold(AwaitingLeader {
+                    arrived_tick: self.now_tick,
+                    hold_until_tick,
+                    deadline_tick,
+                    req,
+                });
+                if !held {
+                    self.reply(to, Err(ClientError::Busy));
+                }
             }
-            return;
+            Route::Forward {
+                leader,
+                deadline_tick,
+            } => {
+                let Some(forward_id) = self.pending.add_forward(req.handle, deadline_tick, leader)
+                else {
+                    return self.reply(to, Err(ClientError::Busy));
+                };
+                let fwd = Forward {
+                    forward_id,
+                    request_id: req.request_id,
+                    timeout_ticks: req.timeout_ticks,
+                    op: req.op,
+                };
+                let to = self.recipient(leader);
+                let bytes = msgcodec::encode_forward(&self.sender(), to, fwd);
+                self.push_send(to.id, FrameKind::Forward { forward_id }, bytes);
+            }
+            Route::Serve => self.handle_request(to, req.request_id, req.timeout_ticks, req.op),
         }
-        if let (false, true, Some(leader)) = (is_leader, forwardable, leader) {
-            let deadline_tick = self.now_tick + req.timeout_ticks.max(1);
-            let Some(forward_id) = self.pending.add_forward(req.handle, deadline_tick, leader)
-            else {
-                return self.reply(to, Err(ClientError::Busy));
-            };
-            let fwd = Forward {
-                forward_id,
-                request_id: req.request_id,
-                timeout_ticks: req.timeout_ticks,
-                op: req.op,
-            };
-            let to = self.recipient(leader);
-            let bytes = msgcodec::encode_forward(&self.sender(), to, fwd);
-            self.push_send(to.id, FrameKind::Forward { forward_id }, bytes);
-            return;
-        }
-        self.handle_request(to, req.request_id, req.timeout_ticks, req.op);
     }
 
     fn handle_request(
@@ -774,23 +639,15 @@ impl Node {
         op: ClientOp,
     ) {
         let deadline_tick = self.now_tick + timeout_ticks.max(1);
-        let leader = if self.leader_id == 0 {
-            None
-        } else {
-            Some(self.leader_id)
+        let view = requests::ServeView {
+            is_leader: self.raw.raft.state == StateRole::Leader,
+            leader: Some(self.leader_id).filter(|&l| l != 0),
+            kv: &self.kv,
+            rules: self.member_rules(),
         };
-        let is_leader = self.raw.raft.state == StateRole::Leader;
-        match op {
-            ClientOp::GetLocal { key } => {
-                let v = self.kv.get(&key).map(|v| v.to_vec());
-                self.reply(to, Ok(ClientReply::Value(v)));
-            }
-            _ if !is_leader => self.reply(to, Err(ClientError::NotLeader { leader })),
-            ClientOp::Get { key } if planted(PlantedBug::LocalLinearizableReads) => {
-                let v = self.kv.get(&key).map(|v| v.to_vec());
-                self.reply(to, Ok(ClientReply::Value(v)));
-            }
-            ClientOp::Get { key } => {
+        match requests::serve(op, request_id, &view) {
+            Serve::Answer(result) => self.reply(to, result),
+            Serve::Read { key } => {
                 let now = self.raw.raft.commit_to_current_term();
                 let read = PendingRead {
                     handle: to,
@@ -805,64 +662,23 @@ impl Node {
                     self.raw.read_index(id.to_le_bytes().to_vec());
                 }
             }
-            ClientOp::Put { key, value } => {
-                let existed = self.kv.get(&key).is_some();
-                let p = Proposal {
-                    request_id,
-                    command: crate::command::Command::Put { key, value },
-                };
-                self.propose(to, deadline_tick, PendingKind::Write, |raw| {
-                    raw.propose(vec![], p.encode())
+            Serve::Propose {
+                proposal,
+                kind,
+                early,
+            } => {
+                self.propose(to, deadline_tick, kind, |raw| {
+                    raw.propose(vec![], proposal.encode())
                 });
-                if planted(PlantedBug::AckBeforeSync) {
-                    self.ack_early(to, crate::kv::WriteResult::Put { existed });
+                if let Some(result) = early {
+                    self.ack_early(to, result);
                 }
             }
-            ClientOp::Delete { key } => {
-                let p = Proposal {
-                    request_id,
-                    command: crate::command::Command::Delete { key },
-                };
-                self.propose(to, deadline_tick, PendingKind::Write, |raw| {
-                    raw.propose(vec![], p.encode())
+            Serve::ProposeChange(mp) => {
+                let cc = conf_change_of(&mp.change);
+                self.propose(to, deadline_tick, PendingKind::Member, |raw| {
+                    raw.propose_conf_change(mp.encode(), cc)
                 });
-            }
-            op => {
-                // A membership change: refused (definite) unless the rules allow it now.
-                let refused = self.member_rules().refusal(&op);
-                if let Some(why) = refused {
-                    return self.reply(to, Err(ClientError::Rejected(why)));
-                }
-                let change = match op {
-                    ClientOp::AddNode { id, addr } => MemberChange::Add { id, addr },
-                    ClientOp::RemoveNode { id } => MemberChange::Remove { id },
-                    ClientOp::AddLearner {
-                        id,
-                        addr,
-                        auto_promote,
-                    } => MemberChange::AddLearner {
-                        id,
-                        addr,
-                        auto_promote,
-                    },
-                    ClientOp::PromoteNode { id } => MemberChange::Promote { id },
-                    ClientOp::UpdateNode { id, addr } => {
-                        // A URL is no raft conf change: an ordinary entry that every replica
-                        // applies to its membership.
-                        let p = Proposal {
-                            request_id,
-                            command: crate::command::Command::SetPeerUrl { id, addr },
-                        };
-                        return self.propose(to, deadline_tick, PendingKind::Member, |raw| {
-                            raw.propose(vec![], p.encode())
-                        });
-                    }
-                    ClientOp::Get { .. }
-                    | ClientOp::GetLocal { .. }
-                    | ClientOp::Put { .. }
-                    | ClientOp::Delete { .. } => unreachable!("matched above"),
-                };
-                self.propose_member_change(to, deadline_tick, request_id, change);
             }
         }
     }
@@ -879,20 +695,6 @@ impl Node {
         }
     }
 
-    fn propose_member_change(
-        &mut self,
-        to: ReplyTo,
-        deadline_tick: u64,
-        request_id: Option<RequestId>,
-        change: MemberChange,
-    ) {
-        let cc = conf_change_of(&change);
-        let mp = MemberProposal { request_id, change };
-        self.propose(to, deadline_tick, PendingKind::Member, |raw| {
-            raw.propose_conf_change(mp.encode(), cc)
-        });
-    }
-
     /// The leader promotes learners added with `auto_promote` once they have caught up, one
     /// membership change at a time. Runs outside Ready handling, like every proposal.
     fn promote_learners(&mut self) {
@@ -903,16 +705,7 @@ impl Node {
             return;
         }
         let term = self.raw.raft.term;
-        let rules = self.member_rules();
-        let ready = self
-            .kv
-            .learners()
-            .iter()
-            .filter(|(_, auto)| **auto)
-            .map(|(id, _)| *id)
-            .find(|id| {
-                !self.peers.promoting_in(*id, term) && rules.promotion_refused(*id).is_none()
-            });
+        let ready = self.member_rules().learner_to_promote(term);
         if let Some(id) = ready {
             let change = MemberChange::Promote { id };
             let cc = conf_change_of(&change);
@@ -944,29 +737,20 @@ impl Node {
             return self.reply(handle, Err(ClientError::Busy));
         }
         let before = self.raw.raft.raft_log.last_index();
-        match f(&mut self.raw) {
-            Ok(()) => {
-                let index = self.raw.raft.raft_log.last_index();
-                if index != before + 1 {
-                    // raft accepted but did not append (cannot happen on a leader); be honest.
-                    return self.reply(handle, Err(ClientError::LeaderChanged { leader: None }));
-                }
+        let result = f(&mut self.raw);
+        let after = self.raw.raft.raft_log.last_index();
+        match requests::proposed(result, before, after) {
+            Ok(index) => {
                 let term = self.raw.raft.term;
-                self.pending.add_proposal(
-                    index,
-                    PendingProposal {
-                        handle,
-                        term,
-                        kind,
-                        deadline_tick,
-                    },
-                );
+                let p = PendingProposal {
+                    handle,
+                    term,
+                    kind,
+                    deadline_tick,
+                };
+                self.pending.add_proposal(index, p);
             }
-            Err(raft::Error::ProposalDropped) => self.reply(handle, Err(ClientError::Busy)),
-            Err(_) => self.reply(
-                handle,
-                Err(ClientError::Rejected(RejectReason::ProposalRefused)),
-            ),
+            Err(err) => self.reply(handle, Err(err)),
         }
     }
 
@@ -982,16 +766,13 @@ impl Node {
         let job = self.persist.complete(id);
         if self.snapshots.startup_done(id) {
             self.spares.arm();
-            if let Some(held) = self.held_until_identity.take() {
-                self.actions.extend(held.into_iter().map(Action::Send));
-            }
+            self.out.release();
         }
         if self.stopped.is_some() {
             return;
         }
         if let Some(hard_state) = job.hard_state {
-            self.actions
-                .push(Action::Event(Event::Durable { hard_state }));
+            self.out.event(Event::Durable { hard_state });
         }
         if let Some(n) = job.ready_number {
             self.raw.on_persist_ready(n);
@@ -1062,14 +843,10 @@ impl Node {
             }
             if let Some(hs) = rd.hs() {
                 self.raw.mut_store().set_hard_state(hs.clone());
-                self.stage_hard_state(hs_to_rec(hs));
+                self.persist.stage_hard_state(hs_to_rec(hs));
             }
             for rs in rd.take_read_states() {
-                if let Ok(b) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
-                    if let Some(r) = self.pending.read_mut(u64::from_le_bytes(b)) {
-                        r.read_index = Some(rs.index);
-                    }
-                }
+                self.pending.read_index_known(&rs.request_ctx, rs.index);
             }
             let persisted = rd.take_persisted_messages();
             let number = rd.number();
@@ -1128,30 +905,9 @@ impl Node {
         );
     }
 
-    /// Stages the WAL record naming a snapshot file; the file's own ops must come first (in this
-    /// job, or durable already).
-    fn stage_snapshot_marker(
-        &mut self,
-        index: u64,
-        term: u64,
-        conf_state: crate::wal::ConfStateRec,
-        log_reset: bool,
-    ) {
-        self.persist.stage_marker(SnapshotMarker {
-            index,
-            term,
-            conf_state,
-            log_reset,
-        });
-    }
-
-    fn stage_hard_state(&mut self, hs: HardStateRec) {
-        self.persist.stage_hard_state(hs);
-    }
-
     fn issue_job(&mut self) {
         if let Some(job) = self.persist.issue() {
-            self.actions.push(Action::Disk(job));
+            self.out.push(Action::Disk(job));
         }
     }
 
@@ -1161,7 +917,7 @@ impl Node {
             let id = self.persist.allocate_id();
             let size_bytes = self.persist.wal().segment_size_bytes();
             let job = self.spares.start(id, size_bytes);
-            self.actions.push(Action::Prepare(job));
+            self.out.push(Action::Prepare(job));
         }
     }
 
@@ -1198,35 +954,14 @@ impl Node {
     }
 
     fn push_send(&mut self, to: u64, kind: FrameKind, bytes: Vec<u8>) {
-        let out = Outgoing { to, kind, bytes };
-        match &mut self.held_until_identity {
-            // Every frame names this incarnation, and the leader records what it hears: a frame
-            // (even a forwarded request) sent before the identity file is durable could get an
-            // incarnation recorded that a crash then loses, and the restarted node would be
-            // refused as a stranger.
-            Some(held) => held.push(out),
-            None => self.actions.push(Action::Send(out)),
-        }
+        self.out.send(Outgoing { to, kind, bytes });
     }
 
     fn send(&mut self, mut m: Message) {
         if self.cfg.raft_rs_batch_append_guard {
             let log = &self.raw.raft.raft_log;
             let repair = raft_rs_guard::repair_batched_append(&mut m, |i| log.term(i).ok());
-            let to = m.to;
-            match repair {
-                raft_rs_guard::Repair::None => {}
-                raft_rs_guard::Repair::Reindexed { from, to: index } => {
-                    self.actions.push(Action::Event(Event::AppendReindexed {
-                        to,
-                        index_was: from,
-                        index,
-                    }))
-                }
-                raft_rs_guard::Repair::EntriesDropped { count } => self
-                    .actions
-                    .push(Action::Event(Event::AppendEntriesDropped { to, count })),
-            }
+            self.out.events(repair.event(m.to));
         }
         if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
             return self.start_snapshot_send(m);
@@ -1240,39 +975,20 @@ impl Node {
 
     /// raft wants a follower to have a snapshot: stream its file instead of sending the message.
     fn start_snapshot_send(&mut self, m: Message) {
-        let meta = m.get_snapshot().get_metadata();
-        let file_bytes = snapfile::parse_descriptor(&m.get_snapshot().data)
-            .expect("storage hands raft descriptors, never state");
-        let key = SnapKey {
-            term: meta.term,
-            index: meta.index,
-            file_bytes,
-        };
-        let name = snapfile::file_name(key.term, key.index);
-        assert!(
-            self.snapshots.holds(&name),
-            "raft sends snapshot {name}, which is not on disk"
-        );
-        self.actions.push(Action::Event(Event::SnapshotSendStarted {
-            to: m.to,
-            index: key.index,
-            file_bytes,
-        }));
-        let steps = self.transfers.start(m, name, key, self.now_tick);
+        let snapshots = &self.snapshots;
+        let (started, steps) = self
+            .transfers
+            .start(m, self.now_tick, |name| snapshots.holds(name));
+        self.out.event(started);
         self.run_send_steps(steps);
     }
 
     fn run_send_steps(&mut self, steps: Vec<SendStep>) {
         for step in steps {
             let event = transfers::step_event(&step);
-            let damaged = match step {
-                SendStep::Failed { key, why, .. } if transfers::file_damaged(why) => {
-                    Some((snapfile::file_name(key.term, key.index), why))
-                }
-                _ => None,
-            };
+            let damaged = transfers::damaged_file(&step);
             match step {
-                SendStep::Read(job) => self.actions.push(Action::Read(job)),
+                SendStep::Read(job) => self.out.push(Action::Read(job)),
                 SendStep::Chunk {
                     to,
                     message,
@@ -1293,7 +1009,7 @@ impl Node {
                 }
                 SendStep::Resumed { .. } | SendStep::Resent { .. } => {}
             }
-            self.actions.extend(event.map(Action::Event));
+            self.out.events(event);
             if let Some((name, why)) = damaged {
                 self.set_aside_snapshot(name, why);
             }
@@ -1303,13 +1019,7 @@ impl Node {
     /// A follower found this snapshot file damaged (its checksum fails there, so here too):
     /// stop sending it, set it aside as recovery would, and make a fresh snapshot instead.
     fn set_aside_snapshot(&mut self, name: String, why: SendFailure) {
-        if self.snapshots.holds(&name) {
-            self.snapshots.forget(&name);
-            self.persist.post_sync().push(FileOp::Rename {
-                from: name.clone(),
-                to: format!("{name}{}", snapfile::BROKEN_SUFFIX),
-            });
-            self.persist.post_sync().push(FileOp::SyncDir);
+        if self.snapshots.set_aside(&name, &mut self.persist) {
             let latest = self.raw.store().latest_snapshot().map(|s| {
                 let m = s.get_metadata();
                 snapfile::file_name(m.term, m.index)
@@ -1317,10 +1027,8 @@ impl Node {
             if latest.as_deref() == Some(name.as_str()) {
                 self.raw.mut_store().forget_latest_snapshot();
             }
-            self.snapshots.want();
-            self.actions.push(Action::Event(Event::SnapshotSetAside {
-                name: name.clone(),
-            }));
+            self.out
+                .event(Event::SnapshotSetAside { name: name.clone() });
         }
         // Other followers' transfers of the same file end too (set aside above, so the failures
         // they report do not come back here for more).
@@ -1353,7 +1061,7 @@ impl Node {
             return Err(PeerError::Raft("snapshot chunk from an older term".into()));
         }
         let committed = self.raw.raft.raft_log.committed;
-        let (outcome, replaced) = self.transfers.on_chunk(
+        let chunk = self.transfers.on_chunk(
             from,
             key,
             offset,
@@ -1362,40 +1070,22 @@ impl Node {
             committed,
             self.persist.ops(),
         );
-        self.actions.extend(replaced.map(Action::Event));
-        let (ack, gated) = match outcome {
-            ChunkOutcome::Written { ack } => (ack, true),
-            ChunkOutcome::AckNow { ack } => (ack, false),
-            ChunkOutcome::NotNeeded { ack } => (ack, false),
-            ChunkOutcome::Refused { ack, why } => {
-                self.actions.push(Action::Event(Event::SnapshotRefused {
-                    from,
-                    index: key.index,
-                    why,
-                }));
-                (ack, false)
-            }
-            ChunkOutcome::Complete { ack, received } => {
-                self.actions.push(Action::Event(Event::SnapshotReceived {
-                    from,
-                    index: key.index,
-                    file_bytes: key.file_bytes,
-                }));
-                self.raw
-                    .step(message)
-                    .map_err(|e| PeerError::Raft(e.to_string()))?;
-                let taken = self
-                    .raw
-                    .raft
-                    .raft_log
-                    .unstable
-                    .snapshot
-                    .as_ref()
-                    .is_some_and(|s| s.get_metadata().index == key.index);
-                self.transfers.received(received, taken, self.persist.ops());
-                (ack, true)
-            }
-        };
+        self.out.events(chunk.events);
+        if let Some(received) = chunk.complete {
+            self.raw
+                .step(message)
+                .map_err(|e| PeerError::Raft(e.to_string()))?;
+            let taken = self
+                .raw
+                .raft
+                .raft_log
+                .unstable
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| s.get_metadata().index == key.index);
+            self.transfers.received(received, taken, self.persist.ops());
+        }
+        let (ack, gated) = (chunk.ack, chunk.gated);
         let frame = msgcodec::encode_ack(&self.sender(), to, ack);
         if gated {
             self.persist.gate_frame(Outgoing {
@@ -1417,12 +1107,12 @@ impl Node {
             .transfers
             .tick(followers, self.now_tick, self.persist.ops());
         self.run_send_steps(steps);
-        self.actions.extend(abandoned.map(Action::Event));
+        self.out.events(abandoned);
     }
 
     fn reply(&mut self, to: ReplyTo, result: Result<ClientReply, ClientError>) {
         match to {
-            ReplyTo::Local(handle) => self.actions.push(Action::Reply { handle, result }),
+            ReplyTo::Local(handle) => self.out.push(Action::Reply { handle, result }),
             ReplyTo::Remote { peer, forward_id } => {
                 let to = self.recipient(peer);
                 let bytes = msgcodec::encode_forward_reply(&self.sender(), to, forward_id, result);
@@ -1441,14 +1131,7 @@ impl Node {
         }
         let term = self.raw.raft.term;
         let me = (self.cfg.id, self.identity.incarnation);
-        let wanted: Vec<(u64, u64)> = std::iter::once(me)
-            .chain(self.peers.seen_incarnations())
-            .filter(|(id, _)| {
-                self.kv.members().contains_key(id)
-                    && self.kv.incarnation(*id).is_none()
-                    && !self.peers.recording_in(*id, term)
-            })
-            .collect();
+        let wanted = self.peers.incarnations_to_record(me, &self.kv, term);
         for (id, incarnation) in wanted {
             let p = Proposal {
                 request_id: None,
@@ -1456,10 +1139,8 @@ impl Node {
             };
             if self.raw.propose(vec![], p.encode()).is_ok() {
                 self.peers.proposed_recording(id, term);
-                self.actions.push(Action::Event(Event::IncarnationProposed {
-                    id,
-                    incarnation,
-                }));
+                self.out
+                    .event(Event::IncarnationProposed { id, incarnation });
             }
         }
     }
@@ -1467,11 +1148,11 @@ impl Node {
     fn on_soft_state(&mut self, role: StateRole, leader_id: u64) {
         let was_leader = self.role == StateRole::Leader;
         if role != self.role || leader_id != self.leader_id {
-            self.actions.push(Action::Event(Event::RoleChanged {
+            self.out.event(Event::RoleChanged {
                 term: self.raw.raft.term,
                 role,
                 leader: leader_id,
-            }));
+            });
         }
         self.role = role;
         self.leader_id = leader_id;
@@ -1537,12 +1218,12 @@ impl Node {
                 continue;
             }
             let decoded = apply::Decoded::of(&e);
-            self.actions.push(Action::Event(Event::Applied {
+            self.out.event(Event::Applied {
                 index: e.index,
                 term: e.term,
                 entry_hash: self.cfg.trace_applied.then(|| apply::entry_hash(&e)),
                 request_id: decoded.request_id(),
-            }));
+            });
             match decoded {
                 apply::Decoded::Empty => {
                     self.kv.advance(e.index);
@@ -1581,10 +1262,10 @@ impl Node {
     fn skip_entry(&mut self, e: &Entry, reason: RejectReason) {
         // Every replica skips the same entry, so state machines stay equal.
         self.kv.advance(e.index);
-        self.actions.push(Action::Event(Event::EntrySkipped {
+        self.out.event(Event::EntrySkipped {
             index: e.index,
             reason: reason.clone(),
-        }));
+        });
         self.finish_proposal(e.index, e.term, Err(ClientError::Rejected(reason)));
     }
 
@@ -1594,19 +1275,14 @@ impl Node {
             Ok(cs) => {
                 self.raw.mut_store().set_conf_state(cs);
                 self.kv.apply_member_change(e.index, &change);
-                if let MemberChange::Remove { id } = &change {
-                    self.peers.forget(*id);
-                }
-                if let MemberChange::Promote { id } = &change {
-                    self.peers.promoted(*id);
-                }
+                self.peers.applied(&change);
                 let ev = membership::applied_event(&change);
-                self.actions.push(Action::Event(ev));
+                self.out.event(ev);
                 let members = self.kv.members().clone();
                 self.finish_proposal(e.index, e.term, Ok(ClientReply::Members(members)));
                 if matches!(change, MemberChange::Remove { id } if id == self.cfg.id) {
                     // It lingers as a voter before it stops (see `Membership::removed`).
-                    self.actions.push(Action::Event(Event::RemovedFromCluster));
+                    self.out.event(Event::RemovedFromCluster);
                     self.membership.removed(self.now_tick);
                 }
             }
@@ -1615,26 +1291,10 @@ impl Node {
     }
 
     fn finish_proposal(&mut self, index: u64, term: u64, result: Result<ClientReply, ClientError>) {
-        // Proposals at lower indexes that were never applied were overwritten.
-        let Some(p) = self.pending.take_proposal(index) else {
-            return;
-        };
-        if p.term != term {
-            return self.reply(
-                p.handle,
-                Err(ClientError::LeaderChanged {
-                    leader: Some(self.leader_id).filter(|&l| l != 0),
-                }),
-            );
+        let leader = Some(self.leader_id).filter(|&l| l != 0);
+        if let Some((to, result)) = self.pending.take_applied(index, term, result, leader) {
+            self.reply(to, result);
         }
-        let result = match (p.kind, result) {
-            (PendingKind::Write, Ok(ClientReply::Members(_)))
-            | (PendingKind::Member, Ok(ClientReply::Written(_))) => {
-                Err(ClientError::Rejected(RejectReason::KindMismatch))
-            }
-            (_, r) => r,
-        };
-        self.reply(p.handle, result);
     }
 
     // ---- snapshots ----
@@ -1642,47 +1302,21 @@ impl Node {
     fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), StopReason> {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
-        if let Some((_, local)) = self.snapshots.job() {
-            // raft restores only snapshots beyond its commit, and a local snapshot is at or below
-            // it: the two never share a file name, so the lanes never write the same file.
-            assert!(
-                index > local.index,
-                "installing snapshot {index} over local snapshot job {}",
-                local.index
-            );
-        }
         // raft only ever restores a snapshot this node stepped in after receiving its file.
         let received = self
             .transfers
             .take_received(index, term)
             .ok_or(StopReason::BadSnapshotFromLeader { index })?;
-        let conf_state = cs_to_rec(meta.get_conf_state());
-        if received.meta.conf_state != conf_state {
+        if received.meta.conf_state != cs_to_rec(meta.get_conf_state()) {
             return Err(StopReason::BadSnapshotFromLeader { index });
         }
-        self.actions
-            .push(Action::Event(Event::LoadingSnapshot { term, index }));
-        // The file was synced under its temp name with the last chunk: rename it, make the name
-        // durable, and only then log the marker that points to it.
-        let name = snapfile::file_name(term, index);
-        if planted(PlantedBug::MarkerBeforeSnapshotDurable) {
-            self.stage_snapshot_marker(index, term, conf_state.clone(), true);
-            self.persist.sync_wal();
-        }
-        self.persist.ops().push(FileOp::Rename {
-            from: received.tmp,
-            to: name.clone(),
-        });
-        self.persist.ops().push(FileOp::SyncDir);
-        let kv = received.kv;
-        if !planted(PlantedBug::MarkerBeforeSnapshotDurable) {
-            self.stage_snapshot_marker(index, term, conf_state, true);
-        }
+        self.out.event(Event::LoadingSnapshot { term, index });
+        let received = *received;
+        self.snapshots
+            .install(received.meta, received.tmp, &mut self.persist);
         self.raw.mut_store().apply_snapshot(snap);
-        self.kv = kv;
-        self.snapshots.record(SnapshotOnDisk { name, term, index });
-        self.actions
-            .push(Action::Event(Event::SnapshotInstalled { term, index }));
+        self.kv = received.kv;
+        self.out.event(Event::SnapshotInstalled { term, index });
         self.plan_purge();
         Ok(())
     }
@@ -1706,34 +1340,12 @@ impl Node {
     /// raftexample's maybeTriggerSnapshot, run only after everything raft handed out is applied.
     /// Hands the state to a snapshot job; `snapshot_saved` logs and compacts once it is durable.
     fn create_snapshot(&mut self) {
-        let applied = self.kv.applied_index();
-        assert!(applied > 0, "a snapshot of nothing");
-        self.actions.push(Action::Event(Event::StartSnapshot {
-            applied_index: applied,
-            last_snapshot_index: self.snapshots.index(),
-        }));
-        let store = self.raw.store();
-        let term = store
-            .term_of(applied)
-            .expect("the applied entry is in memory or is the compaction point");
-        let conf_state = if planted(PlantedBug::SnapshotWithoutConfState) {
-            Default::default()
-        } else {
-            cs_to_rec(store.conf_state())
-        };
-        let meta = SnapshotMeta {
-            index: applied,
-            term,
-            conf_state,
-        };
         let id = self.persist.allocate_id();
-        self.snapshots.start(id, meta.clone());
-        self.actions.push(Action::Snapshot(SnapshotJob::new(
-            id,
-            meta,
-            self.kv.clone(),
-            self.cfg.snapshot_chunk_bytes,
-        )));
+        let kv = self.kv.clone();
+        let chunk_bytes = self.cfg.snapshot_chunk_bytes;
+        let (started, job) = self.snapshots.create(id, kv, self.raw.store(), chunk_bytes);
+        self.out.event(started);
+        self.out.push(Action::Snapshot(job));
     }
 
     /// The snapshot job `id` completed: its file is durable under its final name, and `data`
@@ -1744,34 +1356,20 @@ impl Node {
         if self.stopped.is_some() {
             return;
         }
-        let SnapshotMeta {
-            index,
-            term,
-            conf_state,
-        } = meta.clone();
-        let name = snapfile::file_name(term, index);
-        if index <= self.snapshots.index() {
-            // The leader's snapshot was installed meanwhile and is newer: this file describes a
-            // past no marker will point to. Remove it (after the next sync, like any purge).
-            if !self.snapshots.holds(&name) {
-                self.persist.post_sync().push(FileOp::Remove { name });
-            }
-            self.actions
-                .push(Action::Event(Event::SnapshotSuperseded { index }));
-            return;
+        if let Some(superseded) = self.snapshots.superseded(&meta, &mut self.persist) {
+            return self.out.event(superseded);
         }
-        self.stage_snapshot_marker(index, term, conf_state, false);
-        // Persist a commit covering the snapshot with it, so recovery accepts the snapshot.
+        let (index, term) = (meta.index, meta.term);
         assert!(
             index <= self.raw.raft.raft_log.committed,
             "snapshot {index} beyond the commit index"
         );
         let mut hs = self.raw.store().hard_state().clone();
         hs.commit = hs.commit.max(index);
-        self.stage_hard_state(hs_to_rec(&hs));
-        self.raw
-            .mut_store()
-            .set_latest_snapshot(make_snapshot(&meta, file_bytes));
+        self.snapshots
+            .saved(&meta, hs_to_rec(&hs), &mut self.persist);
+        let snapshot = snapshots::raft_snapshot(&meta, file_bytes);
+        self.raw.mut_store().set_latest_snapshot(snapshot);
         // Keep the entries after any snapshot still streaming to a follower: compacting them
         // would make that follower need a newer snapshot the moment it installed this one, and a
         // cluster under load would never let it catch up (measured: a 1 GiB transfer was sent
@@ -1783,11 +1381,8 @@ impl Node {
             .map_or(u64::MAX, |i| i + 1);
         let ci = compaction::compact_index(&self.cfg.compaction, index).min(streaming);
         self.raw.mut_store().compact(ci);
-        self.actions
-            .push(Action::Event(Event::CompactedLog { index: ci }));
-        self.snapshots.record(SnapshotOnDisk { name, term, index });
-        self.actions
-            .push(Action::Event(Event::SnapshotSaved { term, index }));
+        self.out.event(Event::CompactedLog { index: ci });
+        self.out.event(Event::SnapshotSaved { term, index });
         self.plan_purge();
         // A snapshot may be due again (or wanted by a lagging follower) already; `drain` issues
         // the staged WAL job.
@@ -1802,6 +1397,6 @@ impl Node {
             .purge(&self.cfg.compaction, &mut self.persist, |n| {
                 transfers.pinned(n)
             });
-        self.actions.extend(purged.map(Action::Event));
+        self.out.events(purged);
     }
 }

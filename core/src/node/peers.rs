@@ -8,6 +8,8 @@
 //!   ever-new ids cannot grow it;
 //! - a removed member is forgotten everywhere here (`forget`).
 
+use crate::command::MemberChange;
+use crate::kv::KvState;
 use std::collections::BTreeMap;
 
 /// Addresses of unknown senders kept (the oldest id goes first).
@@ -45,12 +47,31 @@ impl Peers {
         self.seen_incarnations.insert(id, incarnation);
     }
 
-    pub(super) fn seen_incarnations(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+    fn seen_incarnations(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.seen_incarnations.iter().map(|(a, b)| (*a, *b))
     }
 
+    /// What the leader of `term` proposes recording: its own incarnation (`me`) and the ones
+    /// members spoke with, for members whose incarnation `kv` does not hold yet, unless proposed
+    /// in this term already.
+    pub(super) fn incarnations_to_record(
+        &self,
+        me: (u64, u64),
+        kv: &KvState,
+        term: u64,
+    ) -> Vec<(u64, u64)> {
+        std::iter::once(me)
+            .chain(self.seen_incarnations())
+            .filter(|(id, _)| {
+                kv.members().contains_key(id)
+                    && kv.incarnation(*id).is_none()
+                    && !self.recording_in(*id, term)
+            })
+            .collect()
+    }
+
     /// The leader proposes recording `id`'s incarnation in `term`, unless it did already.
-    pub(super) fn recording_in(&self, id: u64, term: u64) -> bool {
+    fn recording_in(&self, id: u64, term: u64) -> bool {
         self.recording.get(&id) == Some(&term)
     }
 
@@ -72,8 +93,16 @@ impl Peers {
         self.promoting.insert(id, term);
     }
 
-    pub(super) fn promoted(&mut self, id: u64) {
-        self.promoting.remove(&id);
+    /// A membership change applied: a removed member is forgotten, a promoted one no longer
+    /// waits for its promotion.
+    pub(super) fn applied(&mut self, change: &MemberChange) {
+        match *change {
+            MemberChange::Remove { id } => self.forget(id),
+            MemberChange::Promote { id } => {
+                self.promoting.remove(&id);
+            }
+            MemberChange::Add { .. } | MemberChange::AddLearner { .. } => {}
+        }
     }
 
     /// A sender this node does not know as a member advertised `addr`.
@@ -90,7 +119,7 @@ impl Peers {
     }
 
     /// `id` left the membership.
-    pub(super) fn forget(&mut self, id: u64) {
+    fn forget(&mut self, id: u64) {
         self.last_heard_tick.remove(&id);
         self.seen_incarnations.remove(&id);
         assert!(

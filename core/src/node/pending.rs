@@ -12,7 +12,7 @@
 //! The stop rule lives here too: what was proposed or forwarded may still be applied, what never
 //! left this node is definitely not.
 
-use super::{ClientError, ClientRequest, ReplyTo};
+use super::{ClientError, ClientReply, ClientRequest, RejectReason, ReplyTo};
 use std::collections::{BTreeMap, VecDeque};
 
 /// A request held while no leader is known (one may be elected meanwhile).
@@ -115,8 +115,34 @@ impl Pending {
         assert!(earlier.is_none(), "two proposals at index {index}");
     }
 
-    pub(super) fn take_proposal(&mut self, index: u64) -> Option<PendingProposal> {
+    fn take_proposal(&mut self, index: u64) -> Option<PendingProposal> {
         self.proposals.remove(&index)
+    }
+
+    /// The answer to the proposal waiting at `index`, whose entry applied in `term` with
+    /// `result`; `None` if none waits there (proposals at lower indexes that were never applied
+    /// were overwritten). One of another term was overwritten by a later leader's entry
+    /// (`leader`, if known): outcome unknown. A result of the other kind (a write answered with
+    /// members, or a change with a write) is refused.
+    pub(super) fn take_applied(
+        &mut self,
+        index: u64,
+        term: u64,
+        result: Result<ClientReply, ClientError>,
+        leader: Option<u64>,
+    ) -> Option<(ReplyTo, Result<ClientReply, ClientError>)> {
+        let p = self.take_proposal(index)?;
+        if p.term != term {
+            return Some((p.handle, Err(ClientError::LeaderChanged { leader })));
+        }
+        let result = match (p.kind, result) {
+            (PendingKind::Write, Ok(ClientReply::Members(_)))
+            | (PendingKind::Member, Ok(ClientReply::Written(_))) => {
+                Err(ClientError::Rejected(RejectReason::KindMismatch))
+            }
+            (_, r) => r,
+        };
+        Some((p.handle, result))
     }
 
     /// The newest proposal answering to `to` (planted bug only).
@@ -148,8 +174,16 @@ impl Pending {
         Some(id)
     }
 
-    pub(super) fn read_mut(&mut self, id: u64) -> Option<&mut PendingRead> {
-        self.reads.get_mut(&id)
+    /// raft answered the ReadIndex whose context is `ctx` (a read id): the read is served once
+    /// applied reaches `index`. A context that names no pending read (answered already, or not
+    /// ours) changes nothing.
+    pub(super) fn read_index_known(&mut self, ctx: &[u8], index: u64) {
+        let Ok(id) = <[u8; 8]>::try_from(ctx).map(u64::from_le_bytes) else {
+            return;
+        };
+        if let Some(r) = self.reads.get_mut(&id) {
+            r.read_index = Some(index);
+        }
     }
 
     pub(super) fn has_waiting_reads(&self) -> bool {

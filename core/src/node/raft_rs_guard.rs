@@ -15,6 +15,7 @@
 //! The repair restores the message raft meant to send: the same entries after index `j`, with
 //! the term of `j` in the leader's log (raft just read the entries after it, so it is there).
 
+use super::Event;
 use raft::eraftpb::{Message, MessageType};
 
 /// What [`repair_batched_append`] did.
@@ -27,6 +28,21 @@ pub(super) enum Repair {
     /// The term before the entries is unknown here: the entries were dropped and the message
     /// kept as the commit-only append it was (the follower's answer brings them again).
     EntriesDropped { count: usize },
+}
+
+impl Repair {
+    /// What a repair of a message to `to` is reported as.
+    pub(super) fn event(self, to: u64) -> Option<Event> {
+        match self {
+            Repair::None => None,
+            Repair::Reindexed { from, to: index } => Some(Event::AppendReindexed {
+                to,
+                index_was: from,
+                index,
+            }),
+            Repair::EntriesDropped { count } => Some(Event::AppendEntriesDropped { to, count }),
+        }
+    }
 }
 
 /// Makes a `MsgAppend`'s entries follow its index; `term_of(index)` is the leader's log term.

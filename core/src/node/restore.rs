@@ -6,7 +6,8 @@
 //! re-learns it from the leader). A new cluster's node is one of its initial members (asserted:
 //! boot refuses other flags with an error first).
 
-use super::{make_snapshot, Bootstrap, Event, NodeConfig, NodeError};
+use super::snapshots::raft_snapshot;
+use super::{Bootstrap, Event, NodeConfig, NodeError};
 use crate::compaction::SnapshotOnDisk;
 use crate::convert::{cs_to_rec, hs_to_rec, rec_to_entry, rec_to_hs};
 use crate::fileop::FileOp;
@@ -92,7 +93,7 @@ fn from_recovery(
             term: file.meta.term,
             index: file.meta.index,
         });
-        storage.apply_snapshot(make_snapshot(&file.meta, rec.snapshot_file_bytes));
+        storage.apply_snapshot(raft_snapshot(&file.meta, rec.snapshot_file_bytes));
     }
     if kv.was_removed(cfg.id) {
         return Err(NodeError::Removed);
@@ -182,7 +183,7 @@ fn new_cluster(
         }),
         &mut ops,
     );
-    storage.apply_snapshot(make_snapshot(&meta, file_bytes));
+    storage.apply_snapshot(raft_snapshot(&meta, file_bytes));
     wal.append(
         &Record::HardState(hs_to_rec(storage.hard_state())),
         &mut ops,

@@ -1,7 +1,9 @@
 //! The snapshot lane, a sub-state: the snapshots this node holds on disk, the one snapshot job
 //! in flight, whether raft asked for a snapshot storage could not serve, and the startup job
 //! (recovery's file removals) that no snapshot job may run beside; when a job starts
-//! (`should_start`, `compaction.rs`'s rule or raft's wish) and the purge after a new snapshot.
+//! (`should_start`, `compaction.rs`'s rule or raft's wish), the file operations and WAL marker
+//! of a snapshot saved, superseded, installed from the leader or set aside as damaged, and the
+//! purge after a new snapshot.
 //!
 //! Invariants (asserted, in release builds too):
 //! - at most one snapshot job at a time, and none while the startup job is in flight (the two
@@ -11,11 +13,16 @@
 //! - every file named in `on_disk` is a durable snapshot this node may send or recover from.
 
 use super::persist::Persistence;
-use super::Event;
+use super::{Event, SnapshotJob};
 use crate::compaction::{self, CompactionConfig, SnapshotOnDisk};
+use crate::convert::{cs_to_rec, rec_to_cs};
 use crate::fileop::FileOp;
+use crate::kv::KvState;
 use crate::planted::{active as planted, PlantedBug};
-use crate::snapfile::SnapshotMeta;
+use crate::snapfile::{self, SnapshotMeta};
+use crate::storage::NodeStorage;
+use crate::wal::{HardStateRec, SnapshotMarker};
+use raft::eraftpb::Snapshot;
 
 pub(super) struct SnapshotLane {
     /// The newest snapshot's index (made here or installed from the leader).
@@ -52,12 +59,12 @@ impl SnapshotLane {
     }
 
     /// Forgets a file (set aside as broken, or purged).
-    pub(super) fn forget(&mut self, name: &str) {
+    fn forget(&mut self, name: &str) {
         self.on_disk.retain(|s| s.name != name);
     }
 
     /// Forgets every file in `names` (a purge).
-    pub(super) fn forget_all(&mut self, names: &[String]) {
+    fn forget_all(&mut self, names: &[String]) {
         self.on_disk.retain(|s| !names.contains(&s.name));
     }
 
@@ -67,19 +74,15 @@ impl SnapshotLane {
     }
 
     /// A snapshot job or the startup job is in flight: no new snapshot job may start.
-    pub(super) fn busy(&self) -> bool {
+    fn busy(&self) -> bool {
         self.job.is_some() || self.startup_job.is_some()
-    }
-
-    pub(super) fn job(&self) -> Option<&(u64, SnapshotMeta)> {
-        self.job.as_ref()
     }
 
     pub(super) fn job_id(&self) -> Option<u64> {
         self.job.as_ref().map(|(id, _)| *id)
     }
 
-    pub(super) fn start(&mut self, id: u64, meta: SnapshotMeta) {
+    fn start(&mut self, id: u64, meta: SnapshotMeta) {
         assert!(
             !self.busy(),
             "one snapshot job at a time, never beside startup's"
@@ -98,7 +101,7 @@ impl SnapshotLane {
     }
 
     /// A snapshot is durable and marked (saved here or installed): it becomes the newest.
-    pub(super) fn record(&mut self, s: SnapshotOnDisk) {
+    fn record(&mut self, s: SnapshotOnDisk) {
         assert!(
             s.index > self.index,
             "snapshot index went back: {} after {}",
@@ -107,6 +110,141 @@ impl SnapshotLane {
         );
         self.index = s.index;
         self.on_disk.push(s);
+    }
+
+    /// Starts job `id`, a shell's to serialise: `kv` (an O(1) clone) at its applied index, with
+    /// the term and ConfState `store` holds for it. The event that says so, and the job.
+    pub(super) fn create(
+        &mut self,
+        id: u64,
+        kv: KvState,
+        store: &NodeStorage,
+        piece_bytes: usize,
+    ) -> (Event, SnapshotJob) {
+        let applied = kv.applied_index();
+        assert!(applied > 0, "a snapshot of nothing");
+        let started = Event::StartSnapshot {
+            applied_index: applied,
+            last_snapshot_index: self.index,
+        };
+        let term = store
+            .term_of(applied)
+            .expect("the applied entry is in memory or is the compaction point");
+        let conf_state = if planted(PlantedBug::SnapshotWithoutConfState) {
+            Default::default()
+        } else {
+            cs_to_rec(store.conf_state())
+        };
+        let meta = SnapshotMeta {
+            index: applied,
+            term,
+            conf_state,
+        };
+        self.start(id, meta.clone());
+        (started, SnapshotJob::new(id, meta, kv, piece_bytes))
+    }
+
+    /// The job that captured `meta` was saved, but the leader's snapshot was installed meanwhile
+    /// and is newer: the file describes a past no marker will point to. It is removed (after the
+    /// next sync, like any purge); the event says so. `None`: the saved snapshot is the newest.
+    pub(super) fn superseded(
+        &self,
+        meta: &SnapshotMeta,
+        persist: &mut Persistence,
+    ) -> Option<Event> {
+        if meta.index > self.index {
+            return None;
+        }
+        let name = snapfile::file_name(meta.term, meta.index);
+        if !self.holds(&name) {
+            persist.post_sync().push(FileOp::Remove { name });
+        }
+        Some(Event::SnapshotSuperseded { index: meta.index })
+    }
+
+    /// A snapshot this node made is durable (`meta`, newer than any): its marker is logged after
+    /// the file, never before (a crash in between leaves an orphan file that recovery removes),
+    /// with `hard_state`, whose commit covers it so recovery accepts the snapshot.
+    pub(super) fn saved(
+        &mut self,
+        meta: &SnapshotMeta,
+        hard_state: HardStateRec,
+        persist: &mut Persistence,
+    ) {
+        assert!(
+            hard_state.commit >= meta.index,
+            "snapshot {} beyond the commit staged with it",
+            meta.index
+        );
+        persist.stage_marker(SnapshotMarker {
+            index: meta.index,
+            term: meta.term,
+            conf_state: meta.conf_state.clone(),
+            log_reset: false,
+        });
+        persist.stage_hard_state(hard_state);
+        self.record(SnapshotOnDisk {
+            name: snapfile::file_name(meta.term, meta.index),
+            term: meta.term,
+            index: meta.index,
+        });
+    }
+
+    /// Installs the leader's snapshot (`meta`), its file received and synced under the temp name
+    /// `tmp`: renamed, the name made durable, and only then the marker that points to it logged.
+    pub(super) fn install(&mut self, meta: SnapshotMeta, tmp: String, persist: &mut Persistence) {
+        let SnapshotMeta {
+            index,
+            term,
+            conf_state,
+        } = meta;
+        if let Some((_, local)) = &self.job {
+            // raft restores only snapshots beyond its commit, and a local snapshot is at or below
+            // it: the two never share a file name, so the lanes never write the same file.
+            assert!(
+                index > local.index,
+                "installing snapshot {index} over local snapshot job {}",
+                local.index
+            );
+        }
+        let marker = SnapshotMarker {
+            index,
+            term,
+            conf_state,
+            log_reset: true,
+        };
+        let name = snapfile::file_name(term, index);
+        let early = planted(PlantedBug::MarkerBeforeSnapshotDurable);
+        if early {
+            persist.stage_marker(marker.clone());
+            persist.sync_wal();
+        }
+        persist.ops().push(FileOp::Rename {
+            from: tmp,
+            to: name.clone(),
+        });
+        persist.ops().push(FileOp::SyncDir);
+        if !early {
+            persist.stage_marker(marker);
+        }
+        self.record(SnapshotOnDisk { name, term, index });
+    }
+
+    /// A follower found file `name` damaged (its checksum fails there, so here too): set aside
+    /// as recovery would (after the next sync), forgotten, and a fresh snapshot wanted. False if
+    /// it was set aside already.
+    pub(super) fn set_aside(&mut self, name: &str, persist: &mut Persistence) -> bool {
+        if !self.holds(name) {
+            return false;
+        }
+        self.forget(name);
+        persist.post_sync().push(FileOp::Rename {
+            from: name.to_string(),
+            to: format!("{name}{}", snapfile::BROKEN_SUFFIX),
+        });
+        persist.post_sync().push(FileOp::SyncDir);
+        self.want();
+        true
     }
 
     /// A snapshot job should start now: `compaction`'s rule says one is due at `applied`, or raft
@@ -195,4 +333,17 @@ impl SnapshotLane {
             false
         }
     }
+}
+
+/// The `Snapshot` raft sees: metadata and a descriptor of the file (never the state itself).
+pub(super) fn raft_snapshot(meta: &SnapshotMeta, file_bytes: u64) -> Snapshot {
+    let mut s = Snapshot {
+        data: snapfile::descriptor(file_bytes).into(),
+        ..Default::default()
+    };
+    let m = s.mut_metadata();
+    m.index = meta.index;
+    m.term = meta.term;
+    m.set_conf_state(rec_to_cs(&meta.conf_state));
+    s
 }

@@ -13,12 +13,25 @@
 use super::config::transfer_config;
 use super::{Event, NodeConfig};
 use crate::fileop::FileOp;
+use crate::snapfile;
 use crate::transfer::{
     Ack, AckStatus, ChunkOutcome, ChunkRefusal, Received, Receiver, SendFailure, SendStep, Senders,
     SnapKey,
 };
 use raft::eraftpb::Message;
 use std::collections::BTreeSet;
+
+/// What the node does with a chunk it received.
+pub(super) struct Chunk {
+    /// The acknowledgement to send; `gated`: once the disk job holding the write completes.
+    pub ack: Ack,
+    pub gated: bool,
+    /// What to report, in order: an earlier transfer given up for this one, the chunk's fate.
+    pub events: Vec<Event>,
+    /// The whole file, verified: the node steps the chunk's message into raft, then hands it
+    /// back (`received`), acknowledged only if raft accepted the message.
+    pub complete: Option<Box<Received>>,
+}
 
 pub(super) struct Transfers {
     /// Snapshot files this node streams to followers (as leader).
@@ -66,17 +79,36 @@ impl Transfers {
 
     // ---- sending (leader) ----
 
-    /// Streams file `name` (snapshot `key`) to `m.to` instead of sending raft's `MsgSnapshot`.
+    /// Streams the file raft's `MsgSnapshot` `m` describes to `m.to` instead of sending it:
+    /// the event that says so, and the first steps. A file is sent only while this node holds it
+    /// on disk (`on_disk`).
     pub(super) fn start(
         &mut self,
         m: Message,
-        name: String,
-        key: SnapKey,
         now: u64,
-    ) -> Vec<SendStep> {
+        on_disk: impl FnOnce(&str) -> bool,
+    ) -> (Event, Vec<SendStep>) {
+        let meta = m.get_snapshot().get_metadata();
+        let file_bytes = snapfile::parse_descriptor(&m.get_snapshot().data)
+            .expect("storage hands raft descriptors, never state");
+        let key = SnapKey {
+            term: meta.term,
+            index: meta.index,
+            file_bytes,
+        };
+        let name = snapfile::file_name(key.term, key.index);
+        assert!(
+            on_disk(&name),
+            "raft sends snapshot {name}, which is not on disk"
+        );
+        let started = Event::SnapshotSendStarted {
+            to: m.to,
+            index: key.index,
+            file_bytes,
+        };
         let mut steps = Vec::new();
         self.senders.start(m, name, key, now, &mut steps);
-        steps
+        (started, steps)
     }
 
     pub(super) fn on_ack(&mut self, from: u64, ack: Ack, now: u64) -> Vec<SendStep> {
@@ -140,8 +172,7 @@ impl Transfers {
 
     // ---- receiving (follower) ----
 
-    /// A chunk of `key` at `offset` from `from`: what became of it, and the event of an earlier
-    /// transfer it made this node give up, if it did.
+    /// A chunk of `key` at `offset` from `from`, and what the node does with it.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_chunk(
         &mut self,
@@ -152,11 +183,11 @@ impl Transfers {
         now: u64,
         committed: u64,
         ops: &mut Vec<FileOp>,
-    ) -> (ChunkOutcome, Option<Event>) {
+    ) -> Chunk {
         let outcome = self
             .receiver
             .on_chunk(from, key, offset, bytes, now, committed, ops);
-        let replaced = self
+        let mut events: Vec<Event> = self
             .receiver
             .take_replaced()
             .map(
@@ -165,8 +196,33 @@ impl Transfers {
                     index: key.index,
                     received_bytes,
                 },
-            );
-        (outcome, replaced)
+            )
+            .into_iter()
+            .collect();
+        let index = key.index;
+        let (ack, gated, complete) = match outcome {
+            ChunkOutcome::Written { ack } => (ack, true, None),
+            ChunkOutcome::AckNow { ack } | ChunkOutcome::NotNeeded { ack } => (ack, false, None),
+            ChunkOutcome::Refused { ack, why } => {
+                events.push(Event::SnapshotRefused { from, index, why });
+                (ack, false, None)
+            }
+            ChunkOutcome::Complete { ack, received } => {
+                let file_bytes = key.file_bytes;
+                events.push(Event::SnapshotReceived {
+                    from,
+                    index,
+                    file_bytes,
+                });
+                (ack, true, Some(received))
+            }
+        };
+        Chunk {
+            ack,
+            gated,
+            events,
+            complete,
+        }
     }
 
     /// A whole, verified file was stepped into raft: `taken` if raft took it (the next Ready
@@ -230,11 +286,19 @@ pub(super) fn step_event(step: &SendStep) -> Option<Event> {
     }
 }
 
-/// A follower refused the file as damaged: frames are checksummed on the wire, so a file that
-/// fails to verify at the receiver is damaged here (a misdirected write, bit rot).
-pub(super) fn file_damaged(why: SendFailure) -> bool {
-    matches!(
-        why,
-        SendFailure::Refused(ChunkRefusal::BadChecksum | ChunkRefusal::BadFile)
-    )
+/// The file a failed step found damaged, and why: a follower refused it as damaged, and frames
+/// are checksummed on the wire, so a file that fails to verify at the receiver is damaged here
+/// (a misdirected write, bit rot).
+pub(super) fn damaged_file(step: &SendStep) -> Option<(String, SendFailure)> {
+    match *step {
+        SendStep::Failed { key, why, .. }
+            if matches!(
+                why,
+                SendFailure::Refused(ChunkRefusal::BadChecksum | ChunkRefusal::BadFile)
+            ) =>
+        {
+            Some((snapfile::file_name(key.term, key.index), why))
+        }
+        _ => None,
+    }
 }

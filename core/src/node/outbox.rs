@@ -1,0 +1,71 @@
+//! What the node hands its shell, a sub-state: the actions `Node::drain` takes, and the frames
+//! held until the startup job that writes a fresh identity file is durable.
+//!
+//! Every frame names this incarnation, and the leader records what it hears: a frame (even a
+//! forwarded request) sent before the identity file is durable could get an incarnation recorded
+//! that a crash then loses, and the restarted node would be refused as a stranger.
+//!
+//! Invariants (asserted, in release builds too): frames are held only from the start, and
+//! released once, in the order they were sent; none is held after.
+
+use super::{Action, Event, Outgoing};
+
+pub(super) struct Outbox {
+    actions: Vec<Action>,
+    /// Frames held until the identity file is durable (`None`: never, or released).
+    held: Option<Vec<Outgoing>>,
+    /// Frames were held and have been released: none is held again.
+    released: bool,
+}
+
+impl Outbox {
+    /// Starts with `events` (startup's); `hold`: frames wait for the identity file.
+    pub(super) fn new(events: Vec<Event>, hold: bool) -> Outbox {
+        Outbox {
+            actions: events.into_iter().map(Action::Event).collect(),
+            held: hold.then(Vec::new),
+            released: false,
+        }
+    }
+
+    pub(super) fn push(&mut self, action: Action) {
+        assert!(
+            !matches!(action, Action::Send(_)),
+            "frames go through Outbox::send"
+        );
+        self.actions.push(action);
+    }
+
+    pub(super) fn event(&mut self, e: Event) {
+        self.actions.push(Action::Event(e));
+    }
+
+    pub(super) fn events(&mut self, events: impl IntoIterator<Item = Event>) {
+        self.actions.extend(events.into_iter().map(Action::Event));
+    }
+
+    /// An event the shell must see before anything queued (boot's, about the start itself).
+    pub(super) fn event_first(&mut self, e: Event) {
+        self.actions.insert(0, Action::Event(e));
+    }
+
+    pub(super) fn send(&mut self, out: Outgoing) {
+        match &mut self.held {
+            Some(held) => held.push(out),
+            None => self.actions.push(Action::Send(out)),
+        }
+    }
+
+    /// The identity file is durable: held frames go, in order.
+    pub(super) fn release(&mut self) {
+        if let Some(held) = self.held.take() {
+            assert!(!self.released, "frames held after they were released");
+            self.released = true;
+            self.actions.extend(held.into_iter().map(Action::Send));
+        }
+    }
+
+    pub(super) fn take(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+}
