@@ -745,3 +745,43 @@ fn a_removed_leader_leaves_its_peers_able_to_elect_after_one_more_failure() {
     let survivor = c.leader().expect("a leader");
     assert_eq!(c.node(survivor).members().len(), 3, "the removal applied");
 }
+
+/// A copy of a forwarded request that arrives after the first was taken (the network duplicated
+/// or delayed the frame) is dropped, never proposed: otherwise a request its client was told was
+/// "not applied" (say, "not leader" from a node that later led) could be applied after all. The
+/// simulator found that (`node/forwards_seen.rs`).
+#[test]
+fn a_copy_of_a_forwarded_request_is_never_proposed_again() {
+    let mut c = Cluster::new(3, 21);
+    let leader = c.wait_leader();
+    let follower = c.up_ids().into_iter().find(|&id| id != leader).unwrap();
+    let h = c.submit(
+        follower,
+        put_op("k", "v1"),
+        Some(RequestId { client: 9, seq: 1 }),
+    );
+    assert!(c.wait_reply(h).is_ok());
+    let (from, to, frame) = c
+        .forwards_delivered
+        .iter()
+        .find(|(from, to, _)| *from == follower && *to == leader)
+        .cloned()
+        .expect("the follower forwarded the put to the leader");
+    c.put("k", "v2");
+    let last = c.node(leader).status().last_index;
+    let r = c.node_mut(to).receive(&frame);
+    assert!(
+        matches!(
+            r,
+            Err(raftkv_core::node::PeerError::DuplicateForward { .. })
+        ),
+        "a copy of forward from {from} was taken again: {r:?}"
+    );
+    c.run(20);
+    assert_eq!(
+        c.node(leader).status().last_index,
+        last,
+        "the copy was proposed"
+    );
+    assert_eq!(c.get("k").as_deref(), Some(&b"v2"[..]));
+}

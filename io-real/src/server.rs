@@ -172,6 +172,7 @@ impl Server {
                         e,
                         PeerError::Raft(_)
                             | PeerError::CampaignDeferred
+                            | PeerError::DuplicateForward { .. }
                             | PeerError::StaleIncarnation { .. }
                             | PeerError::OldIncarnation { .. }
                             | PeerError::CommitBeyondLog { .. }

@@ -87,6 +87,10 @@ pub enum PeerError {
     Raft(String),
     #[error("campaign deferred until the installed snapshot is durable")]
     CampaignDeferred,
+    /// A copy of a forwarded request already taken (a duplicate or delayed frame): dropped, so a
+    /// request answered "not applied" is never proposed after all (`node::forwards_seen`).
+    #[error("a copy of forwarded request {forward_id:#x}, already taken")]
+    DuplicateForward { forward_id: u64 },
     #[error("node stopped")]
     Stopped,
 }

@@ -39,7 +39,8 @@
 //! WAL markers, the purge after it; the index only moves forward), `transfers` (both ends of
 //! snapshot transfers, over `crate::transfer`, and the received file the next Ready installs),
 //! `peers` (what the node knows of its peers beyond the applied membership, the incarnations
-//! the leader records), `membership` (its own peer URL and removal, and the rules a membership
+//! the leader records), `forwards_seen` (forwarded requests already taken from each sender, so
+//! no copy is proposed), `membership` (its own peer URL and removal, and the rules a membership
 //! change must pass), `spare` (the WAL's next segment, zero-filled off its lane), `election`
 //! (seeded election timeouts), `outbox` (the actions handed out, frames held until the identity
 //! file is durable), `status` (the leader's commit heard, for readiness). Beside them, functions
@@ -58,6 +59,7 @@ mod apply;
 mod config;
 mod election;
 mod errors;
+mod forwards_seen;
 mod frames;
 mod membership;
 mod outbox;
@@ -139,6 +141,8 @@ pub struct Node {
     pending: Pending,
     /// What this node knows of its peers beyond the membership it applied.
     peers: Peers,
+    /// Forward ids already taken from each sender, so a copy is never proposed.
+    forwards_seen: forwards_seen::ForwardsSeen,
     /// The snapshots on disk, the snapshot job, the startup job it may not run beside.
     snapshots: SnapshotLane,
     /// The WAL's next segment, prepared off its lane.
@@ -205,6 +209,7 @@ impl Node {
                 first_forward_id,
             ),
             peers: Peers::default(),
+            forwards_seen: forwards_seen::ForwardsSeen::default(),
             snapshots: SnapshotLane::new(snapshot_index, snapshots_on_disk),
             spares: Spares::new(cfg_transfer.wal_spare_segments),
             membership: Membership::default(),
@@ -456,6 +461,15 @@ impl Node {
                 }
             }
             msgcodec::Body::Forward(f) => {
+                if !self
+                    .forwards_seen
+                    .first_sight(env.from, env.from_incarnation, f.forward_id)
+                {
+                    // Its first copy was taken, and answered or proposed: this one must not be.
+                    return Err(PeerError::DuplicateForward {
+                        forward_id: f.forward_id,
+                    });
+                }
                 let to = ReplyTo::Remote {
                     peer: env.from,
                     forward_id: f.forward_id,
@@ -1276,6 +1290,9 @@ impl Node {
                 self.raw.mut_store().set_conf_state(cs);
                 self.kv.apply_member_change(e.index, &change);
                 self.peers.applied(&change);
+                if let MemberChange::Remove { id } = change {
+                    self.forwards_seen.forget(id);
+                }
                 let ev = membership::applied_event(&change);
                 self.out.event(ev);
                 let members = self.kv.members().clone();

@@ -70,6 +70,8 @@ pub struct Cluster {
     pub mute_once_committed: Option<(u64, u64)>,
     /// Probability that a message is dropped.
     pub loss: f64,
+    /// Every forwarded request delivered: (from, to, frame), for tests that replay one.
+    pub forwards_delivered: Vec<(u64, u64, Vec<u8>)>,
     pub stats: Stats,
     next_client_seq: u64,
     /// Panic when a node stops (off in tests that expect a refusal).
@@ -120,6 +122,7 @@ impl Cluster {
             muted: BTreeSet::new(),
             mute_once_committed: None,
             loss: 0.0,
+            forwards_delivered: Vec::new(),
             stats: Stats::default(),
             next_client_seq: 1,
             fatal_stops: true,
@@ -177,7 +180,7 @@ impl Cluster {
     }
 
     /// Node `id`, which must be up.
-    fn node_mut(&mut self, id: u64) -> &mut Node {
+    pub fn node_mut(&mut self, id: u64) -> &mut Node {
         self.nodes
             .get_mut(&id)
             .and_then(|n| n.node.as_mut())
@@ -387,6 +390,8 @@ impl Cluster {
             };
             if !delivered {
                 self.stats.messages_dropped += 1;
+            } else if matches!(kind, FrameKind::Forward { .. }) {
+                self.forwards_delivered.push((from, to, bytes.clone()));
             }
             if let Some(sender) = self.nodes.get_mut(&from).and_then(|n| n.node.as_mut()) {
                 sender.sent(if delivered {
