@@ -544,18 +544,10 @@ fn run_steps(w: &mut WalWriter, dir: &mut MemDir, model: &mut Model, steps: &[St
         } else if let Step::Spare = s {
             if w.spare().is_none() {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let name = format!("spare-{n:016x}.wal.tmp");
-                ops.push(FileOp::Create {
-                    name: name.clone(),
-                    size_bytes: 0,
-                });
-                ops.push(FileOp::WriteZeros {
-                    name: name.clone(),
-                    offset: 0,
-                    len_bytes: w.segment_size_bytes(),
-                });
-                ops.push(FileOp::SyncFile { name: name.clone() });
+                let name = raftkv_core::wal::spare_name(
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                );
+                ops.extend(raftkv_core::wal::spare_ops(&name, w.segment_size_bytes()));
                 // The node's spare job leaves its name to the cut's directory sync; here the
                 // name is made durable at once, so that "everything synced is clean" still
                 // holds of a directory with a spare no cut has taken yet. (Crash states with a

@@ -844,7 +844,7 @@ mod tests {
         assert!(
             kinds(
                 &wal_ops,
-                |o| matches!(o, FileOp::Rename { from, .. } if from.starts_with("spare-"))
+                |o| matches!(o, FileOp::Rename { from, .. } if raftkv_core::wal::is_spare_name(from))
             ) > 3,
             "cuts that took a spare"
         );

@@ -189,55 +189,27 @@ async fn serve(
     let peers = peer::Peers::new(args.max_frame_bytes, args.peer_queue_len, input_tx.clone());
     peers.spawn_listener(peer_listener);
 
-    let snap_dir = data_dir.clone();
+    // One thread per disk lane, each with its own `Disk` (file handles) and channel. Spare WAL
+    // segments get a lane of their own: a 64 MiB zero-fill queued on the snapshot lane held up
+    // the snapshot behind it (the e2e test of a corrupt newest snapshot found no second
+    // snapshot after 400 writes).
     let (disk_tx, disk_rx) = std::sync::mpsc::channel();
-    let disk_inputs = input_tx.clone();
-    let disk_thread = std::thread::Builder::new()
-        .name("raftkv-disk".into())
-        .spawn(move || {
-            disk::Disk::new(data_dir).run(disk_rx, |r| {
-                let _ = disk_inputs.blocking_send(server::Input::Disk(r));
-            })
-        })?;
-
     let (read_tx, read_rx) = std::sync::mpsc::channel();
-    let read_inputs = input_tx.clone();
-    let read_dir = snap_dir.clone();
-    let read_thread = std::thread::Builder::new()
-        .name("raftkv-read".into())
-        .spawn(move || {
-            disk::Disk::new(read_dir).run_reads(read_rx, |r| {
-                let _ = read_inputs.blocking_send(server::Input::Disk(r));
-            })
-        })?;
-
-    let prep_dir = snap_dir.clone();
     let (snap_tx, snap_rx) = std::sync::mpsc::channel();
-    let snap_inputs = input_tx.clone();
-    let snap_thread = std::thread::Builder::new()
-        .name("raftkv-snap".into())
-        .spawn(move || {
-            disk::Disk::new(snap_dir)
-                .paced()
-                .run_background(snap_rx, |r| {
-                    let _ = snap_inputs.blocking_send(server::Input::Disk(r));
-                })
-        })?;
-
-    // Spare WAL segments get a thread of their own: a 64 MiB zero-fill queued on the snapshot
-    // lane held up the snapshot behind it (the e2e test of a corrupt newest snapshot found no
-    // second snapshot after 400 writes).
     let (prep_tx, prep_rx) = std::sync::mpsc::channel();
-    let prep_inputs = input_tx.clone();
-    std::thread::Builder::new()
-        .name("raftkv-prep".into())
-        .spawn(move || {
-            disk::Disk::new(prep_dir)
-                .paced()
-                .run_background(prep_rx, |r| {
-                    let _ = prep_inputs.blocking_send(server::Input::Disk(r));
-                })
-        })?;
+    let disk_thread = spawn_lane("raftkv-disk", &data_dir, &input_tx, move |d, done| {
+        d.run(disk_rx, done)
+    })?;
+    let read_thread = spawn_lane("raftkv-read", &data_dir, &input_tx, move |d, done| {
+        d.run_reads(read_rx, done)
+    })?;
+    let snap_thread = spawn_lane("raftkv-snap", &data_dir, &input_tx, move |d, done| {
+        d.paced().run_background(snap_rx, done)
+    })?;
+    // Not joined at shutdown (below).
+    spawn_lane("raftkv-prep", &data_dir, &input_tx, move |d, done| {
+        d.paced().run_background(prep_rx, done)
+    })?;
 
     let timeout_ticks = (args.request_timeout_ms / args.tick_ms).max(1);
     let api = http::Api {
@@ -321,6 +293,25 @@ async fn serve(
         }
         server::Exit::Stopped(reason) => Err(NodeError::Stopped(reason)),
     }
+}
+
+/// Starts a disk lane's thread: `run` drives a `Disk` on `dir` and reports each result to the
+/// event loop.
+fn spawn_lane(
+    name: &str,
+    dir: &std::path::Path,
+    inputs: &mpsc::Sender<server::Input>,
+    run: impl FnOnce(disk::Disk, &dyn Fn(disk::DiskResult)) + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (dir, inputs) = (dir.to_path_buf(), inputs.clone());
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let done = |r| {
+                let _ = inputs.blocking_send(server::Input::Disk(r));
+            };
+            run(disk::Disk::new(dir), &done)
+        })
 }
 
 async fn shutdown_signal() {

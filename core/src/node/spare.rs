@@ -15,8 +15,6 @@
 //! - a spare reaches the WAL only once its job has completed: its zeros are durable and written.
 
 use super::DiskJob;
-use crate::fileop::FileOp;
-use crate::snapfile::TEMP_SUFFIX;
 
 pub(super) struct Spares {
     enabled: bool,
@@ -48,31 +46,17 @@ impl Spares {
         self.enabled && self.armed && self.in_flight.is_none() && !wal_has_spare
     }
 
-    /// The job that writes the next spare: `size_bytes` of zeros, synced. Its name needs no
-    /// directory sync: the cut that takes it renames it and syncs the directory then.
+    /// The job that writes the next spare (`crate::wal::spare_ops`).
     pub(super) fn start(&mut self, id: u64, size_bytes: u64) -> DiskJob {
         assert!(
             self.wanted(false),
             "one spare job at a time, only once armed"
         );
-        let name = format!("spare-{:016x}.wal{TEMP_SUFFIX}", self.next_name);
+        let name = crate::wal::spare_name(self.next_name);
         self.next_name += 1;
-        self.in_flight = Some((id, name.clone()));
-        DiskJob {
-            id,
-            ops: vec![
-                FileOp::Create {
-                    name: name.clone(),
-                    size_bytes: 0,
-                },
-                FileOp::WriteZeros {
-                    name: name.clone(),
-                    offset: 0,
-                    len_bytes: size_bytes,
-                },
-                FileOp::SyncFile { name },
-            ],
-        }
+        let ops = crate::wal::spare_ops(&name, size_bytes);
+        self.in_flight = Some((id, name));
+        DiskJob { id, ops }
     }
 
     /// True if job `id` is the spare job in flight.
@@ -91,6 +75,7 @@ impl Spares {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fileop::FileOp;
 
     #[test]
     fn one_job_at_a_time_and_only_once_armed() {
@@ -111,6 +96,7 @@ mod tests {
         ));
         let name = s.finish(7);
         assert!(name.ends_with(".tmp"), "recovery removes what no cut took");
+        assert!(crate::wal::is_spare_name(&name));
         assert!(s.wanted(false));
         assert_ne!(s.start(9, 4096).ops[0].file_name(), Some(name.as_str()));
     }

@@ -16,5 +16,5 @@ pub use reader::{read_segments, TornTail, WalContents, WalError, WalTail};
 pub use record::{
     ConfStateRec, EntryKind, EntryRec, HardStateRec, Record, SegmentHeader, SnapshotMarker,
 };
-pub use segment::SegmentName;
+pub use segment::{is_spare_name, spare_name, spare_ops, SegmentName};
 pub use writer::{SegmentInfo, WalConfig, WalIdentity, WalWriter};

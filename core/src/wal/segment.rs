@@ -11,6 +11,41 @@ pub const SEGMENT_SUFFIX: &str = ".wal";
 /// Suffix of a segment being prepared; never read, removed at recovery.
 pub const TEMP_SUFFIX: &str = ".tmp";
 
+/// Prefix of a spare segment's temp name (`spare-{n:016x}.wal.tmp`): zeros written ahead of the
+/// cut that renames it into place (`node::spare`).
+const SPARE_PREFIX: &str = "spare-";
+
+/// The name of spare number `n` of an incarnation; a temp name, removed at recovery if no cut
+/// took it.
+pub fn spare_name(n: u64) -> String {
+    format!("{SPARE_PREFIX}{n:016x}{SEGMENT_SUFFIX}{TEMP_SUFFIX}")
+}
+
+/// True for a spare segment's name.
+pub fn is_spare_name(name: &str) -> bool {
+    name.starts_with(SPARE_PREFIX) && name.ends_with(TEMP_SUFFIX)
+}
+
+/// The ops that write spare `name`: `size_bytes` of real zeros, synced. Its name needs no
+/// directory sync: the cut that takes it renames it and syncs the directory then.
+pub fn spare_ops(name: &str, size_bytes: u64) -> Vec<crate::fileop::FileOp> {
+    use crate::fileop::FileOp;
+    vec![
+        FileOp::Create {
+            name: name.to_string(),
+            size_bytes: 0,
+        },
+        FileOp::WriteZeros {
+            name: name.to_string(),
+            offset: 0,
+            len_bytes: size_bytes,
+        },
+        FileOp::SyncFile {
+            name: name.to_string(),
+        },
+    ]
+}
+
 impl SegmentName {
     pub fn file_name(&self) -> String {
         format!(

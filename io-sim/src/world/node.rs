@@ -84,7 +84,9 @@ pub(super) async fn node_main(world: Arc<World>, id: u64) {
                     // A cut takes the spare (renamed from its temp name) or creates its file.
                     for op in &job.ops {
                         match op {
-                            FileOp::Rename { from, .. } if from.starts_with("spare-") => {
+                            FileOp::Rename { from, .. }
+                                if raftkv_core::wal::is_spare_name(from) =>
+                            {
                                 world.count(Counter::WalSparesUsed)
                             }
                             FileOp::Create { name, size_bytes }
