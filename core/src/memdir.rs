@@ -31,7 +31,7 @@ struct Inode {
 /// What a crash loses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashKind {
-    /// The process died; the OS page cache and directory survive.
+    /// The process died; the OS page cache and directory survive, unsynced as they were.
     Process,
     /// Power loss: only synced state is guaranteed; unsynced sectors are kept, dropped or torn.
     PowerLoss,
@@ -235,13 +235,9 @@ impl MemDir {
                 ino.data = out;
                 ino.dirty.clear();
             }
-        } else {
-            for ino in self.inodes.values_mut() {
-                ino.durable = ino.data.clone();
-                ino.dirty.clear();
-            }
-            self.durable_names = self.names.clone();
         }
+        // A process crash changes nothing here: the page cache keeps what was written, readable
+        // but no more durable than before, until a sync (or a later power loss decides).
         lost
     }
 }
@@ -299,6 +295,10 @@ mod tests {
         d.apply(&w("a", 0, b"abcd")).unwrap();
         d.crash(CrashKind::Process, &mut |_| 1);
         assert_eq!(d.read("a").unwrap(), b"abcd");
+        // Still only in the page cache: a power loss may drop it.
+        assert!(!d.is_clean());
+        d.crash(CrashKind::PowerLoss, &mut |_| 1);
+        assert_eq!(d.read("a"), None, "the unsynced name is lost");
     }
 
     #[test]

@@ -162,9 +162,17 @@ impl SweepResult {
         crate::coverage::gaps(&self.coverage)
     }
 
-    /// Passed: no seed failed and (for a whole range, not a lone shard) every required path ran.
+    /// Whether the coverage requirement applies: to a whole range (not a lone shard) of at
+    /// least [`crate::coverage::JUDGED_FROM_SEEDS`] seeds. The rarest required paths run a few
+    /// times in a hundred seeds, so a shorter sweep missing one says nothing about the
+    /// simulator.
+    pub fn coverage_judged(&self) -> bool {
+        self.shard.is_none() && self.seeds_run >= crate::coverage::JUDGED_FROM_SEEDS
+    }
+
+    /// Passed: no seed failed and, where coverage is judged, every required path ran.
     pub fn passed(&self) -> bool {
-        self.failures.is_empty() && (self.shard.is_some() || self.coverage_gaps().is_empty())
+        self.failures.is_empty() && (!self.coverage_judged() || self.coverage_gaps().is_empty())
     }
 
     /// The summary table, in Markdown, as BENCHMARKS.md quotes it.
@@ -410,7 +418,7 @@ pub fn junit_case(d: &SeedDone) -> String {
 /// A JUnit document around `cases` (the `junit_case` lines, in any order), with a test case for
 /// the coverage requirement when the result is a whole range's.
 pub fn junit_document(r: &SweepResult, cases: &str) -> String {
-    let coverage = if r.shard.is_some() {
+    let coverage = if !r.coverage_judged() {
         String::new()
     } else {
         let gaps = r.coverage_gaps();
@@ -425,7 +433,7 @@ pub fn junit_document(r: &SweepResult, cases: &str) -> String {
     };
     let tests = r.seeds_run + u64::from(!coverage.is_empty());
     let failures =
-        r.failures.len() as u64 + u64::from(r.shard.is_none() && !r.coverage_gaps().is_empty());
+        r.failures.len() as u64 + u64::from(r.coverage_judged() && !r.coverage_gaps().is_empty());
     let name = match r.shard {
         Some(sh) => format!("seeds {}..{} shard {sh}", r.seeds_start, r.seeds_end),
         None => format!("seeds {}..{}", r.seeds_start, r.seeds_end),
@@ -480,7 +488,7 @@ mod tests {
 
     fn part(index: u64, count: u64, covered: &[&str]) -> SweepResult {
         let spec = SweepSpec {
-            seeds: 0..10,
+            seeds: 0..crate::coverage::JUDGED_FROM_SEEDS,
             shard: Some(Shard { index, count }),
             jobs: 1,
             check_determinism: false,
@@ -503,7 +511,7 @@ mod tests {
         // Neither shard covers everything; each passes alone, as a shard.
         assert!(a.passed() && b.passed());
         let m = merge(&[a.clone(), b.clone()]).unwrap();
-        assert_eq!(m.seeds_run, 10);
+        assert_eq!(m.seeds_run, crate::coverage::JUDGED_FROM_SEEDS);
         assert!(m.coverage_gaps().is_empty() && m.passed(), "{m:?}");
         assert_eq!(
             merge(std::slice::from_ref(&a)).unwrap_err(),
@@ -517,7 +525,7 @@ mod tests {
             MergeError::Duplicate(Shard { index: 1, count: 2 })
         );
         let mut other = b.clone();
-        other.seeds_end = 11;
+        other.seeds_end += 1;
         assert!(matches!(
             merge(&[a.clone(), other]),
             Err(MergeError::Disagree { .. })
@@ -530,5 +538,41 @@ mod tests {
             doc.contains("name=\"coverage\"") && doc.contains("<failure"),
             "{doc}"
         );
+    }
+
+    #[test]
+    fn coverage_is_judged_only_over_a_whole_range_long_enough_to_exercise_every_path() {
+        let whole = |seeds: u64, covered: &[&str]| {
+            let spec = SweepSpec {
+                seeds: 0..seeds,
+                shard: None,
+                jobs: 1,
+                check_determinism: false,
+                options: WorldOptions::default(),
+            };
+            let mut r = SweepResult::empty(&spec);
+            r.seeds_run = seeds;
+            for c in covered {
+                r.coverage.insert(c.to_string(), 1);
+            }
+            r
+        };
+        let n = crate::coverage::JUDGED_FROM_SEEDS;
+        let short = whole(n - 1, &[]);
+        assert!(!short.coverage_judged() && short.passed());
+        assert!(!junit_document(&short, "").contains("name=\"coverage\""));
+        let long = whole(n, &[]);
+        assert!(long.coverage_judged() && !long.passed());
+        let names: Vec<&str> = crate::coverage::REQUIRED.iter().map(|c| c.name()).collect();
+        assert!(whole(n, &names).passed());
+        // A failed seed fails a sweep of any length.
+        let mut failed = whole(1, &[]);
+        failed.failures.push(Failure {
+            seed: 0,
+            checks: vec![],
+            config: serde_json::Value::Null,
+            repro: String::new(),
+        });
+        assert!(!failed.passed());
     }
 }

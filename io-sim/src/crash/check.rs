@@ -3,7 +3,8 @@
 //! recovered; the HardState never goes backwards; a recovered snapshot is one that was fully
 //! written, and no file under a snapshot's final name is ever partial; recovery's repairs are
 //! idempotent (recover, crash during the repair, recover again: the same state) and durable once
-//! their job completes.
+//! their job completes. A process stop (the page cache kept, nothing more synced) followed by a
+//! restart and then a power loss loses nothing the restart read.
 
 use super::model::CrashDir;
 use super::workload::{config, Facts, TOKEN};
@@ -160,6 +161,37 @@ pub fn check_state(id: u64, state: &CrashDir, facts: &Facts) -> Result<(), Strin
         ));
     }
     drop(first.node);
+    Ok(())
+}
+
+/// Checks the moment `live` (the page cache at a sync boundary, unsynced writes included) as a
+/// process stop leaves it: a restart reads back writes that were never synced, and may
+/// acknowledge them once its first job completes, so that job must make them durable. Recover
+/// from the page cache, run the first job, lose power (nothing unsynced survives), recover
+/// again: nothing the first recovery found may be missing.
+pub fn check_stopped_process(id: u64, live: &CrashDir) -> Result<(), String> {
+    let cfg = config(id);
+    let first = boot_state(&cfg, live).map_err(|e| format!("after a process stop: {e}"))?;
+    if !first.restarted {
+        return Ok(());
+    }
+    let mut d = live.clone();
+    for op in &first.repair_ops {
+        d.apply(op)
+            .map_err(|e| format!("first job op {op:?}: {e}"))?;
+    }
+    let again = boot_state(&cfg, &d.after_power_loss())
+        .map_err(|e| format!("after a process stop, the first job and a power loss: {e}"))?;
+    let (a, f) = (&again.found, &first.found);
+    if a.last_index < f.last_index
+        || a.hard_state.term < f.hard_state.term
+        || a.hard_state.commit < f.hard_state.commit
+        || a.snapshot != f.snapshot
+    {
+        return Err(format!(
+            "a restart after a process stop read {f:?}, and after its first job and a power loss only {a:?} is left: it could acknowledge what it then lost"
+        ));
+    }
     Ok(())
 }
 

@@ -64,6 +64,14 @@ pub fn run(seeds: std::ops::Range<u64>, only: Option<&str>, max_violations: usiz
                         ));
                     }
                 }
+                if violations.len() < max_violations {
+                    if let Err(e) = check::check_stopped_process(id, b.dir) {
+                        violations.push(format!(
+                            "{name} seed {seed} boundary {index} ({}), process stop: {e}",
+                            b.label
+                        ));
+                    }
+                }
                 states_total += states.len() as u64;
                 boundaries.push(BoundaryReport {
                     workload: name,

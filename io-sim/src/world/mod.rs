@@ -109,6 +109,9 @@ pub struct World {
     mistakes: Mutex<BTreeMap<u64, Mistake>>,
     /// Nodes restarted on a wiped disk under their old id, not yet refused by their peers.
     wiped: Mutex<BTreeSet<u64>>,
+    /// Wiped nodes to restart deaf to the leader: they campaign before any heartbeat can stop
+    /// them, so their peers must refuse them by their incarnation.
+    deaf_restarts: Mutex<BTreeSet<u64>>,
     /// Each node's last applied view of the recorded incarnations (kept while it is down).
     recorded: Mutex<BTreeMap<u64, BTreeMap<u64, u64>>>,
     /// Nodes that stopped themselves (fsync error, ENOSPC) and wait for a restart.
@@ -146,6 +149,7 @@ impl World {
             flags: Mutex::new(flags),
             mistakes: Mutex::default(),
             wiped: Mutex::default(),
+            deaf_restarts: Mutex::default(),
             recorded: Mutex::default(),
             exited: Mutex::default(),
             unrecoverable: Mutex::default(),

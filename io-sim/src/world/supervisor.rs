@@ -94,6 +94,12 @@ impl Supervisor {
                 world.obs.lock().unwrap().disk_replaced(victim);
                 world.disks.mark_damaged(victim);
                 world.wiped.lock().unwrap().insert(victim);
+                // Restarted where the leader's heartbeats cannot reach it (a one-way link
+                // failure), it campaigns under its new incarnation, and its peers must refuse
+                // its votes; otherwise the first heartbeat stops it before it sends anything.
+                if rng.chance(0.5) {
+                    world.deaf_restarts.lock().unwrap().insert(victim);
+                }
                 world.count(Counter::MistakesWipedRestart);
                 world.record(
                     victim,
@@ -130,6 +136,9 @@ impl Supervisor {
             };
             world.record(id, "fault", serde_json::json!({"fault": "restart"}));
             world.count(Counter::Restarts);
+            if world.deaf_restarts.lock().unwrap().remove(&id) {
+                self.deafen_to_leader(id);
+            }
             self.handle.restart(nid);
         }
         for id in due_ids(&world.paused, all, now) {
@@ -138,6 +147,32 @@ impl Supervisor {
                 self.handle.resume(nid);
             }
         }
+    }
+
+    /// Blocks the links from the leader (every other member when none is known) to `id`,
+    /// replacing the current partition; the next partition event, or the heal, lifts it.
+    fn deafen_to_leader(&self, id: u64) {
+        let world = &self.world;
+        if world.net.is_calm() {
+            return;
+        }
+        let from: Vec<u64> = match world.leader().filter(|&l| l != id) {
+            Some(l) => vec![l],
+            None => world
+                .member_ids()
+                .into_iter()
+                .filter(|&m| m != id)
+                .collect(),
+        };
+        let blocked: BTreeSet<(u64, u64)> = from.into_iter().map(|f| (f, id)).collect();
+        world.record(
+            0,
+            "fault",
+            serde_json::json!({"fault": "partition", "shape": "deaf_to_leader", "blocked": blocked}),
+        );
+        world.obs.lock().unwrap().faults_injected += 1;
+        world.count(Counter::PartitionsOneWay);
+        world.net.partition(blocked);
     }
 
     /// A member that is up and not paused, drawn from `class`'s stream (crashes and pauses
