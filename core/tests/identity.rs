@@ -251,3 +251,47 @@ fn the_readme_membership_session_keeps_working() {
     c.put("b", "2");
     assert_eq!(c.get("a").as_deref(), Some(&b"1"[..]));
 }
+
+/// A node stopped after its identity file was renamed into place but before the directory sync
+/// restarts from the page cache and finds its identity: it must announce it to no one (peers
+/// record the incarnations they hear) until its startup job has made the name durable, or a
+/// power loss then leaves it a stranger to its cluster. The simulator found a node refused that
+/// way, after a forwarded request (not a raft message, which waits for its own job anyway) went
+/// out first.
+#[test]
+fn a_restart_sends_no_frame_before_its_startup_job_is_durable() {
+    let mut c = Cluster::new(3, 11);
+    let leader = c.wait_leader();
+    c.put("before", "1");
+    let f = (1..=3).find(|&i| i != leader).unwrap();
+    c.crash(f, CrashKind::Process);
+    c.stalled_disks.insert(f);
+    c.restart(f);
+    // The restarted node hears the leader (its heartbeats) while its startup job stalls.
+    c.run(30);
+    let forwards_before = c.forwards_delivered.len();
+    let put = ClientOp::Put {
+        key: "k".into(),
+        value: "v".into(),
+    };
+    let handle = c.submit(f, put, None);
+    c.run(30);
+    assert!(
+        c.forwards_delivered[forwards_before..]
+            .iter()
+            .all(|(from, _, _)| *from != f),
+        "node {f} forwarded a request before its startup job was durable"
+    );
+    assert!(
+        !c.replies.contains_key(&handle),
+        "answered before it could be"
+    );
+    c.stalled_disks.remove(&f);
+    assert!(
+        c.wait_reply(handle).is_ok(),
+        "the held forward went through"
+    );
+    assert!(c.forwards_delivered[forwards_before..]
+        .iter()
+        .any(|(from, _, _)| *from == f));
+}

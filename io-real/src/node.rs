@@ -144,7 +144,7 @@ pub fn run(args: RunArgs) -> Result<(), NodeError> {
     };
     let node = boot(node_config(&args), &flags, &names, &mut |name| {
         let path = data_dir.join(name);
-        std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        disk::read_for_recovery(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     })
     .map_err(|error| NodeError::Boot {
         path: data_dir.clone(),

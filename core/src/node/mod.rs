@@ -171,7 +171,6 @@ impl Node {
         first_ops: Vec<FileOp>,
     ) -> Result<Node, NodeError> {
         assert_eq!(identity.node_id, cfg.id, "identity of another node");
-        let fresh_identity = !first_ops.is_empty();
         let restore::Start {
             kv,
             wal,
@@ -201,7 +200,7 @@ impl Node {
             now_tick: 0,
             role: StateRole::Follower,
             leader_id: 0,
-            out: Outbox::new(events, fresh_identity),
+            out: Outbox::new(events),
             pending: Pending::new(
                 cfg_transfer.max_pending_proposals,
                 cfg_transfer.max_pending_reads,
@@ -223,6 +222,7 @@ impl Node {
         node.snapshots.set_startup_job(startup);
         if startup.is_none() {
             node.spares.arm();
+            node.out.release();
         }
         // A lone voter need not wait out an election timeout to lead.
         let voters = &node.raw.raft.prs().conf().voters().ids();

@@ -1,9 +1,12 @@
 //! What the node hands its shell, a sub-state: the actions `Node::drain` takes, and the frames
-//! held until the startup job that writes a fresh identity file is durable.
+//! held until the startup job is durable.
 //!
 //! Every frame names this incarnation, and the leader records what it hears: a frame (even a
 //! forwarded request) sent before the identity file is durable could get an incarnation recorded
-//! that a crash then loses, and the restarted node would be refused as a stranger.
+//! that a crash then loses, and the restarted node would be refused as a stranger. That holds at
+//! a restart too: the identity file read back may be only in the page cache (a process stopped
+//! before the directory sync that made its name durable), and the startup job's directory sync
+//! is what makes it durable. The simulator found a node refused that way.
 //!
 //! Invariants (asserted, in release builds too): frames are held only from the start, and
 //! released once, in the order they were sent; none is held after.
@@ -19,11 +22,11 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    /// Starts with `events` (startup's); `hold`: frames wait for the identity file.
-    pub(super) fn new(events: Vec<Event>, hold: bool) -> Outbox {
+    /// Starts with `events` (startup's); frames wait for `release` (the startup job).
+    pub(super) fn new(events: Vec<Event>) -> Outbox {
         Outbox {
             actions: events.into_iter().map(Action::Event).collect(),
-            held: hold.then(Vec::new),
+            held: Some(Vec::new()),
             released: false,
         }
     }
@@ -56,7 +59,7 @@ impl Outbox {
         }
     }
 
-    /// The identity file is durable: held frames go, in order.
+    /// The startup job is durable (or there was none): held frames go, in order.
     pub(super) fn release(&mut self) {
         if let Some(held) = self.held.take() {
             assert!(!self.released, "frames held after they were released");

@@ -76,6 +76,8 @@ pub struct Cluster {
     next_client_seq: u64,
     /// Panic when a node stops (off in tests that expect a refusal).
     pub fatal_stops: bool,
+    /// Nodes whose WAL jobs do not complete (a stalled disk) until removed from here.
+    pub stalled_disks: BTreeSet<u64>,
     /// `step` calls so far (one tick each).
     steps: u64,
 }
@@ -126,6 +128,7 @@ impl Cluster {
             stats: Stats::default(),
             next_client_seq: 1,
             fatal_stops: true,
+            stalled_disks: BTreeSet::new(),
             steps: 0,
         };
         for id in 1..=n {
@@ -336,7 +339,7 @@ impl Cluster {
             }
             loop {
                 let n = self.nodes.get_mut(&id).unwrap();
-                if n.jobs.is_empty() || n.node.is_none() {
+                if n.jobs.is_empty() || n.node.is_none() || self.stalled_disks.contains(&id) {
                     break;
                 }
                 if !all && self.rng.below(2) == 0 {
