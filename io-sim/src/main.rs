@@ -111,7 +111,7 @@ enum Cmd {
         junit: Option<PathBuf>,
     },
     /// Merge the `--json` results of every shard of one sweep; fails on a failed seed, a missing
-    /// or repeated shard, or a required path that no shard exercised.
+    /// or repeated shard, or (from 300 seeds) a required path that no shard exercised.
     Merge {
         /// The shards' result files.
         #[arg(required = true)]
