@@ -269,6 +269,11 @@ fn a_restart_sends_no_frame_before_its_startup_job_is_durable() {
     c.restart(f);
     // The restarted node hears the leader (its heartbeats) while its startup job stalls.
     c.run(30);
+    assert_eq!(
+        c.node(f).status().leader_id,
+        leader,
+        "the restarted node knows the leader, so it forwards rather than holds the request"
+    );
     let forwards_before = c.forwards_delivered.len();
     let put = ClientOp::Put {
         key: "k".into(),

@@ -517,14 +517,19 @@ pub fn list(dir: &Path) -> Result<Vec<String>, DataDirError> {
 /// (`POSIX_FADV_DONTNEED`): after a failed fsync the kernel may keep the unwritten data in the
 /// page cache marked clean, and a restart that read it would take for durable what the device
 /// never got. Dirty pages (a process killed before its fsync) stay cached and are read; the
-/// startup job's syncs make them durable (FORMAT.md, section 9).
+/// startup job's syncs make them durable (FORMAT.md, section 9). Best effort: pages another
+/// process has mapped or locked stay cached, and directory entries are not covered (a rename
+/// whose directory fsync failed is still read as done).
 pub fn read_for_recovery(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    use std::os::fd::AsRawFd;
     let mut file = File::open(path)?;
-    // Advice only: where it is not supported the read is what it always was.
-    // SAFETY: the descriptor is open for the call's duration.
-    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // Advice only: if it fails, the read is what it always was.
+        // SAFETY: the descriptor is open for the call's duration.
+        let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(bytes)

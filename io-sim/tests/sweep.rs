@@ -33,6 +33,11 @@ fn scratch(name: &str) -> PathBuf {
 #[test]
 fn a_sweep_of_seeds_passes_every_checker_and_covers_every_recovery_path() {
     let seeds = env_u64("RAFTKV_SIM_SEEDS", 300);
+    assert!(
+        seeds >= raftkv_io_sim::coverage::JUDGED_FROM_SEEDS,
+        "RAFTKV_SIM_SEEDS={seeds}: coverage is judged only from {} seeds",
+        raftkv_io_sim::coverage::JUDGED_FROM_SEEDS
+    );
     let range = format!("0..{seeds}");
     let mut files = Vec::new();
     for k in 1..=2 {

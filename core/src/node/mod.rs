@@ -42,8 +42,8 @@
 //! the leader records), `forwards_seen` (forwarded requests already taken from each sender, so
 //! no copy is proposed), `membership` (its own peer URL and removal, and the rules a membership
 //! change must pass), `spare` (the WAL's next segment, zero-filled off its lane), `election`
-//! (seeded election timeouts), `outbox` (the actions handed out, frames held until the identity
-//! file is durable), `status` (the leader's commit heard, for readiness). Beside them, functions
+//! (seeded election timeouts), `outbox` (the actions handed out, frames held until the startup
+//! job is durable), `status` (the leader's commit heard, for readiness). Beside them, functions
 //! without state: `frames` (a frame's admission: a verdict from the envelope and the identity
 //! and membership it reads), `requests` (where a client request goes and what serving it is),
 //! `status` (`NodeStatus` and `Readiness` from a borrowed view), `restore` (what a starting node
@@ -135,7 +135,7 @@ pub struct Node {
     timeouts: ElectionTimeouts,
     role: StateRole,
     leader_id: u64,
-    /// The actions `drain` hands out, and frames held until the identity file is durable.
+    /// The actions `drain` hands out, and frames held until the startup job is durable.
     out: Outbox,
     /// Every client request held and not yet answered.
     pending: Pending,
@@ -780,7 +780,12 @@ impl Node {
         let job = self.persist.complete(id);
         if self.snapshots.startup_done(id) {
             self.spares.arm();
-            self.out.release();
+            if self.stopped.is_some() || self.shut_down {
+                // Their requests were answered when it stopped: nothing held may leave now.
+                self.out.discard_held();
+            } else {
+                self.out.release();
+            }
         }
         if self.stopped.is_some() {
             return;

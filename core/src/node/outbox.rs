@@ -4,18 +4,20 @@
 //! Every frame names this incarnation, and the leader records what it hears: a frame (even a
 //! forwarded request) sent before the identity file is durable could get an incarnation recorded
 //! that a crash then loses, and the restarted node would be refused as a stranger. That holds at
-//! a restart too: the identity file read back may be only in the page cache (a process stopped
-//! before the directory sync that made its name durable), and the startup job's directory sync
-//! is what makes it durable. The simulator found a node refused that way.
+//! a restart too: the identity file and the log's names read back may be only in the page cache
+//! (a process stopped before the directory sync that made them durable; a power loss that then
+//! takes the log's names makes the next start a new incarnation), and the startup job's syncs
+//! make them durable. The simulator found a node refused that way.
 //!
 //! Invariants (asserted, in release builds too): frames are held only from the start, and
-//! released once, in the order they were sent; none is held after.
+//! released (or, by a node that stopped first, discarded) once, in the order they were sent;
+//! none is held after.
 
 use super::{Action, Event, Outgoing};
 
 pub(super) struct Outbox {
     actions: Vec<Action>,
-    /// Frames held until the identity file is durable (`None`: never, or released).
+    /// Frames held until the startup job is durable (`None`: released or discarded).
     held: Option<Vec<Outgoing>>,
     /// Frames were held and have been released: none is held again.
     released: bool,
@@ -65,6 +67,14 @@ impl Outbox {
             assert!(!self.released, "frames held after they were released");
             self.released = true;
             self.actions.extend(held.into_iter().map(Action::Send));
+        }
+    }
+
+    /// The node stopped before its startup job completed: held frames never leave.
+    pub(super) fn discard_held(&mut self) {
+        if self.held.take().is_some() {
+            assert!(!self.released, "frames held after they were released");
+            self.released = true;
         }
     }
 

@@ -33,7 +33,8 @@ pub(super) struct SnapshotLane {
     wanted: bool,
     /// The snapshot job handed out and not yet reported saved: (job id, what it captures).
     job: Option<(u64, SnapshotMeta)>,
-    /// The startup job (recovery's removal of temp and orphan snapshot files) until it completes.
+    /// The startup job (recovery's removal of temp and orphan snapshot files, and its syncs)
+    /// until it completes.
     /// A snapshot job may reuse one of those names, so none starts before: the two lanes must
     /// never touch the same file (the simulator caught a removal landing on a new temp file).
     startup_job: Option<u64>,

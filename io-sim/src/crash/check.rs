@@ -183,13 +183,27 @@ pub fn check_stopped_process(id: u64, live: &CrashDir) -> Result<(), String> {
     let again = boot_state(&cfg, &d.after_power_loss())
         .map_err(|e| format!("after a process stop, the first job and a power loss: {e}"))?;
     let (a, f) = (&again.found, &first.found);
+    let vote_changed = a.hard_state.term == f.hard_state.term
+        && f.hard_state.vote != 0
+        && a.hard_state.vote != f.hard_state.vote;
+    let state_differs = a.hard_state.commit == f.hard_state.commit && a.state_hash != f.state_hash;
     if a.last_index < f.last_index
         || a.hard_state.term < f.hard_state.term
         || a.hard_state.commit < f.hard_state.commit
         || a.snapshot != f.snapshot
+        || vote_changed
+        || state_differs
     {
         return Err(format!(
             "a restart after a process stop read {f:?}, and after its first job and a power loss only {a:?} is left: it could acknowledge what it then lost"
+        ));
+    }
+    // The restart speaks with the incarnation it read; its peers record it.
+    let (was, now) = (first.node.identity(), again.node.identity());
+    if was.incarnation != now.incarnation {
+        return Err(format!(
+            "a restart after a process stop spoke as incarnation {:#x}, and after its first job and a power loss the directory is incarnation {:#x}",
+            was.incarnation, now.incarnation
         ));
     }
     Ok(())

@@ -97,7 +97,9 @@ impl Supervisor {
                 // Restarted where the leader's heartbeats cannot reach it (a one-way link
                 // failure), it campaigns under its new incarnation, and its peers must refuse
                 // its votes; otherwise the first heartbeat stops it before it sends anything.
-                if rng.chance(0.5) {
+                // Drawn whatever the switch, so turning partitions off changes no other draw.
+                let deaf = rng.chance(0.5);
+                if deaf && world.cfg.is_on(FaultClass::Partitions) {
                     world.deaf_restarts.lock().unwrap().insert(victim);
                 }
                 world.count(Counter::MistakesWipedRestart);
