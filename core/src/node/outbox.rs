@@ -9,18 +9,16 @@
 //! takes the log's names makes the next start a new incarnation), and the startup job's syncs
 //! make them durable. The simulator found a node refused that way.
 //!
-//! Invariants (asserted, in release builds too): frames are held only from the start, and
-//! released (or, by a node that stopped first, discarded) once, in the order they were sent;
-//! none is held after.
+//! Invariants (by construction): frames are held only from the start, and released (or, by a
+//! node that stopped first, discarded) once, in the order they were sent; none is held after.
 
 use super::{Action, Event, Outgoing};
 
 pub(super) struct Outbox {
     actions: Vec<Action>,
-    /// Frames held until the startup job is durable (`None`: released or discarded).
+    /// Frames held until the startup job is durable (`None`: released or discarded; nothing
+    /// sets it again, so none is ever held after).
     held: Option<Vec<Outgoing>>,
-    /// Frames were held and have been released: none is held again.
-    released: bool,
 }
 
 impl Outbox {
@@ -29,7 +27,6 @@ impl Outbox {
         Outbox {
             actions: events.into_iter().map(Action::Event).collect(),
             held: Some(Vec::new()),
-            released: false,
         }
     }
 
@@ -64,18 +61,13 @@ impl Outbox {
     /// The startup job is durable (or there was none): held frames go, in order.
     pub(super) fn release(&mut self) {
         if let Some(held) = self.held.take() {
-            assert!(!self.released, "frames held after they were released");
-            self.released = true;
             self.actions.extend(held.into_iter().map(Action::Send));
         }
     }
 
     /// The node stopped before its startup job completed: held frames never leave.
     pub(super) fn discard_held(&mut self) {
-        if self.held.take().is_some() {
-            assert!(!self.released, "frames held after they were released");
-            self.released = true;
-        }
+        self.held = None;
     }
 
     pub(super) fn take(&mut self) -> Vec<Action> {

@@ -9,6 +9,7 @@
 use super::model::CrashDir;
 use super::workload::{config, Facts, TOKEN};
 use raftkv_core::boot::{boot, StartFlags};
+use raftkv_core::fileop::FileOp;
 use raftkv_core::node::{Action, Event, Node, NodeConfig};
 use raftkv_core::recovery::RecoveryReport;
 use raftkv_core::snapfile;
@@ -24,13 +25,35 @@ struct Found {
     state_hash: u64,
 }
 
+impl Found {
+    /// `self`, recovered after `earlier`, misses something `earlier` had: its snapshot, an
+    /// entry, its term or commit, or (at the same commit) its state.
+    fn lost_from(&self, earlier: &Found) -> bool {
+        let (a, f) = (self, earlier);
+        a.snapshot != f.snapshot
+            || a.last_index < f.last_index
+            || a.hard_state.term < f.hard_state.term
+            || a.hard_state.commit < f.hard_state.commit
+            || (a.hard_state.commit == f.hard_state.commit && a.state_hash != f.state_hash)
+    }
+}
+
+/// `state` with `ops` executed, as a job would leave it.
+fn after_ops(state: &CrashDir, ops: &[FileOp]) -> Result<CrashDir, String> {
+    let mut d = state.clone();
+    for op in ops {
+        d.apply(op).map_err(|e| format!("op {op:?}: {e}"))?;
+    }
+    Ok(d)
+}
+
 pub struct Booted {
     node: Node,
     /// Recovered from an existing directory (not a fresh start or bootstrap).
     restarted: bool,
     report: RecoveryReport,
     found: Found,
-    repair_ops: Vec<raftkv_core::fileop::FileOp>,
+    repair_ops: Vec<FileOp>,
 }
 
 fn flags_for(id: u64) -> StartFlags {
@@ -123,23 +146,13 @@ pub fn check_state(id: u64, state: &CrashDir, facts: &Facts) -> Result<(), Strin
     // Repairs: crash part way through them, recover again: the same state.
     let ops = &first.repair_ops;
     for cut in [0, ops.len() / 2, ops.len().saturating_sub(1)] {
-        let mut d = state.clone();
-        for op in &ops[..cut] {
-            d.apply(op).map_err(|e| format!("repair op {op:?}: {e}"))?;
-        }
+        let d = after_ops(state, &ops[..cut]).map_err(|e| format!("repair {e}"))?;
         let again = boot_state(&cfg, &d.after_power_loss())
             .map_err(|e| format!("after a crash {cut} ops into the repairs: {e}"))?;
         // The first job after a restart also carries what the node writes next (a lone voter's
         // new term and entry), so a crash part way may find more; never less, nor another state.
         let (a, f) = (&again.found, &first.found);
-        let same_commit_differs =
-            a.hard_state.commit == f.hard_state.commit && a.state_hash != f.state_hash;
-        if a.snapshot != f.snapshot
-            || a.last_index < f.last_index
-            || a.hard_state.term < f.hard_state.term
-            || a.hard_state.commit < f.hard_state.commit
-            || same_commit_differs
-        {
+        if a.lost_from(f) {
             return Err(format!(
                 "repairs are not idempotent: a crash {cut} ops into them ({:?}) recovers {a:?} ({:?}), not {f:?} ({:?})",
                 &ops[..cut], again.report, first.report
@@ -148,10 +161,7 @@ pub fn check_state(id: u64, state: &CrashDir, facts: &Facts) -> Result<(), Strin
     }
     // Once the repair job has completed, its repairs are durable: a power loss right then
     // finds nothing left to repair.
-    let mut d = state.clone();
-    for op in ops {
-        d.apply(op).map_err(|e| format!("repair op {op:?}: {e}"))?;
-    }
+    let d = after_ops(state, ops).map_err(|e| format!("repair {e}"))?;
     let after = boot_state(&cfg, &d.after_power_loss())
         .map_err(|e| format!("after the completed repair job and a power loss: {e}"))?;
     if after.report.torn_tail.is_some() || !after.report.removed_temp_files.is_empty() {
@@ -175,25 +185,14 @@ pub fn check_stopped_process(id: u64, live: &CrashDir) -> Result<(), String> {
     if !first.restarted {
         return Ok(());
     }
-    let mut d = live.clone();
-    for op in &first.repair_ops {
-        d.apply(op)
-            .map_err(|e| format!("first job op {op:?}: {e}"))?;
-    }
+    let d = after_ops(live, &first.repair_ops).map_err(|e| format!("first job {e}"))?;
     let again = boot_state(&cfg, &d.after_power_loss())
         .map_err(|e| format!("after a process stop, the first job and a power loss: {e}"))?;
     let (a, f) = (&again.found, &first.found);
     let vote_changed = a.hard_state.term == f.hard_state.term
         && f.hard_state.vote != 0
         && a.hard_state.vote != f.hard_state.vote;
-    let state_differs = a.hard_state.commit == f.hard_state.commit && a.state_hash != f.state_hash;
-    if a.last_index < f.last_index
-        || a.hard_state.term < f.hard_state.term
-        || a.hard_state.commit < f.hard_state.commit
-        || a.snapshot != f.snapshot
-        || vote_changed
-        || state_differs
-    {
+    if a.lost_from(f) || vote_changed {
         return Err(format!(
             "a restart after a process stop read {f:?}, and after its first job and a power loss only {a:?} is left: it could acknowledge what it then lost"
         ));
