@@ -22,13 +22,9 @@ use std::time::Duration;
 const ENTRIES: u64 = 1_000_000;
 
 fn run(dir: &MemDir) -> Recovered {
-    recover(&dir.list(), ID, &mut |n: &str| {
-        dir.read(n)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| format!("{n} missing"))
-    })
-    .expect("recovers")
-    .expect("not a fresh directory")
+    recover(&dir.list(), ID, &mut |n, at, max| dir.read_at(n, at, max))
+        .expect("recovers")
+        .expect("not a fresh directory")
 }
 
 fn bench_recovery(c: &mut Criterion) {

@@ -23,6 +23,7 @@
 //! place (identity file written first, with a fresh incarnation that the leader then records).
 
 use crate::command::{Command, MemberChange, MemberProposal, Proposal};
+use crate::fileop::{read_whole, ReadAt};
 use crate::identity::{
     derive_cluster_id, token_hash, Identity, IdentityError, DATA_DIR_FORMAT, IDENTITY_FILE,
     UNKNOWN_CLUSTER,
@@ -93,20 +94,18 @@ pub enum BootError {
     },
     #[error("the data directory cannot be recovered: {0}")]
     Recovery(#[from] RecoveryError),
-    #[error("the snapshot in the data directory does not decode")]
-    BadSnapshot,
     #[error("cannot start: {0}")]
     Node(#[from] NodeError),
 }
 
-/// Reads a directory listing (`read` returns a file's bytes) and starts the node it holds, or a
+/// Reads a directory listing (files through `read`) and starts the node it holds, or a
 /// fresh one, after checking the directory against `flags`. `cfg.seed` also draws the
 /// incarnation of a fresh directory.
 pub fn boot(
     cfg: NodeConfig,
     flags: &StartFlags,
     names: &[String],
-    read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
+    read: &mut ReadAt<'_>,
 ) -> Result<Node, BootError> {
     let token = token_hash(&flags.token);
     let has_identity = names.iter().any(|n| n == IDENTITY_FILE);
@@ -115,7 +114,7 @@ pub fn boot(
         .any(|n| SegmentName::parse(n).is_some() || snapfile::parse_name(n).is_some());
     let mut first_ops = Vec::new();
     let stored = if has_identity {
-        let bytes = read(IDENTITY_FILE).map_err(|reason| RecoveryError::Read {
+        let bytes = read_whole(read, IDENTITY_FILE).map_err(|reason| RecoveryError::Read {
             name: IDENTITY_FILE.into(),
             reason,
         })?;
@@ -215,7 +214,7 @@ fn restore(
     flags: &StartFlags,
     identity: Identity,
     names: &[String],
-    read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
+    read: &mut ReadAt<'_>,
 ) -> Result<Option<Restored>, BootError> {
     let wal_id = WalIdentity {
         cluster_id: identity.cluster_id,
@@ -236,14 +235,11 @@ fn restore(
         Err(e) => return Err(e.into()),
     };
     let mut recovered = recovered;
-    let kv = match &mut recovered.snapshot {
-        Some(file) => {
-            let data = std::mem::take(&mut file.data);
-            KvState::decode_snapshot(&data).map_err(|_| BootError::BadSnapshot)?
-        }
-        // A joiner restarted before its first snapshot: it knows only what its flags said.
-        None => KvState::with_members(flags.peers.clone()),
-    };
+    // A joiner restarted before its first snapshot knows only what its flags said.
+    let kv = recovered
+        .state
+        .take()
+        .unwrap_or_else(|| KvState::with_members(flags.peers.clone()));
     Ok(Some(Restored { recovered, kv }))
 }
 

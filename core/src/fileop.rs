@@ -4,6 +4,9 @@
 //! against one flat data directory and then reports as completed. Ordering is the durability
 //! contract: an op after a `SyncFile`/`SyncDir` may rely on everything before that sync being
 //! durable, so a shell must not reorder across syncs. Names are plain file names (no separators).
+//!
+//! Reads at startup go the other way, through [`ReadAt`]: boot and recovery ask the shell for a
+//! file's bytes, a piece at a time where a file can be as large as the state.
 
 /// One file-system operation inside the node's data directory.
 #[derive(Clone, PartialEq, Eq)]
@@ -115,4 +118,22 @@ pub fn is_plain_name(name: &str) -> bool {
         && !name.contains('/')
         && !name.contains('\\')
         && !name.contains('\0')
+}
+
+/// How boot and recovery read a data directory: `read(name, offset, max_bytes)` returns up to
+/// `max_bytes` of the file from `offset`, fewer only where the file ends (nothing at or past
+/// its end). Small files are read whole (`max_bytes` of `usize::MAX`); a snapshot file in
+/// pieces, so a restart holds the state it decodes and never the file as well.
+pub type ReadAt<'a> = dyn FnMut(&str, u64, usize) -> Result<Vec<u8>, String> + 'a;
+
+/// A whole file through a [`ReadAt`].
+pub fn read_whole(read: &mut ReadAt<'_>, name: &str) -> Result<Vec<u8>, String> {
+    read(name, 0, usize::MAX)
+}
+
+/// What a [`ReadAt`] returns for a file held in memory.
+pub fn slice_at(file: &[u8], offset: u64, max_bytes: usize) -> Vec<u8> {
+    let start = usize::try_from(offset).map_or(file.len(), |o| o.min(file.len()));
+    let end = start.saturating_add(max_bytes).min(file.len());
+    file[start..end].to_vec()
 }

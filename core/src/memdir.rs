@@ -178,6 +178,14 @@ impl MemDir {
         Some(&self.inodes[id].data)
     }
 
+    /// A [`crate::fileop::ReadAt`] read of what a process would see.
+    pub fn read_at(&self, name: &str, offset: u64, max_bytes: usize) -> Result<Vec<u8>, String> {
+        let file = self
+            .read(name)
+            .ok_or_else(|| format!("{name}: no such file"))?;
+        Ok(crate::fileop::slice_at(file, offset, max_bytes))
+    }
+
     /// Replaces a file's bytes as if by an outside hand (tests damage files with this).
     pub fn overwrite(&mut self, name: &str, bytes: Vec<u8>) -> Result<(), MemDirError> {
         let ino = self.inode_mut(name)?;

@@ -7,9 +7,13 @@
 //! replayed. Repairs are returned as `FileOp`s for the shell to perform before anything else:
 //! truncating a torn tail, setting aside broken snapshots, removing temp files and snapshot
 //! files that never got their WAL marker (a crash between the two writes).
+//!
+//! The snapshot file is read in pieces and the state machine decoded as they pass, while the
+//! file's checksum is verified, so a restart holds the state and never the file beside it.
 
-use crate::fileop::FileOp;
-use crate::snapfile::{self, SnapshotFile, BROKEN_SUFFIX};
+use crate::fileop::{read_whole, FileOp, ReadAt};
+use crate::kv::{KvError, KvState};
+use crate::snapfile::{self, SnapFileError, SnapshotMeta, StreamError, BROKEN_SUFFIX};
 use crate::wal::{
     read_segments, ConfStateRec, EntryRec, HardStateRec, SegmentName, TornTail, WalContents,
     WalError, WalIdentity,
@@ -28,7 +32,12 @@ pub enum RecoveryError {
     SnapshotsWithoutWal,
     #[error("persisted commit {commit} is below snapshot index {snapshot_index}")]
     CommitBelowSnapshot { commit: u64, snapshot_index: u64 },
+    #[error("snapshot file {name} is intact (its checksum verifies) but its state does not decode ({error}): it was written by a newer raftkv, or by a bug. Start the directory with the raftkv that wrote it, or replace the member (see README, \"Replacing a failed node\")")]
+    UndecodableSnapshot { name: String, error: KvError },
 }
+
+/// Pieces a snapshot file is read in at recovery.
+pub const LOAD_PIECE_BYTES: usize = 1 << 20;
 
 /// What recovery found and did, for logs and coverage counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -46,9 +55,10 @@ pub struct RecoveryReport {
 /// The state to restart from.
 #[derive(Debug)]
 pub struct Recovered {
-    /// The newest usable snapshot. Boot takes its payload (`data`) when it decodes the state,
-    /// so the node never holds the payload and the state at once.
-    pub snapshot: Option<SnapshotFile>,
+    /// The newest usable snapshot's metadata.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The state machine decoded from that snapshot (boot takes it).
+    pub state: Option<KvState>,
     /// Length of that snapshot's file (what its descriptor says to followers it is sent to).
     pub snapshot_file_bytes: u64,
     pub hard_state: HardStateRec,
@@ -64,12 +74,62 @@ pub struct Recovered {
     pub report: RecoveryReport,
 }
 
-/// Recovers from a directory listing; `read` returns a file's bytes. `Ok(None)` means the
+/// Why one snapshot file could not be loaded.
+enum LoadFailure {
+    /// The file is damaged: it is set aside and an older one tried.
+    Corrupt(SnapFileError),
+    /// Intact, but its state does not decode: nothing older can be trusted to replace it.
+    Undecodable(KvError),
+    Read(String),
+}
+
+/// Reads snapshot file `name` a piece at a time, verifying it and decoding its state as the
+/// pieces pass. Returns the metadata, the state and the file's length.
+fn load_snapshot(
+    name: &str,
+    read: &mut ReadAt<'_>,
+) -> Result<(SnapshotMeta, KvState, u64), LoadFailure> {
+    let mut file = snapfile::StreamDecoder::default();
+    let mut state = Some(KvState::payload_decoder());
+    let mut undecodable = None;
+    let mut offset = 0u64;
+    loop {
+        let piece = read(name, offset, LOAD_PIECE_BYTES).map_err(LoadFailure::Read)?;
+        if piece.is_empty() {
+            break;
+        }
+        offset += piece.len() as u64;
+        // A payload that does not decode is told apart from a damaged file only by the file's
+        // checksum at its end: the decoder is dropped and the file read on.
+        let fed = file.feed(&piece, &mut |payload: &[u8]| {
+            if let Some(Err(e)) = state.as_mut().map(|d| d.feed(payload)) {
+                undecodable = Some(e);
+                state = None;
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match fed {
+            Ok(()) => {}
+            Err(StreamError::File(e)) => return Err(LoadFailure::Corrupt(e)),
+            Err(StreamError::Payload(never)) => match never {},
+        }
+    }
+    let meta = file.finish().map_err(LoadFailure::Corrupt)?;
+    snapfile::check_name(name, &meta).map_err(LoadFailure::Corrupt)?;
+    if let Some(e) = undecodable {
+        return Err(LoadFailure::Undecodable(e));
+    }
+    let state = state.expect("kept unless undecodable");
+    let kv = state.finish().map_err(LoadFailure::Undecodable)?;
+    Ok((meta, kv, offset))
+}
+
+/// Recovers from a directory listing, reading files through `read`. `Ok(None)` means the
 /// directory holds no WAL and no snapshot: a fresh node.
 pub fn recover(
     names: &[String],
     id: WalIdentity,
-    read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
+    read: &mut ReadAt<'_>,
 ) -> Result<Option<Recovered>, RecoveryError> {
     let mut ops = Vec::new();
     let mut report = RecoveryReport::default();
@@ -80,7 +140,7 @@ pub fn recover(
             ops.push(FileOp::Remove { name: name.clone() });
             report.removed_temp_files.push(name.clone());
         } else if SegmentName::parse(name).is_some() {
-            let bytes = read(name).map_err(|reason| RecoveryError::Read {
+            let bytes = read_whole(read, name).map_err(|reason| RecoveryError::Read {
                 name: name.clone(),
                 reason,
             })?;
@@ -125,7 +185,7 @@ pub fn recover(
 
     // Newest first; only marked snapshots are candidates.
     snap_names.sort_by_key(|(index, term, _)| std::cmp::Reverse((*index, *term)));
-    let mut chosen: Option<SnapshotFile> = None;
+    let mut chosen: Option<(SnapshotMeta, KvState)> = None;
     let mut chosen_file_bytes = 0;
     let mut entries = None;
     let mut on_disk = Vec::new();
@@ -144,28 +204,35 @@ pub fn recover(
             on_disk.push(((*name).clone(), *term, *index));
             continue;
         }
-        let bytes = read(name).map_err(|reason| RecoveryError::Read {
-            name: (*name).clone(),
-            reason,
-        })?;
-        let file_bytes = bytes.len() as u64;
-        match snapfile::decode_named_owned(name, bytes) {
-            Ok(file) => match wal.entries_after(file.meta.index) {
+        match load_snapshot(name, read) {
+            Ok((meta, kv, file_bytes)) => match wal.entries_after(meta.index) {
                 Ok(ents) => {
                     chosen_file_bytes = file_bytes;
                     on_disk.push(((*name).clone(), *term, *index));
                     entries = Some(ents);
-                    chosen = Some(file);
+                    chosen = Some((meta, kv));
                 }
                 Err(e) => last_error = e.to_string(),
             },
-            Err(e) => {
+            Err(LoadFailure::Corrupt(e)) => {
                 ops.push(FileOp::Rename {
                     from: (*name).clone(),
                     to: format!("{name}{BROKEN_SUFFIX}"),
                 });
                 report.set_aside.push(((*name).clone(), e.to_string()));
                 last_error = format!("{name}: {e}");
+            }
+            Err(LoadFailure::Undecodable(error)) => {
+                return Err(RecoveryError::UndecodableSnapshot {
+                    name: (*name).clone(),
+                    error,
+                })
+            }
+            Err(LoadFailure::Read(reason)) => {
+                return Err(RecoveryError::Read {
+                    name: (*name).clone(),
+                    reason,
+                })
             }
         }
     }
@@ -185,7 +252,7 @@ pub fn recover(
             }
         }
     };
-    let snap_index = chosen.as_ref().map_or(0, |s| s.meta.index);
+    let snap_index = chosen.as_ref().map_or(0, |(meta, _)| meta.index);
     hard_state.commit = hard_state.commit.max(snap_index);
     if hard_state.commit < snap_index {
         return Err(RecoveryError::CommitBelowSnapshot {
@@ -193,11 +260,11 @@ pub fn recover(
             snapshot_index: snap_index,
         });
     }
-    report.snapshot = chosen.as_ref().map(|s| (s.meta.term, s.meta.index));
+    report.snapshot = chosen.as_ref().map(|(meta, _)| (meta.term, meta.index));
     report.entry_count = entries.len();
     let conf_state = chosen
         .as_ref()
-        .map(|s| s.meta.conf_state.clone())
+        .map(|(meta, _)| meta.conf_state.clone())
         .unwrap_or_default();
     // What was read may be only in the page cache: a process that stopped between a write and
     // its fsync (killed, or a job that failed part-way) leaves writes a restart reads back but a
@@ -211,8 +278,10 @@ pub fn recover(
     }
     // A rename (a segment cut, a snapshot installed) may not be durable either.
     ops.push(FileOp::SyncDir);
+    let (snapshot, state) = chosen.unzip();
     Ok(Some(Recovered {
-        snapshot: chosen,
+        snapshot,
+        state,
         snapshot_file_bytes: chosen_file_bytes,
         hard_state,
         entries,

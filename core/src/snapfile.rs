@@ -435,7 +435,8 @@ pub fn decode_named_owned(name: &str, mut bytes: Vec<u8>) -> Result<SnapshotFile
     Ok(SnapshotFile { meta, data: bytes })
 }
 
-fn check_name(name: &str, meta: &SnapshotMeta) -> Result<(), SnapFileError> {
+/// Checks that a file's metadata agrees with its name (`snap-{term}-{index}`).
+pub fn check_name(name: &str, meta: &SnapshotMeta) -> Result<(), SnapFileError> {
     if let Some((name_term, name_index)) = parse_name(name) {
         if (name_term, name_index) != (meta.term, meta.index) {
             return Err(SnapFileError::NameMismatch {

@@ -6,9 +6,11 @@ mod harness;
 
 use harness::Cluster;
 use raftkv_core::command::RequestId;
+use raftkv_core::health::NotReady;
 use raftkv_core::kv::WriteResult;
 use raftkv_core::memdir::CrashKind;
 use raftkv_core::node::{ClientError, ClientOp, ClientReply};
+use std::collections::BTreeSet;
 
 fn put_op(k: &str, v: &str) -> ClientOp {
     ClientOp::Put {
@@ -744,6 +746,71 @@ fn a_removed_leader_leaves_its_peers_able_to_elect_after_one_more_failure() {
     c.put("after", "1");
     let survivor = c.leader().expect("a leader");
     assert_eq!(c.node(survivor).members().len(), 3, "the removal applied");
+}
+
+/// A removed member that one member (here the leader) tells of its removal is not free to go:
+/// members that have the removal in their log but have not learned it is committed still count
+/// it, and if that one member is then lost they need its vote. Stopping at once, it left the two
+/// voters of four that were left unable to ever elect (the simulator found it, seed 100326); it
+/// lingers and votes while they count on it.
+#[test]
+fn a_removed_member_told_by_one_member_still_votes_for_those_that_count_it() {
+    let mut c = Cluster::with_config(3, 23, |_| {});
+    c.put("before", "1");
+    let leader = c.wait_leader();
+    let h = c.submit(
+        leader,
+        ClientOp::AddNode {
+            id: 4,
+            addr: harness::addr(4),
+        },
+        None,
+    );
+    assert!(matches!(c.wait_reply(h), Ok(ClientReply::Members(m)) if m.contains_key(&4)));
+    c.start_joiner(4, 23, |_| {});
+    c.wait_converged(500);
+
+    let leader = c.wait_leader();
+    let ids = [1, 2, 3, 4];
+    let victim = ids.into_iter().find(|&id| id != leader).unwrap();
+    let others: BTreeSet<u64> = ids
+        .into_iter()
+        .filter(|&id| id != leader && id != victim)
+        .collect();
+    let h = c.submit(leader, ClientOp::RemoveNode { id: victim }, None);
+    let removal = c.node(leader).status().last_index;
+    // The two others hold the removal, but never hear from the leader that it is committed;
+    // the victim does, and hears from the leader that it was removed.
+    c.cut_once_committed = Some((leader, removal, others.clone()));
+    c.run_until(300, "the victim learns it was removed", |c| {
+        !c.is_up(victim)
+            || c.node(victim)
+                .readiness()
+                .checks
+                .iter()
+                .any(|(_, r)| matches!(r, Err(NotReady::Removed { .. })))
+    });
+    let _ = h;
+    assert!(
+        others
+            .iter()
+            .all(|&id| c.node(id).status().applied_index < removal),
+        "no other member learned the commit"
+    );
+    // The only member that knew the removal was committed besides the victim is lost.
+    c.stop_node(leader);
+    c.cut_links.clear();
+    c.run_until(3000, "a leader among the two left", |c| {
+        c.leader().is_some_and(|l| others.contains(&l))
+    });
+    c.put("after", "1");
+    let survivor = c.leader().expect("a leader");
+    assert_eq!(c.node(survivor).members().len(), 3, "the removal applied");
+    c.run_until(
+        3000,
+        "the removed member stops once nobody counts on it",
+        |c| !c.is_up(victim),
+    );
 }
 
 /// A copy of a forwarded request that arrives after the first was taken (the network duplicated

@@ -1,8 +1,10 @@
 //! `recovery::recover` on directories built by the real writers and executed on a `MemDir`.
 
+use raftkv_core::command::Command;
 use raftkv_core::fileop::FileOp;
+use raftkv_core::kv::KvState;
 use raftkv_core::memdir::{CrashKind, MemDir};
-use raftkv_core::recovery::{recover, Recovered, RecoveryError};
+use raftkv_core::recovery::{recover, Recovered, RecoveryError, LOAD_PIECE_BYTES};
 use raftkv_core::snapfile::{self, SnapshotFile, SnapshotMeta};
 use raftkv_core::wal::{
     read_segments, ConfStateRec, EntryKind, EntryRec, HardStateRec, Record, SnapshotMarker,
@@ -26,11 +28,7 @@ fn apply(dir: &mut MemDir, ops: &[FileOp]) {
 }
 
 fn run_recover(dir: &MemDir, id: WalIdentity) -> Result<Option<Recovered>, RecoveryError> {
-    recover(&dir.list(), id, &mut |n: &str| {
-        dir.read(n)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| format!("{n} missing"))
-    })
+    recover(&dir.list(), id, &mut |n, at, max| dir.read_at(n, at, max))
 }
 
 fn entry(index: u64, term: u64) -> EntryRec {
@@ -89,6 +87,20 @@ impl Disk {
 
     /// Snapshot file first, then (if `mark`) its WAL marker, as the node orders them.
     fn snapshot(&mut self, index: u64, term: u64, log_reset: bool, mark: bool) -> String {
+        // A real state (recovery decodes it as it reads the file), marked by its index.
+        let mut kv = KvState::default();
+        kv.advance(index);
+        self.snapshot_of(index, term, log_reset, mark, kv.encode_snapshot())
+    }
+
+    fn snapshot_of(
+        &mut self,
+        index: u64,
+        term: u64,
+        log_reset: bool,
+        mark: bool,
+        data: Vec<u8>,
+    ) -> String {
         let mut ops = Vec::new();
         let file = SnapshotFile {
             meta: SnapshotMeta {
@@ -96,7 +108,7 @@ impl Disk {
                 term,
                 conf_state: conf(),
             },
-            data: format!("state@{index}").into_bytes(),
+            data,
         };
         let name = snapfile::write_ops(&file, &mut ops);
         if mark {
@@ -249,8 +261,7 @@ fn corrupt_newest_snapshot_is_set_aside_and_an_older_one_used() {
     assert_eq!(rec.report.set_aside.len(), 1);
     assert_eq!(rec.report.set_aside[0].0, newest);
     assert_eq!(rec.report.snapshot, Some((1, 4)));
-    let snap = rec.snapshot.as_ref().unwrap();
-    assert_eq!(snap.data, b"state@4");
+    assert_eq!(rec.state.as_ref().map(KvState::applied_index), Some(4));
     assert_eq!(rec.conf_state, conf());
     assert_eq!(indexes(&rec.entries), (5..=10).collect::<Vec<_>>());
     assert_eq!(rec.hard_state.commit, 10);
@@ -480,4 +491,59 @@ fn what_a_stopped_process_left_unsynced_is_made_durable_by_recovery_ops() {
         (1..=200).collect::<Vec<_>>(),
         "what the first recovery read was lost"
     );
+}
+
+#[test]
+fn a_snapshot_is_read_in_pieces_and_its_state_decoded_as_they_pass() {
+    let mut disk = Disk::new(SMALL);
+    disk.entries(1, 6, 6);
+    let mut kv = KvState::default();
+    for i in 1..=3000u64 {
+        let put = Command::Put {
+            key: format!("key-{i:05}").into_bytes(),
+            value: vec![i as u8; 1024],
+        };
+        kv.apply_command(i, None, &put);
+    }
+    let name = disk.snapshot_of(4, 1, false, true, kv.encode_snapshot());
+    let file_len = disk.dir.read(&name).unwrap().len();
+    assert!(
+        file_len > 2 * LOAD_PIECE_BYTES,
+        "the file spans several pieces"
+    );
+
+    let mut largest_read = 0;
+    let mut read_bytes = 0;
+    let rec = recover(&disk.dir.list(), ID, &mut |n, at, max| {
+        if n == name {
+            largest_read = largest_read.max(max);
+            let piece = disk.dir.read_at(n, at, max)?;
+            read_bytes += piece.len();
+            return Ok(piece);
+        }
+        disk.dir.read_at(n, at, max)
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        largest_read, LOAD_PIECE_BYTES,
+        "never asked for more than a piece"
+    );
+    assert_eq!(read_bytes, file_len, "the file was read once");
+    assert_eq!(rec.snapshot_file_bytes, file_len as u64);
+    assert_eq!(rec.state.map(|s| s.hash()), Some(kv.hash()));
+    assert_eq!(rec.report.snapshot, Some((1, 4)));
+}
+
+#[test]
+fn an_intact_snapshot_whose_state_does_not_decode_is_refused_not_set_aside() {
+    let mut disk = Disk::new(SMALL);
+    disk.entries(1, 6, 6);
+    disk.snapshot(2, 1, false, true);
+    // Checksummed and framed correctly, but not a state this raftkv can read (a newer format).
+    let newest = disk.snapshot_of(4, 1, false, true, vec![99, 1, 2, 3]);
+    match run_recover(&disk.dir, ID) {
+        Err(RecoveryError::UndecodableSnapshot { name, .. }) => assert_eq!(name, newest),
+        other => panic!("expected an undecodable snapshot, got {other:?}"),
+    }
 }

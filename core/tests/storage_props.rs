@@ -1102,9 +1102,7 @@ proptest! {
             dir.crash(kind, &mut |n| rng.below(n));
 
             let names = dir.list();
-            let rec = recover(&names, ID, &mut |n: &str| {
-                dir.read(n).map(<[u8]>::to_vec).ok_or_else(|| "missing".to_string())
-            });
+            let rec = recover(&names, ID, &mut |n, at, max| dir.read_at(n, at, max));
             let rec: Recovered = match rec {
                 Ok(Some(r)) => r,
                 other => {
@@ -1200,11 +1198,7 @@ fn recover_upto(
             _ => true,
         })
         .collect();
-    recover(&names, ID, &mut |n: &str| {
-        dir.read(n)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| "missing".to_string())
-    })
+    recover(&names, ID, &mut |n, at, max| dir.read_at(n, at, max))
 }
 
 /// What recovery from exactly `s` yields, if it recovers from `s` at all.
@@ -1266,7 +1260,12 @@ impl Purger {
                 term: marker.term,
                 conf_state: marker.conf_state.clone(),
             },
-            data: marker.index.to_le_bytes().to_vec(),
+            // Recovery decodes the state as it reads the file: a real payload, of that index.
+            data: {
+                let mut kv = raftkv_core::kv::KvState::default();
+                kv.advance(marker.index);
+                kv.encode_snapshot()
+            },
         };
         let name = snapfile::write_ops(&file, ops);
         self.snaps.push(SnapshotOnDisk {

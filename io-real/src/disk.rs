@@ -513,25 +513,32 @@ pub fn list(dir: &Path) -> Result<Vec<String>, DataDirError> {
     Ok(out)
 }
 
-/// A file's bytes as the device holds them, for recovery. Clean cached pages are dropped first
-/// (`POSIX_FADV_DONTNEED`): after a failed fsync the kernel may keep the unwritten data in the
-/// page cache marked clean, and a restart that read it would take for durable what the device
-/// never got. Dirty pages (a process killed before its fsync) stay cached and are read; the
-/// startup job's syncs make them durable (FORMAT.md, section 9). Best effort: pages another
-/// process has mapped or locked stay cached, and directory entries are not covered (a rename
-/// whose directory fsync failed is still read as done).
-pub fn read_for_recovery(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
+/// Up to `max_bytes` of a file from `offset`, as the device holds them, for recovery (a
+/// [`raftkv_core::fileop::ReadAt`]). Before a file's first read (offset 0), clean cached pages
+/// are dropped (`POSIX_FADV_DONTNEED`): after a failed fsync the kernel may keep the unwritten
+/// data in the page cache marked clean, and a restart that read it would take for durable what
+/// the device never got. Dirty pages (a process killed before its fsync) stay cached and are
+/// read; the startup job's syncs make them durable (FORMAT.md, section 9). Best effort: pages
+/// another process has mapped or locked stay cached, and directory entries are not covered (a
+/// rename whose directory fsync failed is still read as done).
+pub fn read_for_recovery(path: &Path, offset: u64, max_bytes: usize) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
     let mut file = File::open(path)?;
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // Advice only: if it fails, the read is what it always was.
-        // SAFETY: the descriptor is open for the call's duration.
-        let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if offset == 0 {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // Advice only: if it fails, the read is what it always was.
+            // SAFETY: the descriptor is open for the call's duration.
+            let _ =
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+    } else {
+        file.seek(SeekFrom::Start(offset))?;
     }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    file.take(u64::try_from(max_bytes).unwrap_or(u64::MAX))
+        .read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
@@ -793,7 +800,7 @@ mod tests {
             token: "t".into(),
             join: false,
         };
-        let mut node = boot(cfg, &flags, &[], &mut |_| Err("empty".into())).unwrap();
+        let mut node = boot(cfg, &flags, &[], &mut |_, _, _| Err("empty".into())).unwrap();
         let mut wal = Disk::with_fs(dir.clone(), Recording::default());
         let mut snap = Disk::with_fs(dir.clone(), Recording::default()).paced();
         let (mut wal_ops, mut snap_ops) = (Vec::new(), Vec::new());

@@ -142,10 +142,16 @@ pub fn run(args: RunArgs) -> Result<(), NodeError> {
         token: args.cluster_token.clone(),
         join: args.join,
     };
-    let node = boot(node_config(&args), &flags, &names, &mut |name| {
-        let path = data_dir.join(name);
-        disk::read_for_recovery(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-    })
+    let node = boot(
+        node_config(&args),
+        &flags,
+        &names,
+        &mut |name, offset, max_bytes| {
+            let path = data_dir.join(name);
+            disk::read_for_recovery(&path, offset, max_bytes)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        },
+    )
     .map_err(|error| NodeError::Boot {
         path: data_dir.clone(),
         error,
@@ -285,9 +291,7 @@ async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
     match exit {
         server::Exit::Shutdown => Ok(()),
-        server::Exit::Stopped(
-            reason @ (StopReason::Removed | StopReason::RemovedReported { .. }),
-        ) => {
+        server::Exit::Stopped(reason @ (StopReason::Removed | StopReason::RemovalConfirmed)) => {
             tracing::warn!(%reason, "node stopped");
             Ok(())
         }

@@ -9,10 +9,10 @@ use thiserror::Error;
 /// Why a node stopped. One list: shells and the simulator match on it, never on text.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum StopReason {
-    #[error("removed from the cluster")]
+    #[error("removed from the cluster, and no member has counted on this node's vote since")]
     Removed,
-    #[error("node {by} reports that this node was removed from the cluster")]
-    RemovedReported { by: u64 },
+    #[error("removed from the cluster: every remaining voter reports the removal applied")]
+    RemovalConfirmed,
     #[error(
         "disk job {job} failed: {failure}; stopping (a failed write or fsync is never retried)"
     )]

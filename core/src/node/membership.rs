@@ -1,13 +1,12 @@
 //! This node's own place in the membership, a sub-state: the peer URL it listens on and
-//! advertises, a changed URL no member has confirmed yet, and the tick it applied its own removal
-//! (it lingers as a voter, then stops). Beside it the rules a membership change must pass before
+//! advertises, a changed URL no member has confirmed yet, and its own removal (it lingers as a
+//! voter while members may still count on it, then stops). Beside it the rules a membership change must pass before
 //! the leader proposes it ([`Rules`], a borrowed view of exactly what they read), and how an
 //! applied change becomes a raft conf change and an event.
 //!
 //! Invariants (asserted, in release builds too):
 //! - the URL is set once, at start, and a changed one waits a deadline in the future;
-//! - once removed, a node stays removed (the first removal's tick is kept: the linger never
-//!   restarts).
+//! - once removed, a node stays removed; the voters it waits to hear from only shrink.
 //!
 //! The rules refuse (a `RejectReason`, the client's 409), never assert: their inputs are requests.
 
@@ -18,6 +17,7 @@ use crate::command::MemberChange;
 use crate::kv::KvState;
 use raft::eraftpb::{ConfChange, ConfChangeType};
 use raft::ProgressTracker;
+use std::collections::BTreeSet;
 
 /// A node started with a peer URL its directory does not know (see `boot`): confirmed by the
 /// first frame a member sends it there, or it stops at `deadline_tick`.
@@ -28,13 +28,22 @@ struct UrlChange {
     deadline_tick: u64,
 }
 
+/// This node's removal, as far as it knows it.
+#[derive(Clone, Debug)]
+struct Removal {
+    /// The last tick a member counted on this node (sent it a raft message), or the removal's.
+    needed_at_tick: u64,
+    /// Voters of the configuration it was removed from (itself apart) that have not reported
+    /// the removal applied.
+    unconfirmed: BTreeSet<u64>,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Membership {
     /// The peer URL this node listens on (its flags), advertised in every frame.
     own_url: Option<String>,
     url_change: Option<UrlChange>,
-    /// When this node applied its own removal (it lingers, then stops).
-    removed_at_tick: Option<u64>,
+    removal: Option<Removal>,
     /// `set_own_url` ran (once, at start).
     url_set: bool,
 }
@@ -83,35 +92,69 @@ impl Membership {
         self.url_change.is_some()
     }
 
-    /// This node applied its own removal at `now_tick`. It lingers as a voter of the old
-    /// configuration for a while: peers that have the removal in their log but have not applied
-    /// it (raft-rs changes the configuration on apply) still count this node in their quorum,
-    /// and with another member lost they could never elect without its vote. It stops when a
-    /// peer reports the removal applied, or when the linger ends. A leader lingers too: it alone
-    /// knows the removal is committed, and had it stopped at once its followers would keep the
-    /// old configuration, which counts it, and with one more member lost never elect again (the
-    /// simulator found this, seed 896). raft-rs cannot lead a configuration it is not in (it
-    /// panics committing), so it steps down first (`Node::step_down_if_removed`), with a last
-    /// round of heartbeats that carries the commit; it still votes in the old configuration, so
-    /// its peers elect a leader that commits the removal. While it lingers it serves no request
-    /// and proposes nothing.
-    pub(super) fn removed(&mut self, now_tick: u64) {
-        let at = *self.removed_at_tick.get_or_insert(now_tick);
-        assert!(at <= now_tick, "removed in the future");
+    /// This node learned at `now_tick` that it was removed: it applied its own removal, or a
+    /// member that applied it said so. `voters` are the other voters it knows of. It lingers as
+    /// a voter of the old configuration: peers that have the removal in their log but have not
+    /// applied it (raft-rs changes the configuration on apply) still count this node in their
+    /// quorum, and with another member lost they could never elect without its vote. So it stops
+    /// only once every one of `voters` has reported the removal applied, or once no member has
+    /// counted on it (sent it a raft message) for the linger. One report is not enough: the
+    /// simulator found a removed node that stopped when the leader reported, the leader's disk
+    /// then failed, and the two voters left, which had not learned the removal was committed,
+    /// counted the stopped node and never elected again (seed 100326). A leader lingers too:
+    /// it alone knows the removal is committed, and had it stopped at once its followers would
+    /// keep the old configuration and, with one more member lost, never elect again (seed 896).
+    /// raft-rs cannot lead a configuration it is not in (it panics committing), so it steps
+    /// down first (`Node::step_down_if_removed`), with a last round of heartbeats that carries
+    /// the commit; it still votes in the old configuration, so its peers elect a leader that
+    /// commits the removal. While it lingers it serves no request and proposes nothing.
+    pub(super) fn removed(&mut self, now_tick: u64, voters: BTreeSet<u64>) {
+        if self.removal.is_none() {
+            self.removal = Some(Removal {
+                needed_at_tick: now_tick,
+                unconfirmed: voters,
+            });
+        }
+        let r = self.removal.as_ref().expect("just set");
+        assert!(r.needed_at_tick <= now_tick, "removed in the future");
+    }
+
+    /// Member `by` reports that it applied this node's removal. True the first time this node
+    /// learns it was removed.
+    pub(super) fn removal_reported(
+        &mut self,
+        by: u64,
+        now_tick: u64,
+        voters: BTreeSet<u64>,
+    ) -> bool {
+        let first = self.removal.is_none();
+        self.removed(now_tick, voters);
+        let r = self.removal.as_mut().expect("removed");
+        r.unconfirmed.remove(&by);
+        first
+    }
+
+    /// A member sent this node a raft message: it still counts this node as a voter.
+    pub(super) fn counted_on(&mut self, now_tick: u64) {
+        if let Some(r) = &mut self.removal {
+            r.needed_at_tick = r.needed_at_tick.max(now_tick);
+        }
     }
 
     pub(super) fn is_removed(&self) -> bool {
-        self.removed_at_tick.is_some()
+        self.removal.is_some()
     }
 
     /// Why the node must stop at `now_tick`, if it must: its linger after removal is over, or no
     /// member confirmed its changed peer URL in time.
     pub(super) fn stop_due(&self, cfg: &NodeConfig, now_tick: u64) -> Option<StopReason> {
-        if self
-            .removed_at_tick
-            .is_some_and(|t| t + linger_ticks(cfg) <= now_tick)
-        {
-            return Some(StopReason::Removed);
+        if let Some(r) = &self.removal {
+            if r.unconfirmed.is_empty() {
+                return Some(StopReason::RemovalConfirmed);
+            }
+            if r.needed_at_tick + linger_ticks(cfg) <= now_tick {
+                return Some(StopReason::Removed);
+            }
         }
         let c = self
             .url_change

@@ -447,6 +447,9 @@ impl Node {
         }
         match env.body {
             msgcodec::Body::Raft(m) => {
+                if member {
+                    self.membership.counted_on(self.now_tick);
+                }
                 let view = frames::RaftView {
                     snapshot_unpersisted: self.snapshot_unpersisted(),
                     last_index: self.raw.raft.raft_log.last_index(),
@@ -489,8 +492,16 @@ impl Node {
                 Ok(())
             }
             msgcodec::Body::Removed => {
-                self.out.event(Event::RemovedFromCluster);
-                self.stop(StopReason::RemovedReported { by: env.from });
+                let voters = self.other_voters();
+                if self
+                    .membership
+                    .removal_reported(env.from, self.now_tick, voters)
+                {
+                    self.out.event(Event::RemovedFromCluster);
+                }
+                if let Some(reason) = self.membership.stop_due(&self.cfg, self.now_tick) {
+                    self.stop(reason);
+                }
                 Ok(())
             }
             msgcodec::Body::SnapshotChunk {
@@ -941,6 +952,20 @@ impl Node {
     }
 
     /// This node's routing header for outgoing frames.
+    /// The voters of raft's configuration, this node apart.
+    fn other_voters(&self) -> std::collections::BTreeSet<u64> {
+        let me = self.cfg.id;
+        self.raw
+            .raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .filter(|&id| id != me)
+            .collect()
+    }
+
     fn sender(&self) -> msgcodec::Sender<'_> {
         msgcodec::Sender {
             cluster_id: self.identity.cluster_id,
@@ -1305,7 +1330,8 @@ impl Node {
                 if matches!(change, MemberChange::Remove { id } if id == self.cfg.id) {
                     // It lingers as a voter before it stops (see `Membership::removed`).
                     self.out.event(Event::RemovedFromCluster);
-                    self.membership.removed(self.now_tick);
+                    let voters = self.other_voters();
+                    self.membership.removed(self.now_tick, voters);
                 }
             }
             Err(_) => self.skip_entry(e, RejectReason::ConfChangeRefused),

@@ -88,12 +88,12 @@ fn from_recovery(
         node_id: cfg.id,
     };
     let mut wal = WalWriter::resume(id, cfg.wal, &rec.wal, &mut ops);
-    if let Some(file) = &rec.snapshot {
+    if let Some(meta) = &rec.snapshot {
         events.push(Event::LoadingSnapshot {
-            term: file.meta.term,
-            index: file.meta.index,
+            term: meta.term,
+            index: meta.index,
         });
-        storage.apply_snapshot(raft_snapshot(&file.meta, rec.snapshot_file_bytes));
+        storage.apply_snapshot(raft_snapshot(meta, rec.snapshot_file_bytes));
     }
     if kv.was_removed(cfg.id) {
         return Err(NodeError::Removed);

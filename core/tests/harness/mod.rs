@@ -68,6 +68,10 @@ pub struct Cluster {
     /// (node, index): mute the node as soon as it has committed the index, before anything it
     /// sends after that is delivered (its word that the index is committed is lost).
     pub mute_once_committed: Option<(u64, u64)>,
+    /// (node, index, peers): as `mute_once_committed`, but only its frames to `peers` are lost.
+    pub cut_once_committed: Option<(u64, u64, BTreeSet<u64>)>,
+    /// (from, to): links whose frames are dropped.
+    pub cut_links: BTreeSet<(u64, u64)>,
     /// Probability that a message is dropped.
     pub loss: f64,
     /// Every forwarded request delivered: (from, to, frame), for tests that replay one.
@@ -84,10 +88,8 @@ pub struct Cluster {
 
 /// Boots a node from the bytes of a directory.
 pub fn boot_from(cfg: &NodeConfig, flags: &StartFlags, dir: &MemDir) -> Result<Node, BootError> {
-    boot(cfg.clone(), flags, &dir.list(), &mut |name| {
-        dir.read(name)
-            .map(|b| b.to_vec())
-            .ok_or_else(|| "missing".to_string())
+    boot(cfg.clone(), flags, &dir.list(), &mut |n, at, max| {
+        dir.read_at(n, at, max)
     })
 }
 
@@ -123,6 +125,8 @@ impl Cluster {
             isolated: BTreeSet::new(),
             muted: BTreeSet::new(),
             mute_once_committed: None,
+            cut_once_committed: None,
+            cut_links: BTreeSet::new(),
             loss: 0.0,
             forwards_delivered: Vec::new(),
             stats: Stats::default(),
@@ -282,7 +286,7 @@ impl Cluster {
                             if self.fatal_stops
                                 && !matches!(
                                     reason,
-                                    StopReason::Removed | StopReason::RemovedReported { .. }
+                                    StopReason::Removed | StopReason::RemovalConfirmed
                                 ) =>
                         {
                             panic!("node {id} stopped: {reason}")
@@ -368,6 +372,17 @@ impl Cluster {
                 self.mute_once_committed = None;
             }
         }
+        if let Some((id, index, peers)) = &self.cut_once_committed {
+            let committed = self.nodes[id]
+                .node
+                .as_ref()
+                .is_none_or(|n| n.status().commit_index >= *index);
+            if committed {
+                let id = *id;
+                self.cut_links.extend(peers.iter().map(|&p| (id, p)));
+                self.cut_once_committed = None;
+            }
+        }
         let mut batch = std::mem::take(&mut self.net);
         // Reorder: a seeded shuffle.
         for i in (1..batch.len()).rev() {
@@ -377,7 +392,8 @@ impl Cluster {
         for (from, to, bytes, kind) in batch {
             let cut = self.isolated.contains(&from)
                 || self.isolated.contains(&to)
-                || self.muted.contains(&from);
+                || self.muted.contains(&from)
+                || self.cut_links.contains(&(from, to));
             let lost = self.loss > 0.0 && self.rng.chance(self.loss);
             let target_up = self.nodes.get(&to).is_some_and(|n| n.node.is_some());
             let delivered = !cut && !lost && target_up && {

@@ -70,10 +70,8 @@ fn flags_for(id: u64) -> StartFlags {
 fn boot_state(cfg: &NodeConfig, dir: &CrashDir) -> Result<Booted, String> {
     let flags = flags_for(cfg.id);
     let booted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        boot(cfg.clone(), &flags, &dir.list(), &mut |n| {
-            dir.read(n)
-                .map(|b| b.to_vec())
-                .ok_or_else(|| format!("{n}: missing"))
+        boot(cfg.clone(), &flags, &dir.list(), &mut |n, at, max| {
+            dir.read_at(n, at, max)
         })
     }))
     .map_err(|p| {

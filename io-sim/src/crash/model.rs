@@ -95,6 +95,12 @@ impl CrashDir {
         self.names.get(name).map(|i| self.inodes[i].data.as_slice())
     }
 
+    /// A [`raftkv_core::fileop::ReadAt`] read of what a process would see.
+    pub fn read_at(&self, name: &str, offset: u64, max_bytes: usize) -> Result<Vec<u8>, String> {
+        let file = self.read(name).ok_or_else(|| format!("{name}: missing"))?;
+        Ok(raftkv_core::fileop::slice_at(file, offset, max_bytes))
+    }
+
     fn ino(&self, name: &str) -> Result<u64, String> {
         self.names
             .get(name)

@@ -63,10 +63,8 @@ fn addr(id: u64) -> String {
 }
 
 fn boot_on(cfg: &NodeConfig, flags: &StartFlags, dir: &CrashDir) -> Node {
-    boot(cfg.clone(), flags, &dir.list(), &mut |n| {
-        dir.read(n)
-            .map(|b| b.to_vec())
-            .ok_or_else(|| format!("{n}: missing"))
+    boot(cfg.clone(), flags, &dir.list(), &mut |n, at, max| {
+        dir.read_at(n, at, max)
     })
     .unwrap_or_else(|e| panic!("workload boot: {e}"))
 }

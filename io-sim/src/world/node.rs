@@ -19,13 +19,11 @@ pub(super) async fn node_main(world: Arc<World>, id: u64) {
     }
     let booted = world.disks.with(id, |d| {
         let mut first_read = true;
-        boot(cfg, &flags, &d.list(), &mut |n| {
+        boot(cfg, &flags, &d.list(), &mut |n, at, max| {
             if unreadable && std::mem::take(&mut first_read) {
                 return Err("EIO: latent sector error".to_string());
             }
-            d.read(n)
-                .map(|b| b.to_vec())
-                .ok_or_else(|| "missing".to_string())
+            d.read_at(n, at, max)
         })
     });
     let mut node = match booted {
@@ -337,7 +335,7 @@ impl World {
             self.wiped.lock().unwrap().remove(&id);
         }
         match reason {
-            StopReason::Removed | StopReason::RemovedReported { .. } => {}
+            StopReason::Removed | StopReason::RemovalConfirmed => {}
             // The real shell exits on a disk error; so does this node, until restarted.
             StopReason::Disk { .. } => {
                 self.exited.lock().unwrap().insert(id);
@@ -389,7 +387,7 @@ impl World {
                     join: false,
                 };
                 let mut d = MemDir::new();
-                let mut n = boot(cfg.clone(), &solo, &[], &mut |_| Err("empty".into()))
+                let mut n = boot(cfg.clone(), &solo, &[], &mut |_, _, _| Err("empty".into()))
                     .expect("boot on an empty directory");
                 for a in n.drain() {
                     if let Action::Disk(job) = a {
@@ -411,10 +409,8 @@ impl World {
         if mistake == Mistake::ChangedCluster {
             wrong_flags.peers.insert(999, "sim://999".into());
         }
-        let r = boot(cfg.clone(), &wrong_flags, &dir.list(), &mut |n| {
-            dir.read(n)
-                .map(|b| b.to_vec())
-                .ok_or_else(|| "missing".to_string())
+        let r = boot(cfg.clone(), &wrong_flags, &dir.list(), &mut |n, at, max| {
+            dir.read_at(n, at, max)
         });
         let expected = match (&r, mistake) {
             (Err(BootError::StrangerPeers { .. }), Mistake::StaleDirectory) => true,
