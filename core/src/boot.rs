@@ -80,6 +80,8 @@ pub enum BootError {
     WrongNode { found: u64, flag: u64 },
     #[error("this data directory was created with another --cluster-token than the one given; start it with the token it was created with")]
     WrongToken,
+    #[error("this data directory holds a log but no {IDENTITY_FILE}, and the log is not one of this --cluster-token's: the identity file was deleted (or the directory was created, before identity files, with another --cluster-token). Restore {IDENTITY_FILE} from a backup, or replace the member (see README, \"Replacing a failed node\")")]
+    MissingIdentity,
     #[error("--cluster names members this data directory's cluster never had: {}. Its members are {}. If the directory is left from an earlier run (a single-node one, say), move it away and start again; to grow a running cluster, add members with POST /v1/members and start them with --join", list(.strangers), members_list(.members))]
     StrangerPeers {
         strangers: Vec<(u64, String)>,
@@ -146,7 +148,12 @@ pub fn boot(
                 incarnation: draw_incarnation(&cfg),
                 token_hash: token,
             };
-            let restored = restore(&cfg, flags, legacy, names, read)?;
+            // A log of another cluster id: not a format-1 directory of this token, but (far more
+            // likely) one whose identity file was deleted.
+            let restored = restore(&cfg, flags, legacy, names, read).map_err(|e| match e {
+                BootError::WrongToken => BootError::MissingIdentity,
+                e => e,
+            })?;
             legacy.write_ops(&mut first_ops);
             (legacy, BootKind::Upgraded { from_format: 1 }, restored)
         }

@@ -26,9 +26,9 @@ pub enum RecoveryError {
     Wal(#[from] WalError),
     #[error("cannot read {name}: {reason}")]
     Read { name: String, reason: String },
-    #[error("no usable snapshot and the WAL does not start at the beginning of the log: {0}")]
+    #[error("the WAL continues a snapshot, but no snapshot file it marks is usable ({0}): snapshot files were deleted or damaged. Restore the directory from a backup, or replace the member (see README, \"Replacing a failed node\")")]
     NoUsableSnapshot(String),
-    #[error("data directory has snapshot files but no WAL")]
+    #[error("the data directory has snapshot files but no WAL segment: the WAL was deleted, and with it the node's vote and the entries after its snapshot. Restore the directory from a backup, or replace the member (see README, \"Replacing a failed node\")")]
     SnapshotsWithoutWal,
     #[error("persisted commit {commit} is below snapshot index {snapshot_index}")]
     CommitBelowSnapshot { commit: u64, snapshot_index: u64 },

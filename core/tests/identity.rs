@@ -5,6 +5,8 @@ mod harness;
 
 use harness::{addr, Cluster};
 use raftkv_core::boot::{BootError, StartFlags};
+use raftkv_core::fileop::FileOp;
+use raftkv_core::identity::IDENTITY_FILE;
 use raftkv_core::memdir::{CrashKind, MemDir};
 use raftkv_core::node::{ClientOp, ClientReply, StopReason};
 use std::collections::BTreeMap;
@@ -121,6 +123,89 @@ fn an_old_copy_of_a_data_directory_stops_instead_of_panicking() {
     c.put("still", "works");
 }
 
+/// Two mistakes at once lose a committed write, and no node can tell at the time: one node is
+/// down, a second is restarted from an old copy of its directory while the third, the only one
+/// left holding the write, is down too; the two elect a leader without it. Returns the cluster
+/// once they have written more, and the holder, still down. With `same_term`, the old copy is
+/// from before the term the holder led, so the two elect their leader in that same term: the
+/// copy forgot its vote for the holder (what real processes showed).
+fn a_write_lost_by_two_mistakes(seed: u64, same_term: bool) -> (Cluster, u64) {
+    let mut c = Cluster::new(3, seed);
+    for i in 0..5 {
+        c.put(&format!("k{i}"), "v");
+    }
+    wait_recorded(&mut c, &[1, 2, 3]);
+    c.wait_converged(300);
+    let first = c.wait_leader();
+    let mut others = (1..=3).filter(|&i| i != first);
+    let (a, b) = (others.next().unwrap(), others.next().unwrap());
+    let (down, stale, holder, old_copy) = if same_term {
+        let old_copy = c.nodes[&b].dir.clone();
+        c.stop_node(first);
+        let holder = c.wait_leader();
+        let stale = if holder == a { b } else { a };
+        let old_copy = if stale == b {
+            old_copy
+        } else {
+            c.nodes[&a].dir.clone()
+        };
+        (first, stale, holder, old_copy)
+    } else {
+        let old_copy = c.nodes[&b].dir.clone();
+        c.stop_node(a);
+        (a, b, first, old_copy)
+    };
+    c.put("x", "committed on two");
+    c.run(20);
+    c.stop_node(holder);
+    c.stop_node(stale);
+    c.nodes.get_mut(&stale).unwrap().dir = old_copy;
+    c.restart(stale);
+    c.restart(down);
+    assert_eq!(
+        c.get("x"),
+        None,
+        "the two left elected a leader without the write"
+    );
+    c.put("y", "committed without x");
+    for i in 0..10 {
+        c.put(&format!("after{i}"), "v");
+    }
+    (c, holder)
+}
+
+/// When the holder of the lost write comes back, raft-rs would take the new leader's word
+/// (below its commit index, an append is answered as matched; an entry of the same index and
+/// term is taken for the same entry) and mix the two histories, serving the lost write beside
+/// ones the cluster applied instead. It stops with a reason, keeping its data for the operator.
+#[test]
+fn a_node_whose_history_the_leader_lacks_stops_instead_of_mixing_histories() {
+    let mut divergent = 0;
+    for (seed, same_term) in (9..17).flat_map(|seed| [(seed, false), (seed, true)]) {
+        let (mut c, holder) = a_write_lost_by_two_mistakes(seed, same_term);
+        c.fatal_stops = false;
+        c.restart(holder);
+        c.run_until(500, "the holder stops", |c| !c.is_up(holder));
+        let reason = stop_reason(&c, holder);
+        match &reason {
+            // Its committed entry and the leader's differ in term.
+            Some(StopReason::CommittedEntryConflict { .. }) => {}
+            // Same index and term, different entries: only the fingerprint tells.
+            Some(StopReason::DivergentLog { .. }) => divergent += 1,
+            other => panic!("seed {seed}, same term {same_term}: {other:?}"),
+        }
+        let msg = reason.unwrap().to_string();
+        assert!(msg.contains("rather than mix"), "says why: {msg}");
+        let kept = c.nodes[&holder].node.as_ref().unwrap().kv().get(b"x");
+        assert_eq!(kept, Some(&b"committed on two"[..]), "the holder keeps it");
+        assert_eq!(c.get("y").as_deref(), Some(&b"committed without x"[..]));
+    }
+    assert!(
+        divergent > 0,
+        "no world elected its second leader in the holder's term"
+    );
+}
+
 #[test]
 fn a_single_node_directory_is_refused_as_one_node_of_three() {
     let mut c = Cluster::new(1, 7);
@@ -172,6 +257,20 @@ fn swapped_directories_another_token_and_strangers_are_refused() {
     stranger.peers.insert(9, "http://127.0.0.1:1".into());
     let e = c.try_restart_with(1, stranger).map(|_| ()).unwrap_err();
     assert!(matches!(e, BootError::StrangerPeers { .. }), "{e}");
+    // A deleted identity file is named as such, not blamed on the token.
+    let kept = c.nodes[&1].dir.clone();
+    let dir = &mut c.nodes.get_mut(&1).unwrap().dir;
+    dir.apply(&FileOp::Remove {
+        name: IDENTITY_FILE.into(),
+    })
+    .unwrap();
+    let e = c
+        .try_restart_with(1, flags_of(&c, 1))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(e, BootError::MissingIdentity), "{e}");
+    assert!(e.to_string().contains("deleted"), "{e}");
+    c.nodes.get_mut(&1).unwrap().dir = kept;
     c.try_restart_with(1, flags_of(&c, 1)).unwrap();
     c.try_restart_with(2, flags_of(&c, 2)).unwrap();
     assert_eq!(c.get("a").as_deref(), Some(&b"1"[..]));

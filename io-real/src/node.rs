@@ -29,6 +29,14 @@ pub enum NodeError {
     /// A `--cluster` URL that is not `http://host:port`.
     #[error("{0}")]
     PeerUrl(String),
+    #[error("--cluster has an empty peer URL at position {id}: member ids are positions in the list, so every member needs its URL there")]
+    EmptyPeerUrl { id: u64 },
+    #[error("--cluster gives members {first} and {second} the same peer address ({url}): each member needs its own")]
+    DuplicatePeerUrl {
+        url: String,
+        first: u64,
+        second: u64,
+    },
     #[error("--id {id} is not a position in --cluster (1..={members})")]
     IdNotInCluster { id: u64, members: usize },
     #[error("--heartbeat-ticks must be smaller than --election-ticks")]
@@ -96,23 +104,41 @@ fn snapshot_chunk_bytes(max_frame_bytes: usize) -> usize {
 }
 
 /// Runs the node `args` describe until it is shut down (Ok) or stops (Ok if it was removed).
-pub fn run(args: RunArgs) -> Result<(), NodeError> {
-    let urls: Vec<String> = args
-        .cluster
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if urls.is_empty() {
+/// `--cluster`: the peer URL of each member, in id order (member i+1 is the i-th).
+fn parse_cluster(cluster: &str) -> Result<Vec<String>, NodeError> {
+    let mut urls: Vec<String> = cluster.split(',').map(|s| s.trim().to_string()).collect();
+    // A trailing comma is forgiven; an empty URL inside the list is not: ids are positions, and
+    // skipping it would give every later member the id of the one before.
+    if urls.len() > 1 && urls.last().is_some_and(String::is_empty) {
+        urls.pop();
+    }
+    if urls.iter().all(String::is_empty) {
         return Err(NodeError::NoPeers);
     }
+    if let Some(i) = urls.iter().position(String::is_empty) {
+        return Err(NodeError::EmptyPeerUrl { id: i as u64 + 1 });
+    }
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, u) in urls.iter().enumerate() {
+        let addr = cli::peer_socket_addr(u).map_err(NodeError::PeerUrl)?;
+        if let Some(&first) = seen.get(&addr) {
+            return Err(NodeError::DuplicatePeerUrl {
+                url: u.clone(),
+                first,
+                second: i as u64 + 1,
+            });
+        }
+        seen.insert(addr, i as u64 + 1);
+    }
+    Ok(urls)
+}
+
+pub fn run(args: RunArgs) -> Result<(), NodeError> {
+    let urls = parse_cluster(&args.cluster)?;
     if args.max_frame_bytes < MIN_FRAME_BYTES {
         return Err(NodeError::FrameTooSmall {
             got: args.max_frame_bytes,
         });
-    }
-    for u in &urls {
-        cli::peer_socket_addr(u).map_err(NodeError::PeerUrl)?;
     }
     if args.id == 0 || args.id as usize > urls.len() {
         return Err(NodeError::IdNotInCluster {
@@ -331,4 +357,32 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_list_with_a_gap_or_a_repeated_address_is_refused() {
+        let ok = parse_cluster("http://127.0.0.1:1, http://127.0.0.1:2,").unwrap();
+        assert_eq!(ok, ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert!(matches!(
+            parse_cluster("http://127.0.0.1:1,,http://127.0.0.1:3"),
+            Err(NodeError::EmptyPeerUrl { id: 2 })
+        ));
+        assert!(matches!(
+            parse_cluster("http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:1/"),
+            Err(NodeError::DuplicatePeerUrl {
+                first: 1,
+                second: 3,
+                ..
+            })
+        ));
+        assert!(matches!(parse_cluster(""), Err(NodeError::NoPeers)));
+        assert!(matches!(
+            parse_cluster("127.0.0.1:1"),
+            Err(NodeError::PeerUrl(_))
+        ));
+    }
 }

@@ -176,6 +176,8 @@ impl Server {
                             | PeerError::StaleIncarnation { .. }
                             | PeerError::OldIncarnation { .. }
                             | PeerError::CommitBeyondLog { .. }
+                            | PeerError::CommittedEntryConflict { .. }
+                            | PeerError::DivergentEntry { .. }
                             | PeerError::Stopped
                     );
                     if !routine {
@@ -430,6 +432,10 @@ impl Server {
                 %recorded,
                 %flag,
                 "started on a peer URL this data directory does not know; waiting for a member to reach it there"
+            ),
+            Event::StillWaitingToJoin { waited_ticks } => tracing::warn!(
+                waited_ticks,
+                "started with --join, and no member has reached this node yet: add it first on a member (POST /v1/members, or raftexample's POST /ID with its peer URL), with the peer URL its --cluster gives it; an id once removed is never let back"
             ),
             Event::PeerUrlConfirmed { url } => {
                 tracing::info!(%url, "a member reached this node at its new peer URL")

@@ -158,6 +158,11 @@ pub enum Event {
     PeerUrlConfirmed {
         url: String,
     },
+    /// Started with `--join`, and no member has reached it yet (repeated while that lasts): it
+    /// was not added first, or was added with another peer URL, or was removed.
+    StillWaitingToJoin {
+        waited_ticks: u64,
+    },
     /// The node stopped; no further input is processed.
     Stopped {
         #[serde(serialize_with = "display")]

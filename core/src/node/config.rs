@@ -85,6 +85,11 @@ pub(super) fn linger_ticks(cfg: &NodeConfig) -> u64 {
     10 * cfg.election_tick as u64
 }
 
+/// How often a joiner that no member has reached says it is still waiting.
+pub(super) fn join_wait_ticks(cfg: &NodeConfig) -> u64 {
+    10 * cfg.election_tick as u64
+}
+
 /// Ticks a request that finds no leader is held for one to be elected: the longest election
 /// timeout raft draws (`[election_tick, 2 * election_tick)`), so a follower that lost its leader
 /// has campaigned once before the request is answered `NoLeader`, and a client is never kept

@@ -40,6 +40,29 @@ pub enum StopReason {
         commit: u64,
         last_index: u64,
     },
+    #[error(
+        "leader {leader} holds an entry of term {leader_term} at index {index}, where this node \
+         committed one of term {term}: the cluster lost writes it had committed (members \
+         restarted from old copies of their data directories, or disks that lie about fsync), and \
+         this node holds some of them. It stops rather than mix the two histories. Its data \
+         directory keeps what the cluster lost: save it before replacing the member (see README, \
+         \"Replacing a failed node\")"
+    )]
+    CommittedEntryConflict {
+        leader: u64,
+        index: u64,
+        term: u64,
+        leader_term: u64,
+    },
+    #[error(
+        "leader {leader}'s entry at index {index} of term {term} is not this node's entry of that \
+         index and term: two leaders were elected in one term, which takes a member that forgot \
+         its vote (a data directory restarted from an old copy, or a disk that lies about fsync), \
+         and the two wrote different histories. It stops rather than mix them. Its data directory \
+         keeps what it holds: save it before replacing the member (see README, \"Replacing a \
+         failed node\")"
+    )]
+    DivergentLog { leader: u64, index: u64, term: u64 },
     #[error("the snapshot at index {index} from the leader does not decode")]
     BadSnapshotFromLeader { index: u64 },
     #[error(
@@ -71,7 +94,7 @@ pub enum NodeError {
 pub enum PeerError {
     #[error("undecodable frame: {0}")]
     Decode(#[from] DecodeError),
-    #[error("frame for cluster {0:#x}")]
+    #[error("frame from a node of another cluster ({0:#x}). A node added to a running cluster but started without --join bootstraps a cluster of its own: stop it, empty its data directory and start it with --join")]
     WrongCluster(u64),
     #[error("frame for node {0}")]
     WrongRecipient(u64),
@@ -83,6 +106,16 @@ pub enum PeerError {
     UnknownSender(u64),
     #[error("heartbeat commits {commit} beyond this node's last index {last_index}")]
     CommitBeyondLog { commit: u64, last_index: u64 },
+    #[error(
+        "the leader's log has term {leader_term} at index {index}, committed here with term {term}"
+    )]
+    CommittedEntryConflict {
+        index: u64,
+        term: u64,
+        leader_term: u64,
+    },
+    #[error("the leader's entry at index {index} of term {term} differs from this node's")]
+    DivergentEntry { index: u64, term: u64 },
     #[error("raft refused the message: {0}")]
     Raft(String),
     #[error("campaign deferred until the installed snapshot is durable")]

@@ -138,10 +138,15 @@ fn peer_verdict(env: &Envelope, v: &View<'_>) -> Verdict {
 }
 
 /// What this node knows that raft-rs is not told, for the checks on a raft message.
-pub(super) struct RaftView {
+pub(super) struct RaftView<'a> {
     /// A leader's snapshot is installed but not yet durable (`Node::snapshot_unpersisted`).
     pub snapshot_unpersisted: bool,
     pub last_index: u64,
+    /// raft's current term and commit index.
+    pub term: u64,
+    pub committed: u64,
+    /// The term of this node's entry at an index, where its log (or its snapshot) knows it.
+    pub term_at: &'a dyn Fn(u64) -> Option<u64>,
 }
 
 /// Why a raft message from an admitted peer is not stepped, if it is not.
@@ -157,11 +162,61 @@ pub(super) enum RaftCheck {
         stop: StopReason,
         error: PeerError,
     },
+    /// A leader's log disagrees with an entry this node committed. Raft rules it out (a leader
+    /// holds every committed entry), so the cluster lost committed writes: a quorum restarted
+    /// from stale copies, say, elected a leader without them. raft-rs would take the leader's
+    /// word below the commit index (an append below it is answered as matched, a snapshot at
+    /// or below it ignored) and mix this node's history with the leader's; it stops instead.
+    CommittedConflict {
+        stop: StopReason,
+        error: PeerError,
+    },
+}
+
+/// The first (index, this node's term, the leader's term) at or below the commit index where
+/// an append or a snapshot from a leader of the current term or a later one disagrees with
+/// this node's log. An older leader's message may disagree honestly (what it sent was never
+/// committed) and raft-rs drops it for its term.
+fn committed_conflict(m: &Message, v: &RaftView<'_>) -> Option<(u64, u64, u64)> {
+    if m.term < v.term {
+        return None;
+    }
+    let disagrees = |index: u64, leader_term: u64| {
+        (index <= v.committed && index > 0)
+            .then(|| (v.term_at)(index))
+            .flatten()
+            .filter(|&term| term != 0 && term != leader_term)
+            .map(|term| (index, term, leader_term))
+    };
+    match m.get_msg_type() {
+        MessageType::MsgAppend => disagrees(m.index, m.log_term)
+            .or_else(|| m.entries.iter().find_map(|e| disagrees(e.index, e.term))),
+        MessageType::MsgSnapshot => {
+            let meta = m.get_snapshot().get_metadata();
+            disagrees(meta.index, meta.term)
+        }
+        _ => None,
+    }
 }
 
 /// The check on raft message `m` from `from`.
-pub(super) fn check_raft(from: u64, m: &Message, v: &RaftView) -> RaftCheck {
+pub(super) fn check_raft(from: u64, m: &Message, v: &RaftView<'_>) -> RaftCheck {
     let (commit, last_index) = (m.commit, v.last_index);
+    if let Some((index, term, leader_term)) = committed_conflict(m, v) {
+        return RaftCheck::CommittedConflict {
+            stop: StopReason::CommittedEntryConflict {
+                leader: from,
+                index,
+                term,
+                leader_term,
+            },
+            error: PeerError::CommittedEntryConflict {
+                index,
+                term,
+                leader_term,
+            },
+        };
+    }
     match m.get_msg_type() {
         MessageType::MsgTimeoutNow if v.snapshot_unpersisted => RaftCheck::CampaignDeferred,
         MessageType::MsgHeartbeat if commit > last_index => RaftCheck::CommitBeyondLog {
@@ -276,5 +331,64 @@ mod tests {
                 },
             }
         );
+    }
+
+    #[test]
+    fn a_leader_that_disagrees_below_the_commit_index_is_a_conflict_an_old_one_is_not() {
+        // This node: entries 1..=10 of term 2, committed to 8, in term 3.
+        let term_at = |i: u64| (1..=10).contains(&i).then_some(2);
+        let v = RaftView {
+            snapshot_unpersisted: false,
+            last_index: 10,
+            term: 3,
+            committed: 8,
+            term_at: &term_at,
+        };
+        let append = |term: u64, index: u64, log_term: u64, entries: &[(u64, u64)]| {
+            let mut m = Message::default();
+            m.set_msg_type(MessageType::MsgAppend);
+            m.term = term;
+            m.index = index;
+            m.log_term = log_term;
+            m.entries = entries
+                .iter()
+                .map(|&(index, term)| raft::eraftpb::Entry {
+                    index,
+                    term,
+                    ..Default::default()
+                })
+                .collect();
+            m
+        };
+        let conflict =
+            |m: &Message| matches!(check_raft(7, m, &v), RaftCheck::CommittedConflict { .. });
+        assert!(
+            conflict(&append(3, 5, 4, &[])),
+            "the previous entry disagrees"
+        );
+        assert!(
+            conflict(&append(4, 4, 2, &[(5, 2), (6, 4)])),
+            "an entry disagrees"
+        );
+        assert!(
+            !conflict(&append(2, 5, 1, &[])),
+            "a leader of an older term"
+        );
+        assert!(
+            !conflict(&append(3, 8, 2, &[(9, 3), (10, 3)])),
+            "above the commit: raft's to repair"
+        );
+        assert!(!conflict(&append(3, 20, 3, &[])), "beyond the log: unknown");
+        let mut snap = Message::default();
+        snap.set_msg_type(MessageType::MsgSnapshot);
+        snap.term = 3;
+        snap.mut_snapshot().mut_metadata().index = 6;
+        snap.mut_snapshot().mut_metadata().term = 3;
+        assert!(
+            conflict(&snap),
+            "a snapshot at or below the commit that disagrees"
+        );
+        snap.mut_snapshot().mut_metadata().term = 2;
+        assert!(!conflict(&snap));
     }
 }

@@ -61,6 +61,7 @@ mod election;
 mod errors;
 mod forwards_seen;
 mod frames;
+mod log_matching;
 mod membership;
 mod outbox;
 mod peers;
@@ -352,6 +353,15 @@ impl Node {
         if let Some(reason) = self.membership.stop_due(&self.cfg, self.now_tick) {
             return self.stop(reason);
         }
+        if self.identity.cluster_id == UNKNOWN_CLUSTER
+            && self
+                .now_tick
+                .is_multiple_of(config::join_wait_ticks(&self.cfg))
+        {
+            self.out.event(Event::StillWaitingToJoin {
+                waited_ticks: self.now_tick,
+            });
+        }
         self.fix_election_timeout();
         if !self.snapshot_unpersisted() {
             self.raw.tick();
@@ -446,17 +456,35 @@ impl Node {
             self.out.events(confirmed);
         }
         match env.body {
-            msgcodec::Body::Raft(m) => {
+            msgcodec::Body::Raft(mut m) => {
                 if member {
                     self.membership.counted_on(self.now_tick);
                 }
+                if let Err(index) = log_matching::check(&mut m, &self.raw.raft.raft_log) {
+                    let term = m.log_term;
+                    self.stop(StopReason::DivergentLog {
+                        leader: env.from,
+                        index,
+                        term,
+                    });
+                    return Err(PeerError::DivergentEntry { index, term });
+                }
+                let log = &self.raw.raft.raft_log;
+                let term_at = |index: u64| log.term(index).ok();
                 let view = frames::RaftView {
                     snapshot_unpersisted: self.snapshot_unpersisted(),
-                    last_index: self.raw.raft.raft_log.last_index(),
+                    last_index: log.last_index(),
+                    term: self.raw.raft.term,
+                    committed: log.committed,
+                    term_at: &term_at,
                 };
                 match frames::check_raft(env.from, &m, &view) {
                     RaftCheck::Step => self.step_raft(env.from, m),
                     RaftCheck::CampaignDeferred => Err(PeerError::CampaignDeferred),
+                    RaftCheck::CommittedConflict { stop, error } => {
+                        self.stop(stop);
+                        Err(error)
+                    }
                     RaftCheck::CommitBeyondLog { stop, error } => {
                         self.stop(stop);
                         Err(error)
@@ -1007,6 +1035,7 @@ impl Node {
             let repair = raft_rs_guard::repair_batched_append(&mut m, |i| log.term(i).ok());
             self.out.events(repair.event(m.to));
         }
+        log_matching::stamp(&mut m, &self.raw.raft.raft_log);
         if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
             return self.start_snapshot_send(m);
         }

@@ -360,7 +360,9 @@ impl World {
             StopReason::NotRecognized { .. } => {
                 self.violation(Checker::Identity, format!("node {id}: {reason}"))
             }
-            StopReason::LogBehindLeader { .. } => {
+            StopReason::LogBehindLeader { .. }
+            | StopReason::CommittedEntryConflict { .. }
+            | StopReason::DivergentLog { .. } => {
                 self.violation(Checker::DurableState, format!("node {id}: {reason}"))
             }
             StopReason::BadSnapshotFromLeader { .. } | StopReason::PeerUrlNotConfirmed { .. } => {
