@@ -94,6 +94,12 @@ pub enum BootError {
         id: u64,
         members: BTreeMap<u64, String>,
     },
+    #[error("--cluster gives members {first} and {second} the same peer URL ({url}) in a new cluster: each member needs its own")]
+    SharedPeerUrl {
+        url: String,
+        first: u64,
+        second: u64,
+    },
     #[error("the data directory cannot be recovered: {0}")]
     Recovery(#[from] RecoveryError),
     #[error("cannot start: {0}")]
@@ -166,6 +172,9 @@ pub fn boot(
                     members: flags.peers.clone(),
                 });
             }
+            if !flags.join {
+                refuse_shared_urls(&flags.peers)?;
+            }
             let id = Identity {
                 format_version: DATA_DIR_FORMAT,
                 cluster_id: if flags.join {
@@ -204,6 +213,22 @@ pub fn boot(
         incarnation: identity.incarnation,
     });
     Ok(node)
+}
+
+/// The initial members of a new cluster each need their own peer URL.
+fn refuse_shared_urls(peers: &BTreeMap<u64, String>) -> Result<(), BootError> {
+    let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
+    for (&id, url) in peers {
+        if let Some(&first) = seen.get(url.trim_end_matches('/')) {
+            return Err(BootError::SharedPeerUrl {
+                url: url.clone(),
+                first,
+                second: id,
+            });
+        }
+        seen.insert(url.trim_end_matches('/'), id);
+    }
+    Ok(())
 }
 
 fn draw_incarnation(cfg: &NodeConfig) -> u64 {

@@ -204,16 +204,22 @@ pub fn recover(
             on_disk.push(((*name).clone(), *term, *index));
             continue;
         }
+        // The log must continue the snapshot before its state is worth decoding (the name's
+        // index is checked against the file's own as it loads).
+        let ents = match wal.entries_after(*index) {
+            Ok(ents) => ents,
+            Err(e) => {
+                last_error = e.to_string();
+                continue;
+            }
+        };
         match load_snapshot(name, read) {
-            Ok((meta, kv, file_bytes)) => match wal.entries_after(meta.index) {
-                Ok(ents) => {
-                    chosen_file_bytes = file_bytes;
-                    on_disk.push(((*name).clone(), *term, *index));
-                    entries = Some(ents);
-                    chosen = Some((meta, kv));
-                }
-                Err(e) => last_error = e.to_string(),
-            },
+            Ok((meta, kv, file_bytes)) => {
+                chosen_file_bytes = file_bytes;
+                on_disk.push(((*name).clone(), *term, *index));
+                entries = Some(ents);
+                chosen = Some((meta, kv));
+            }
             Err(LoadFailure::Corrupt(e)) => {
                 ops.push(FileOp::Rename {
                     from: (*name).clone(),

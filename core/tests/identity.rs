@@ -253,6 +253,25 @@ fn swapped_directories_another_token_and_strangers_are_refused() {
     };
     let e = c.try_restart_with(1, other_token).map(|_| ()).unwrap_err();
     assert!(matches!(e, BootError::WrongToken), "{e}");
+    let mut c2 = Cluster::new(1, 3);
+    c2.stop_node(1);
+    c2.nodes.get_mut(&1).unwrap().dir = MemDir::new();
+    let shared = StartFlags {
+        peers: [(1, addr(1)), (2, addr(2)), (3, format!("{}/", addr(1)))].into(),
+        ..flags_of(&c2, 1)
+    };
+    let e = c2.try_restart_with(1, shared).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BootError::SharedPeerUrl {
+                first: 1,
+                second: 3,
+                ..
+            }
+        ),
+        "a new cluster whose members share a URL: {e}"
+    );
     let mut stranger = flags_of(&c, 1);
     stranger.peers.insert(9, "http://127.0.0.1:1".into());
     let e = c.try_restart_with(1, stranger).map(|_| ()).unwrap_err();

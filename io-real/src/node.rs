@@ -31,12 +31,6 @@ pub enum NodeError {
     PeerUrl(String),
     #[error("--cluster has an empty peer URL at position {id}: member ids are positions in the list, so every member needs its URL there")]
     EmptyPeerUrl { id: u64 },
-    #[error("--cluster gives members {first} and {second} the same peer address ({url}): each member needs its own")]
-    DuplicatePeerUrl {
-        url: String,
-        first: u64,
-        second: u64,
-    },
     #[error("--id {id} is not a position in --cluster (1..={members})")]
     IdNotInCluster { id: u64, members: usize },
     #[error("--heartbeat-ticks must be smaller than --election-ticks")]
@@ -118,17 +112,10 @@ fn parse_cluster(cluster: &str) -> Result<Vec<String>, NodeError> {
     if let Some(i) = urls.iter().position(String::is_empty) {
         return Err(NodeError::EmptyPeerUrl { id: i as u64 + 1 });
     }
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    for (i, u) in urls.iter().enumerate() {
-        let addr = cli::peer_socket_addr(u).map_err(NodeError::PeerUrl)?;
-        if let Some(&first) = seen.get(&addr) {
-            return Err(NodeError::DuplicatePeerUrl {
-                url: u.clone(),
-                first,
-                second: i as u64 + 1,
-            });
-        }
-        seen.insert(addr, i as u64 + 1);
+    // A repeated URL is checked by boot, which knows whether the list bootstraps a cluster (a
+    // replacement may reuse the address of a removed member whose position it must still fill).
+    for u in &urls {
+        cli::peer_socket_addr(u).map_err(NodeError::PeerUrl)?;
     }
     Ok(urls)
 }
@@ -364,20 +351,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cluster_list_with_a_gap_or_a_repeated_address_is_refused() {
+    fn a_cluster_list_with_a_gap_is_refused() {
         let ok = parse_cluster("http://127.0.0.1:1, http://127.0.0.1:2,").unwrap();
         assert_eq!(ok, ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
         assert!(matches!(
             parse_cluster("http://127.0.0.1:1,,http://127.0.0.1:3"),
             Err(NodeError::EmptyPeerUrl { id: 2 })
-        ));
-        assert!(matches!(
-            parse_cluster("http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:1/"),
-            Err(NodeError::DuplicatePeerUrl {
-                first: 1,
-                second: 3,
-                ..
-            })
         ));
         assert!(matches!(parse_cluster(""), Err(NodeError::NoPeers)));
         assert!(matches!(

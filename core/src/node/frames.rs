@@ -181,8 +181,10 @@ fn committed_conflict(m: &Message, v: &RaftView<'_>) -> Option<(u64, u64, u64)> 
     if m.term < v.term {
         return None;
     }
+    // A leader term of 0 is not a term but "unknown" (raft-rs's `term()` out of range, which the
+    // batch-append repair can put in a message whose log moved on before it was sent).
     let disagrees = |index: u64, leader_term: u64| {
-        (index <= v.committed && index > 0)
+        (index <= v.committed && index > 0 && leader_term != 0)
             .then(|| (v.term_at)(index))
             .flatten()
             .filter(|&term| term != 0 && term != leader_term)
@@ -379,6 +381,10 @@ mod tests {
             "above the commit: raft's to repair"
         );
         assert!(!conflict(&append(3, 20, 3, &[])), "beyond the log: unknown");
+        assert!(
+            !conflict(&append(3, 5, 0, &[])),
+            "the leader's term unknown"
+        );
         let mut snap = Message::default();
         snap.set_msg_type(MessageType::MsgSnapshot);
         snap.term = 3;

@@ -6,7 +6,7 @@
 //!
 //! Invariants (asserted, in release builds too):
 //! - the URL is set once, at start, and a changed one waits a deadline in the future;
-//! - once removed, a node stays removed; the voters it waits to hear from only shrink.
+//! - once removed, a node stays removed; the voters it may be counted by only grow.
 //!
 //! The rules refuse (a `RejectReason`, the client's 409), never assert: their inputs are requests.
 
@@ -33,9 +33,11 @@ struct UrlChange {
 struct Removal {
     /// The last tick a member counted on this node (sent it a raft message), or the removal's.
     needed_at_tick: u64,
-    /// Voters of the configuration it was removed from (itself apart) that have not reported
-    /// the removal applied.
-    unconfirmed: BTreeSet<u64>,
+    /// Voters of the configurations it knew once removed (itself apart): every one of them may
+    /// count it.
+    voters: BTreeSet<u64>,
+    /// Those that reported the removal applied.
+    reported: BTreeSet<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -109,14 +111,15 @@ impl Membership {
     /// the commit; it still votes in the old configuration, so its peers elect a leader that
     /// commits the removal. While it lingers it serves no request and proposes nothing.
     pub(super) fn removed(&mut self, now_tick: u64, voters: BTreeSet<u64>) {
-        if self.removal.is_none() {
-            self.removal = Some(Removal {
-                needed_at_tick: now_tick,
-                unconfirmed: voters,
-            });
-        }
-        let r = self.removal.as_ref().expect("just set");
+        // Told of its removal before applying it, it knew an older configuration: the one it
+        // applies later may name voters that one did not.
+        let r = self.removal.get_or_insert_with(|| Removal {
+            needed_at_tick: now_tick,
+            voters: BTreeSet::new(),
+            reported: BTreeSet::new(),
+        });
         assert!(r.needed_at_tick <= now_tick, "removed in the future");
+        r.voters.extend(voters);
     }
 
     /// Member `by` reports that it applied this node's removal. True the first time this node
@@ -130,7 +133,7 @@ impl Membership {
         let first = self.removal.is_none();
         self.removed(now_tick, voters);
         let r = self.removal.as_mut().expect("removed");
-        r.unconfirmed.remove(&by);
+        r.reported.insert(by);
         first
     }
 
@@ -149,7 +152,7 @@ impl Membership {
     /// member confirmed its changed peer URL in time.
     pub(super) fn stop_due(&self, cfg: &NodeConfig, now_tick: u64) -> Option<StopReason> {
         if let Some(r) = &self.removal {
-            if r.unconfirmed.is_empty() {
+            if r.voters.is_subset(&r.reported) {
                 return Some(StopReason::RemovalConfirmed);
             }
             if r.needed_at_tick + linger_ticks(cfg) <= now_tick {

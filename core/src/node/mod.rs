@@ -469,16 +469,7 @@ impl Node {
                     });
                     return Err(PeerError::DivergentEntry { index, term });
                 }
-                let log = &self.raw.raft.raft_log;
-                let term_at = |index: u64| log.term(index).ok();
-                let view = frames::RaftView {
-                    snapshot_unpersisted: self.snapshot_unpersisted(),
-                    last_index: log.last_index(),
-                    term: self.raw.raft.term,
-                    committed: log.committed,
-                    term_at: &term_at,
-                };
-                match frames::check_raft(env.from, &m, &view) {
+                match self.check_raft(env.from, &m) {
                     RaftCheck::Step => self.step_raft(env.from, m),
                     RaftCheck::CampaignDeferred => Err(PeerError::CampaignDeferred),
                     RaftCheck::CommittedConflict { stop, error } => {
@@ -979,7 +970,20 @@ impl Node {
         }
     }
 
-    /// This node's routing header for outgoing frames.
+    /// What `frames::check_raft` says of raft message `m` from `from`.
+    fn check_raft(&self, from: u64, m: &Message) -> RaftCheck {
+        let log = &self.raw.raft.raft_log;
+        let term_at = |index: u64| log.term(index).ok();
+        let view = frames::RaftView {
+            snapshot_unpersisted: self.snapshot_unpersisted(),
+            last_index: log.last_index(),
+            term: self.raw.raft.term,
+            committed: log.committed,
+            term_at: &term_at,
+        };
+        frames::check_raft(from, m, &view)
+    }
+
     /// The voters of raft's configuration, this node apart.
     fn other_voters(&self) -> std::collections::BTreeSet<u64> {
         let me = self.cfg.id;
@@ -994,6 +998,7 @@ impl Node {
             .collect()
     }
 
+    /// This node's routing header for outgoing frames.
     fn sender(&self) -> msgcodec::Sender<'_> {
         msgcodec::Sender {
             cluster_id: self.identity.cluster_id,
@@ -1132,6 +1137,10 @@ impl Node {
             let frame = msgcodec::encode_ack(&self.sender(), to, transfers::stale_term_ack(key));
             self.push_send(from, FrameKind::Other, frame);
             return Err(PeerError::Raft("snapshot chunk from an older term".into()));
+        }
+        if let RaftCheck::CommittedConflict { stop, error } = self.check_raft(from, &message) {
+            self.stop(stop);
+            return Err(error);
         }
         let committed = self.raw.raft.raft_log.committed;
         let chunk = self.transfers.on_chunk(
@@ -1358,7 +1367,9 @@ impl Node {
                 self.finish_proposal(e.index, e.term, Ok(ClientReply::Members(members)));
                 if matches!(change, MemberChange::Remove { id } if id == self.cfg.id) {
                     // It lingers as a voter before it stops (see `Membership::removed`).
-                    self.out.event(Event::RemovedFromCluster);
+                    if !self.membership.is_removed() {
+                        self.out.event(Event::RemovedFromCluster);
+                    }
                     let voters = self.other_voters();
                     self.membership.removed(self.now_tick, voters);
                 }

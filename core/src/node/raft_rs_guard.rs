@@ -60,7 +60,8 @@ pub(super) fn repair_batched_append(
         return Repair::None;
     }
     let prev = first - 1;
-    match term_of(prev) {
+    // raft-rs answers 0 for an index outside the log: not a term.
+    match term_of(prev).filter(|&t| t != 0) {
         Some(term) => {
             let from = m.index;
             m.index = prev;
