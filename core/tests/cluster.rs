@@ -694,13 +694,9 @@ fn readiness_names_the_check_that_fails() {
     assert_eq!(failing(&c, survivor), Some(Check::Running));
 }
 
-/// A leader that removes itself knows, alone, that the removal is committed. Stopping at once,
-/// it left its peers with the removal uncommitted: they kept the old configuration, which
-/// counts it, and with one more member lost they could never elect again (the simulator found
-/// it, seed 896). It steps down with heartbeats that carry the commit instead.
-#[test]
-fn a_removed_leader_leaves_its_peers_able_to_elect_after_one_more_failure() {
-    let mut c = Cluster::with_config(3, 21, |_| {});
+/// Three voters grown to four (node 4 joins), converged.
+fn four_voters(seed: u64) -> Cluster {
+    let mut c = Cluster::with_config(3, seed, |_| {});
     c.put("before", "1");
     let leader = c.wait_leader();
     let h = c.submit(
@@ -712,9 +708,19 @@ fn a_removed_leader_leaves_its_peers_able_to_elect_after_one_more_failure() {
         None,
     );
     assert!(matches!(c.wait_reply(h), Ok(ClientReply::Members(m)) if m.contains_key(&4)));
-    c.start_joiner(4, 21, |_| {});
+    c.start_joiner(4, seed, |_| {});
     c.wait_converged(500);
     assert_eq!(c.node(4).members().len(), 4);
+    c
+}
+
+/// A leader that removes itself knows, alone, that the removal is committed. Stopping at once,
+/// it left its peers with the removal uncommitted: they kept the old configuration, which
+/// counts it, and with one more member lost they could never elect again (the simulator found
+/// it, seed 896). It steps down with heartbeats that carry the commit instead.
+#[test]
+fn a_removed_leader_leaves_its_peers_able_to_elect_after_one_more_failure() {
+    let mut c = four_voters(21);
 
     let leader = c.wait_leader();
     let h = c.submit(leader, ClientOp::RemoveNode { id: leader }, None);
@@ -755,20 +761,7 @@ fn a_removed_leader_leaves_its_peers_able_to_elect_after_one_more_failure() {
 /// lingers and votes while they count on it.
 #[test]
 fn a_removed_member_told_by_one_member_still_votes_for_those_that_count_it() {
-    let mut c = Cluster::with_config(3, 23, |_| {});
-    c.put("before", "1");
-    let leader = c.wait_leader();
-    let h = c.submit(
-        leader,
-        ClientOp::AddNode {
-            id: 4,
-            addr: harness::addr(4),
-        },
-        None,
-    );
-    assert!(matches!(c.wait_reply(h), Ok(ClientReply::Members(m)) if m.contains_key(&4)));
-    c.start_joiner(4, 23, |_| {});
-    c.wait_converged(500);
+    let mut c = four_voters(23);
 
     let leader = c.wait_leader();
     let ids = [1, 2, 3, 4];
