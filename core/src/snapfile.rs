@@ -413,28 +413,6 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, SnapFileError> {
     })
 }
 
-/// [`decode_named`] of a file read into `bytes`, its payload kept in place (no copy): recovery
-/// holds one copy of the newest snapshot, not two.
-pub fn decode_named_owned(name: &str, mut bytes: Vec<u8>) -> Result<SnapshotFile, SnapFileError> {
-    let mut d = StreamDecoder::default();
-    let mut data_len = 0usize;
-    d.feed(&bytes, &mut |p: &[u8]| {
-        data_len += p.len();
-        Ok::<(), std::convert::Infallible>(())
-    })
-    .map_err(|e| match e {
-        StreamError::File(e) => e,
-        StreamError::Payload(never) => match never {},
-    })?;
-    let meta = d.finish()?;
-    check_name(name, &meta)?;
-    // The payload is everything between the head and the 8-byte trailer.
-    let head = bytes.len() - 8 - data_len;
-    bytes.truncate(bytes.len() - 8);
-    bytes.drain(..head);
-    Ok(SnapshotFile { meta, data: bytes })
-}
-
 /// Checks that a file's metadata agrees with its name (`snap-{term}-{index}`).
 pub fn check_name(name: &str, meta: &SnapshotMeta) -> Result<(), SnapFileError> {
     if let Some((name_term, name_index)) = parse_name(name) {
@@ -512,12 +490,12 @@ mod tests {
             assert_eq!(data, file.data);
         }
         let name = file_name(3, 9);
-        assert_eq!(decode_named_owned(&name, whole.clone()), Ok(file.clone()));
+        assert_eq!(decode_named(&name, &whole), Ok(file.clone()));
         let mut bad = whole.clone();
         bad[30] ^= 1;
-        assert!(decode_named_owned(&name, bad).is_err());
+        assert!(decode_named(&name, &bad).is_err());
         assert!(matches!(
-            decode_named_owned(&file_name(3, 10), whole),
+            decode_named(&file_name(3, 10), &whole),
             Err(SnapFileError::NameMismatch { .. })
         ));
     }
