@@ -20,11 +20,16 @@ pub fn entry_to_rec(e: &Entry) -> EntryRec {
 }
 
 pub fn rec_to_entry(r: &EntryRec) -> Entry {
+    rec_into_entry(r.clone())
+}
+
+/// [`rec_to_entry`] that moves the bytes instead of copying them.
+pub fn rec_into_entry(r: EntryRec) -> Entry {
     let mut e = Entry {
         index: r.index,
         term: r.term,
-        data: r.data.clone().into(),
-        context: r.context.clone().into(),
+        data: r.data.into(),
+        context: r.context.into(),
         ..Default::default()
     };
     e.set_entry_type(match r.kind {

@@ -8,15 +8,18 @@
 //! truncating a torn tail, setting aside broken snapshots, removing temp files and snapshot
 //! files that never got their WAL marker (a crash between the two writes).
 //!
-//! The snapshot file is read in pieces and the state machine decoded as they pass, while the
-//! file's checksum is verified, so a restart holds the state and never the file beside it.
+//! Every file is read in pieces (`LOAD_PIECE_BYTES`): the snapshot's state machine is decoded
+//! as its pieces pass, while the file's checksum is verified, and the WAL's segments are read one
+//! at a time, frame by frame. The entries to replay are then moved out of the WAL's records, so a
+//! restart holds the state and each entry once, never a file beside them (segments are
+//! preallocated, and a young one is mostly zeros).
 
-use crate::fileop::{read_whole, FileOp, ReadAt};
+use crate::fileop::{FileOp, ReadAt};
 use crate::kv::{KvError, KvState};
 use crate::snapfile::{self, SnapFileError, SnapshotMeta, StreamError, BROKEN_SUFFIX};
 use crate::wal::{
-    read_segments, ConfStateRec, EntryRec, HardStateRec, SegmentName, TornTail, WalContents,
-    WalError, WalIdentity,
+    read_segments_at, ConfStateRec, EntryRec, HardStateRec, ReadSegmentsError, SegmentName,
+    TornTail, WalContents, WalError, WalIdentity,
 };
 use thiserror::Error;
 
@@ -66,6 +69,8 @@ pub struct Recovered {
     pub entries: Vec<EntryRec>,
     /// ConfState as of the snapshot (later conf changes are re-applied from `entries`).
     pub conf_state: ConfStateRec,
+    /// The WAL as read, for resuming it: its entries' bytes moved to `entries`, and of each run
+    /// of entries only the last kept (`WalContents::take_entries`).
     pub wal: WalContents,
     /// Durable snapshot files with a WAL marker, (name, term, index), including the chosen one.
     pub snapshots_on_disk: Vec<(String, u64, u64)>,
@@ -124,6 +129,17 @@ fn load_snapshot(
     Ok((meta, kv, offset))
 }
 
+fn read_wal(
+    names: &[String],
+    read: &mut ReadAt<'_>,
+    needed_above: u64,
+) -> Result<WalContents, RecoveryError> {
+    read_segments_at(names, read, LOAD_PIECE_BYTES, needed_above).map_err(|e| match e {
+        ReadSegmentsError::Wal(e) => RecoveryError::Wal(e),
+        ReadSegmentsError::Read { name, reason } => RecoveryError::Read { name, reason },
+    })
+}
+
 /// Recovers from a directory listing, reading files through `read`. `Ok(None)` means the
 /// directory holds no WAL and no snapshot: a fresh node.
 pub fn recover(
@@ -133,23 +149,19 @@ pub fn recover(
 ) -> Result<Option<Recovered>, RecoveryError> {
     let mut ops = Vec::new();
     let mut report = RecoveryReport::default();
-    let mut segment_files = Vec::new();
+    let mut segment_names = Vec::new();
     let mut snap_names: Vec<(u64, u64, &String)> = Vec::new();
     for name in names {
         if name.ends_with(snapfile::TEMP_SUFFIX) {
             ops.push(FileOp::Remove { name: name.clone() });
             report.removed_temp_files.push(name.clone());
         } else if SegmentName::parse(name).is_some() {
-            let bytes = read_whole(read, name).map_err(|reason| RecoveryError::Read {
-                name: name.clone(),
-                reason,
-            })?;
-            segment_files.push((name.clone(), bytes));
+            segment_names.push(name.clone());
         } else if let Some((term, index)) = snapfile::parse_name(name) {
             snap_names.push((index, term, name));
         }
     }
-    if segment_files.is_empty() {
+    if segment_names.is_empty() {
         if snap_names.is_empty() {
             if !ops.is_empty() {
                 ops.push(FileOp::SyncDir);
@@ -158,8 +170,15 @@ pub fn recover(
         }
         return Err(RecoveryError::SnapshotsWithoutWal);
     }
-    let wal = read_segments(&segment_files)?;
-    drop(segment_files);
+    // Only entries after a snapshot can be replayed, so those at or below the oldest snapshot
+    // file are read without their bytes; if no snapshot turns out usable, the WAL is read again
+    // whole below.
+    let needed_above = snap_names
+        .iter()
+        .map(|(index, _, _)| *index)
+        .min()
+        .unwrap_or(0);
+    let mut wal = read_wal(&segment_names, read, needed_above)?;
     let h = &wal.header;
     // A joining node's WAL is created before it learns its cluster's id (identity.rs): an
     // unknown cluster id in the WAL defers to the identity file.
@@ -206,7 +225,7 @@ pub fn recover(
         }
         // The log must continue the snapshot before its state is worth decoding (the name's
         // index is checked against the file's own as it loads).
-        let ents = match wal.entries_after(*index) {
+        let ents = match wal.entry_positions_after(*index) {
             Ok(ents) => ents,
             Err(e) => {
                 last_error = e.to_string();
@@ -246,8 +265,11 @@ pub fn recover(
         Some(e) => e,
         None => {
             // No snapshot: the log must be replayable from its very beginning.
+            if needed_above > 0 {
+                wal = read_wal(&segment_names, read, 0)?;
+            }
             let starts_at_one = wal.segments.first().is_some_and(|s| s.1 == 0);
-            match wal.entries_after(0) {
+            match wal.entry_positions_after(0) {
                 Ok(e) if starts_at_one => e,
                 Ok(_) => return Err(RecoveryError::NoUsableSnapshot(last_error)),
                 Err(e) => {
@@ -258,6 +280,7 @@ pub fn recover(
             }
         }
     };
+    let entries = wal.take_entries(&entries);
     let snap_index = chosen.as_ref().map_or(0, |(meta, _)| meta.index);
     hard_state.commit = hard_state.commit.max(snap_index);
     if hard_state.commit < snap_index {

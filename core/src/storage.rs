@@ -110,21 +110,42 @@ impl NodeStorage {
     /// Appends entries, replacing any conflicting suffix.
     pub fn append(&mut self, ents: &[Entry]) {
         let Some(first) = ents.first() else { return };
+        self.truncate_for(first.index);
+        self.entries.extend_from_slice(ents);
+        self.check_contiguous();
+    }
+
+    /// [`Self::append`] of entries the caller gives up (a restart's log, moved not copied).
+    pub fn append_owned(&mut self, ents: Vec<Entry>) {
+        let Some(first) = ents.first() else { return };
+        self.truncate_for(first.index);
+        if self.entries.is_empty() {
+            self.entries = ents;
+        } else {
+            self.entries.extend(ents);
+        }
+        self.check_contiguous();
+    }
+
+    /// Drops the suffix an append starting at `first_index` replaces.
+    fn truncate_for(&mut self, first_index: u64) {
         assert!(
-            first.index > self.compacted_index,
+            first_index > self.compacted_index,
             "append {} at or below compaction point {}",
-            first.index,
+            first_index,
             self.compacted_index
         );
         assert!(
-            first.index <= self.last_index() + 1,
+            first_index <= self.last_index() + 1,
             "gap: append {} after {}",
-            first.index,
+            first_index,
             self.last_index()
         );
         self.entries
-            .truncate((first.index - self.compacted_index - 1) as usize);
-        self.entries.extend_from_slice(ents);
+            .truncate((first_index - self.compacted_index - 1) as usize);
+    }
+
+    fn check_contiguous(&self) {
         debug_assert!(self
             .entries
             .windows(2)

@@ -547,3 +547,82 @@ fn an_intact_snapshot_whose_state_does_not_decode_is_refused_not_set_aside() {
         other => panic!("expected an undecodable snapshot, got {other:?}"),
     }
 }
+
+#[test]
+fn the_wal_is_read_in_pieces_each_segment_once_and_each_entry_held_once() {
+    // Segments larger than a piece, as the default 64 MiB ones are, with entries of 64 KiB.
+    let cfg = WalConfig {
+        segment_size_bytes: 3 << 20,
+    };
+    let mut disk = Disk::new(cfg);
+    let mut written = Vec::new();
+    for i in 1..=100u64 {
+        let mut ops = Vec::new();
+        let e = EntryRec {
+            data: vec![i as u8; 64 << 10],
+            ..entry(i, 1)
+        };
+        disk.wal.append(&Record::Entry(e.clone()), &mut ops);
+        written.push(e);
+        if i % 10 == 0 {
+            let hs = HardStateRec {
+                term: 1,
+                vote: 1,
+                commit: i,
+            };
+            disk.wal.append(&Record::HardState(hs), &mut ops);
+        }
+        disk.wal.sync(&mut ops);
+        apply(&mut disk.dir, &ops);
+    }
+    let segments: Vec<String> = disk
+        .dir
+        .list()
+        .into_iter()
+        .filter(|n| n.ends_with(".wal"))
+        .collect();
+    assert!(segments.len() >= 3, "the log spans segments");
+
+    let mut largest_read = 0;
+    let mut read_bytes = std::collections::BTreeMap::<String, usize>::new();
+    let rec = recover(&disk.dir.list(), ID, &mut |n, at, max| {
+        largest_read = largest_read.max(max);
+        let piece = disk.dir.read_at(n, at, max)?;
+        *read_bytes.entry(n.to_string()).or_default() += piece.len();
+        Ok(piece)
+    })
+    .unwrap()
+    .unwrap();
+    assert!(
+        largest_read <= LOAD_PIECE_BYTES,
+        "asked for {largest_read} bytes at once"
+    );
+    for name in &segments {
+        assert_eq!(
+            read_bytes.get(name).copied(),
+            Some(disk.dir.read(name).unwrap().len()),
+            "{name} is read once, to its end"
+        );
+    }
+    assert_eq!(rec.entries, written);
+    // The entries' bytes moved out of the WAL's records; what is left resumes the writer.
+    let held: usize = rec
+        .wal
+        .records
+        .iter()
+        .map(|l| match &l.record {
+            Record::Entry(e) => e.data.len() + 1,
+            _ => 0,
+        })
+        .sum();
+    // A run of entries ends at a HardState (10 of them) or a segment's end.
+    let runs = 10 + segments.len();
+    assert!(
+        held <= runs,
+        "{held}: the records keep no entry bytes, one entry per run"
+    );
+    let mut ops = Vec::new();
+    let wal = WalWriter::resume(ID, cfg, &rec.wal, &mut ops);
+    assert_eq!(wal.last_index(), 100);
+    assert_eq!(rec.hard_state.commit, 100);
+}

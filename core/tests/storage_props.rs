@@ -21,8 +21,9 @@ use raftkv_core::wal::frame::{
 };
 use raftkv_core::wal::record::{RecordType, FORMAT_VERSION};
 use raftkv_core::wal::{
-    read_segments, ConfStateRec, EntryKind, EntryRec, HardStateRec, Record, SegmentHeader,
-    SegmentName, SnapshotMarker, WalConfig, WalContents, WalError, WalIdentity, WalWriter,
+    read_segments, read_segments_at, ConfStateRec, EntryKind, EntryRec, HardStateRec,
+    ReadSegmentsError, Record, SegmentHeader, SegmentName, SnapshotMarker, WalConfig, WalContents,
+    WalError, WalIdentity, WalWriter,
 };
 
 const ID: WalIdentity = WalIdentity {
@@ -601,6 +602,42 @@ fn records_of(c: &WalContents) -> Vec<Record> {
     c.records.iter().map(|l| l.record.clone()).collect()
 }
 
+/// `read_segments`, checked against reading the same files a few bytes at a time, as recovery
+/// reads them in pieces: the outcome (records, tail, torn tail, or the error) must not depend on
+/// the piece size, whatever the damage.
+fn read_checked(files: &[(String, Vec<u8>)]) -> Result<WalContents, WalError> {
+    let whole = read_segments(files);
+    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    for piece in [1usize, 7, 8, 512, 1000] {
+        let mut longest = 0;
+        let mut read = |name: &str, offset: u64, max: usize| {
+            longest = longest.max(max);
+            let (_, bytes) = files.iter().find(|(n, _)| n == name).unwrap();
+            Ok(raftkv_core::fileop::slice_at(bytes, offset, max))
+        };
+        let pieces = read_segments_at(&names, &mut read, piece, 0).map_err(|e| match e {
+            ReadSegmentsError::Wal(e) => e,
+            other => panic!("{other}"),
+        });
+        assert_eq!(longest, piece, "asked for more than a piece");
+        match (&whole, &pieces) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(records_of(a), records_of(b), "records, pieces of {piece}");
+                assert_eq!(a.tail, b.tail, "tail, pieces of {piece}");
+                assert_eq!(a.torn, b.torn, "torn tail, pieces of {piece}");
+                assert_eq!(a.segments, b.segments, "segments, pieces of {piece}");
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b, "error, pieces of {piece}"),
+            (a, b) => panic!(
+                "whole: {:?}, pieces of {piece}: {:?}",
+                a.as_ref().map(|c| &c.torn),
+                b.as_ref().map(|c| &c.torn)
+            ),
+        }
+    }
+    whole
+}
+
 /// A tiny deterministic generator for the crash model.
 struct XorShift(u64);
 impl XorShift {
@@ -844,7 +881,7 @@ proptest! {
     ) {
         let (dir, model, _w) = build_wal(segment_size, &steps);
         let files = segment_files(&dir);
-        let all = read_segments(&files).expect("undamaged WAL reads");
+        let all = read_checked(&files).expect("undamaged WAL reads");
         check_contents(&all, &model);
         let all_records = records_of(&all);
         for (seg_sel, bit_sel) in flips {
@@ -856,7 +893,7 @@ proptest! {
             let mut damaged = files.clone();
             damaged[si].1[bit / 8] ^= 1 << (bit % 8);
             let is_last = si + 1 == files.len();
-            match read_segments(&damaged) {
+            match read_checked(&damaged) {
                 Err(WalError::Corrupt { segment, offset, .. }) => {
                     prop_assert_eq!(&segment, &files[si].0);
                     prop_assert_eq!(offset, frame_start, "bit {} of {}", bit, segment);
@@ -887,7 +924,7 @@ proptest! {
     ) {
         let (dir, model, _w) = build_wal(segment_size, &steps);
         let files = segment_files(&dir);
-        let all = read_segments(&files).expect("undamaged WAL reads");
+        let all = read_checked(&files).expect("undamaged WAL reads");
         check_contents(&all, &model);
         let last = files.len() - 1;
         let spans = frame_spans(&files[last].1);
@@ -896,7 +933,7 @@ proptest! {
             let len = cut.index(files[last].1.len() + 1);
             let mut damaged = files.clone();
             damaged[last].1.truncate(len);
-            let res = read_segments(&damaged);
+            let res = read_checked(&damaged);
             if len < spans[0].1 {
                 prop_assert!(
                     matches!(&res, Err(WalError::Corrupt { segment, offset: 0, .. }) if *segment == files[last].0),
@@ -929,7 +966,7 @@ proptest! {
         let (dir, model, _w) = build_wal(segment_size, &steps);
         let files = segment_files(&dir);
         prop_assume!(files.len() >= 2);
-        let all = read_segments(&files).expect("undamaged WAL reads");
+        let all = read_checked(&files).expect("undamaged WAL reads");
         check_contents(&all, &model);
         for (seg_sel, pos_sel, how) in damage {
             let si = seg_sel.index(files.len() - 1);
@@ -943,7 +980,7 @@ proptest! {
                     let len = pos_sel.index(files[si].1.len() + 1);
                     damaged[si].1.truncate(len);
                     what = format!("truncate to {len}");
-                    res = read_segments(&damaged);
+                    res = read_checked(&damaged);
                     if len >= data_end {
                         // Only preallocated zeros were cut: nothing is lost.
                         let c = res.expect("cut in the zero tail");
@@ -956,7 +993,7 @@ proptest! {
                     let bit = pos_sel.index(data_end * 8);
                     damaged[si].1[bit / 8] ^= 1 << (bit % 8);
                     what = format!("flip bit {bit}");
-                    res = read_segments(&damaged);
+                    res = read_checked(&damaged);
                 }
                 _ => {
                     if si == 0 {
@@ -964,7 +1001,7 @@ proptest! {
                     }
                     damaged.remove(si);
                     what = "remove".to_string();
-                    res = read_segments(&damaged);
+                    res = read_checked(&damaged);
                 }
             }
             match res {
@@ -1102,6 +1139,8 @@ proptest! {
             dir.crash(kind, &mut |n| rng.below(n));
 
             let names = dir.list();
+            // Recovery keeps of the WAL's records only what resuming it needs: read them all.
+            let seen = read_checked(&segment_files(&dir));
             let rec = recover(&names, ID, &mut |n, at, max| dir.read_at(n, at, max));
             let rec: Recovered = match rec {
                 Ok(Some(r)) => r,
@@ -1112,7 +1151,8 @@ proptest! {
                     )));
                 }
             };
-            let got = strip_copies(&rec.wal);
+            let seen = seen.expect("recovery read it");
+            let got = strip_copies(&seen);
             prop_assert!(
                 got.len() >= durable && got[..durable] == model.records[..durable],
                 "round {}: synced records lost after {:?} ({} of {} survive)", round, kind, got.len(), durable
@@ -1131,7 +1171,7 @@ proptest! {
             model = Model::from_records(&got);
             prop_assert_eq!(&rec.entries, &model.log);
             prop_assert_eq!(rec.hard_state, model.last_hs.unwrap_or_default());
-            check_contents(&rec.wal, &model);
+            check_contents(&seen, &model);
 
             // Repair and continue, as a node restart does.
             apply_ops(&mut dir, &rec.ops);
@@ -1516,4 +1556,55 @@ fn replay_after_snapshot_ignores_entries_overwritten_below_it() {
         "entries 8..=10 of term 1 were discarded by the conflict at 5"
     );
     check_contents(&c, &model);
+}
+
+proptest! {
+    #![proptest_config(config(cases(128)))]
+
+    /// Entries at or below `needed_above` read without their bytes, a run of them kept as its
+    /// last (how recovery reads the log below its oldest snapshot file), change nothing the log
+    /// after any snapshot at or above that index is built from, nor how the writer resumes.
+    #[test]
+    fn entries_read_hollow_below_a_snapshot_change_no_log_after_it(
+        (segment_size, steps) in wal_scenario(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let (dir, _model, _w) = build_wal(segment_size, &steps);
+        let files = segment_files(&dir);
+        let whole = read_segments(&files).expect("undamaged WAL reads");
+        let last = whole
+            .records
+            .iter()
+            .filter_map(|l| match &l.record {
+                Record::Entry(e) => Some(e.index),
+                Record::Snapshot(m) => Some(m.index),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let needed_above = cut.index(last as usize + 2) as u64;
+        let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        let mut read = |name: &str, offset: u64, max: usize| {
+            let (_, bytes) = files.iter().find(|(n, _)| n == name).unwrap();
+            Ok(raftkv_core::fileop::slice_at(bytes, offset, max))
+        };
+        let hollow = read_segments_at(&names, &mut read, 64, needed_above).expect("reads");
+        prop_assert!(hollow.records.len() <= whole.records.len());
+        for s in needed_above..=last + 1 {
+            prop_assert_eq!(whole.entries_after(s), hollow.entries_after(s), "after {}", s);
+        }
+        prop_assert_eq!(
+            whole.markers().collect::<Vec<_>>(),
+            hollow.markers().collect::<Vec<_>>()
+        );
+        prop_assert_eq!(whole.hard_state(), hollow.hard_state());
+        let cfg = WalConfig { segment_size_bytes: segment_size };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let wa = WalWriter::resume(ID, cfg, &whole, &mut a);
+        let wb = WalWriter::resume(ID, cfg, &hollow, &mut b);
+        prop_assert_eq!(a, b);
+        prop_assert_eq!(wa.last_index(), wb.last_index());
+        prop_assert_eq!(wa.segments(), wb.segments());
+        prop_assert_eq!(wa.marker_segments(), wb.marker_segments());
+    }
 }

@@ -9,7 +9,7 @@
 use super::snapshots::raft_snapshot;
 use super::{Bootstrap, Event, NodeConfig, NodeError};
 use crate::compaction::SnapshotOnDisk;
-use crate::convert::{cs_to_rec, hs_to_rec, rec_to_entry, rec_to_hs};
+use crate::convert::{cs_to_rec, hs_to_rec, rec_into_entry, rec_to_hs};
 use crate::fileop::FileOp;
 use crate::kv::KvState;
 use crate::recovery::Recovered;
@@ -98,8 +98,9 @@ fn from_recovery(
     if kv.was_removed(cfg.id) {
         return Err(NodeError::Removed);
     }
-    let entries: Vec<Entry> = rec.entries.iter().map(rec_to_entry).collect();
-    storage.append(&entries);
+    let entry_count = rec.entries.len();
+    let entries: Vec<Entry> = rec.entries.into_iter().map(rec_into_entry).collect();
+    storage.append_owned(entries);
     let mut hs = rec_to_hs(&rec.hard_state);
     let last = storage.last_index();
     if hs.commit > last {
@@ -117,7 +118,7 @@ fn from_recovery(
     storage.set_hard_state(hs);
     events.push(Event::Recovered {
         report: rec.report.clone(),
-        entry_count: rec.entries.len(),
+        entry_count,
         commit: storage.hard_state().commit,
         hard_state: rec.hard_state,
     });

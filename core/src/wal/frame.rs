@@ -192,14 +192,21 @@ pub fn decode_frame(bytes: &[u8], offset: u64, prev_crc: u32) -> Decoded {
 /// space read as zeros, and a torn sector keeps a prefix of the new data; a whole valid frame
 /// never ends in zeros because of its magic.
 pub fn shows_unwritten_sector(bytes: &[u8], start: u64, end: u64) -> bool {
-    let end = end.min(bytes.len() as u64);
+    shows_unwritten_sector_in(bytes, 0, start, end)
+}
+
+/// [`shows_unwritten_sector`] where `bytes` are the file's bytes from offset `base` (at or
+/// below `start`); sectors are the file's.
+pub fn shows_unwritten_sector_in(bytes: &[u8], base: u64, start: u64, end: u64) -> bool {
+    debug_assert!(base <= start);
+    let end = end.min(base + bytes.len() as u64);
     let mut sector_start = start - start % SECTOR_BYTES;
     while sector_start < end {
         let a = start.max(sector_start);
         let b = end.min(sector_start + SECTOR_BYTES);
         let tail_from = a.max(b.saturating_sub(8));
         if b > a
-            && bytes[tail_from as usize..b as usize]
+            && bytes[(tail_from - base) as usize..(b - base) as usize]
                 .iter()
                 .all(|&x| x == 0)
         {

@@ -12,7 +12,10 @@ pub mod record;
 pub mod segment;
 pub mod writer;
 
-pub use reader::{read_segments, TornTail, WalContents, WalError, WalTail};
+pub use reader::{
+    read_segments, read_segments_at, ReadSegmentsError, TornTail, WalContents, WalError, WalTail,
+    DEFAULT_PIECE_BYTES,
+};
 pub use record::{
     ConfStateRec, EntryKind, EntryRec, HardStateRec, Record, SegmentHeader, SnapshotMarker,
 };
