@@ -17,6 +17,7 @@ of a restart that replays them all.
     bench/snapshot_scale.py                    # 10 and 100 MiB
     bench/snapshot_scale.py --sizes-mib 10,100,1024
     bench/snapshot_scale.py --restart-entries 1000000
+    bench/snapshot_scale.py --sizes-mib 200 --flags ''   # the nodes' default flags
 """
 import argparse
 import http.client
@@ -158,10 +159,9 @@ def dir_bytes(path, suffix):
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(suffix))
 
 
-def run(binary, size_mib, base_port):
+def run(binary, size_mib, base_port, flags):
     work = tempfile.mkdtemp(prefix="raftkv-scale.")
     count = size_mib * (1 << 20) // VALUE_BYTES
-    flags = ["--snap-count", "200", "--catch-up-entries", "50", "--max-snapshots", "2"]
     c = Cluster(binary, work, base_port, flags)
     row = {"state_mib": size_mib, "values": count}
     try:
@@ -174,11 +174,13 @@ def run(binary, size_mib, base_port):
         row["fill_s"] = time.time() - t
         leader = status(c.api[1])["leader"]
         filled = status(c.api[leader])["applied_index"]
-        # Time the first snapshot job that covers the whole state: the one the next 200 entries
-        # trigger. Jobs complete one at a time, so each change of the saved count is one job.
+        # Time the first snapshot job that covers the whole state: the one the next snap-count
+        # entries trigger. Jobs complete one at a time, so each change of the saved count is one
+        # job.
         last = (metric(c.api[leader], "raftkv_snapshots_saved_total"),
                 metric_f(c.api[leader], "raftkv_snapshot_save_duration_seconds_sum") or 0.0)
-        for k in range(210):
+        snap_count = int(flags[flags.index("--snap-count") + 1]) if "--snap-count" in flags else 10000
+        for k in range(snap_count + 10):
             request(c.api[leader], "PUT", f"/v1/kv/tick{k}", body=b"x")
         deadline = time.time() + 600
         while True:
@@ -274,6 +276,8 @@ def main():
     ap.add_argument("--port-base", type=int, default=24000)
     ap.add_argument("--bin", default=os.environ.get("RAFTKV_BIN"))
     ap.add_argument("--restart-entries", type=int, default=0)
+    ap.add_argument("--flags", default="--snap-count 200 --catch-up-entries 50 --max-snapshots 2",
+                    help="every node's flags ('' for raftkv's defaults)")
     a = ap.parse_args()
     binary = a.bin
     if not binary:
@@ -283,7 +287,7 @@ def main():
         print(json.dumps(restart_replay(binary, a.restart_entries, a.port_base)), flush=True)
         return 0
     for size in (int(s) for s in a.sizes_mib.split(",")):
-        row = run(binary, size, a.port_base)
+        row = run(binary, size, a.port_base, a.flags.split())
         print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
 
 

@@ -28,7 +28,8 @@ const PIECE_BYTES: usize = 1 << 16;
 /// See [`KvState::payload_decoder`].
 pub enum PayloadDecoder {
     Start,
-    Stream(SnapshotDecoder),
+    /// Boxed: the decoder holds a whole `KvState` while the other variants are a pointer or two.
+    Stream(Box<SnapshotDecoder>),
     Whole(Vec<u8>),
 }
 
@@ -36,7 +37,7 @@ impl PayloadDecoder {
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), KvError> {
         if let (PayloadDecoder::Start, Some(&version)) = (&*self, bytes.first()) {
             *self = match version {
-                stream::VERSION => PayloadDecoder::Stream(SnapshotDecoder::default()),
+                stream::VERSION => PayloadDecoder::Stream(Box::default()),
                 SNAPSHOT_VERSION_1 | SNAPSHOT_VERSION_2 => PayloadDecoder::Whole(Vec::new()),
                 _ => return Err(KvError::BadSnapshot),
             };
@@ -54,7 +55,7 @@ impl PayloadDecoder {
     pub fn finish(self) -> Result<KvState, KvError> {
         match self {
             PayloadDecoder::Start => Err(KvError::BadSnapshot),
-            PayloadDecoder::Stream(d) => d.finish(),
+            PayloadDecoder::Stream(d) => (*d).finish(),
             PayloadDecoder::Whole(all) => KvState::decode_snapshot(&all),
         }
     }
@@ -96,6 +97,10 @@ pub struct KvState {
     /// `sessions`, so not serialised; rebuilt when a snapshot is decoded.
     #[serde(skip)]
     session_lru: OrdSet<(u64, u64)>,
+    /// Key plus value bytes of `data`: what compaction weighs the log against. Derived, so not
+    /// serialised; counted again when a snapshot is decoded.
+    #[serde(skip)]
+    data_bytes: u64,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -169,6 +174,36 @@ impl KvState {
 
     pub fn len(&self) -> usize {
         self.data.len()
+    }
+
+    /// Key plus value bytes of every entry: the state's size as compaction weighs it.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    fn count_bytes(data: &OrdMap<Vec<u8>, Vec<u8>>) -> u64 {
+        data.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+    }
+
+    /// Sets `key`; whether it existed.
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        let added = (key.len() + value.len()) as u64;
+        let klen = key.len() as u64;
+        let old = self.data.insert(key, value);
+        if let Some(old) = &old {
+            self.data_bytes -= klen + old.len() as u64;
+        }
+        self.data_bytes += added;
+        old.is_some()
+    }
+
+    /// Removes `key`; whether it existed.
+    fn delete(&mut self, key: &[u8]) -> bool {
+        let old = self.data.remove(key);
+        if let Some(old) = &old {
+            self.data_bytes -= (key.len() + old.len()) as u64;
+        }
+        old.is_some()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -260,10 +295,10 @@ impl KvState {
         }
         let result = match cmd {
             Command::Put { key, value } => WriteResult::Put {
-                existed: self.data.insert(key.clone(), value.clone()).is_some(),
+                existed: self.put(key.clone(), value.clone()),
             },
             Command::Delete { key } => WriteResult::Delete {
-                existed: self.data.remove(key).is_some(),
+                existed: self.delete(key),
             },
             Command::RecordIncarnation { .. } | Command::SetPeerUrl { .. } => {
                 unreachable!("handled above")
@@ -349,12 +384,14 @@ impl KvState {
                     incarnations: BTreeMap::new(),
                     learners: BTreeMap::new(),
                     session_lru: OrdSet::new(),
+                    data_bytes: 0,
                 },
                 _ => return Err(KvError::BadSnapshot),
             },
             _ => return Err(KvError::BadSnapshot),
         };
         s.session_lru = s.sessions.iter().map(|(c, s)| (s.last_index, *c)).collect();
+        s.data_bytes = Self::count_bytes(&s.data);
         Ok(s)
     }
 
@@ -612,6 +649,32 @@ mod tests {
         );
         kv.apply_member_change(5, &MemberChange::Remove { id: 2 });
         assert_eq!(kv.incarnation(2), None);
+    }
+
+    #[test]
+    fn data_bytes_follow_puts_overwrites_deletes_and_snapshots() {
+        let mut kv = KvState::default();
+        let mut rng = crate::rng::Rng::new(5);
+        for i in 1..=2000u64 {
+            let key = format!("k{}", rng.range(0, 300));
+            let cmd = if rng.range(0, 4) == 0 {
+                Command::Delete {
+                    key: key.into_bytes(),
+                }
+            } else {
+                put(&key, &"v".repeat(rng.range(0, 50) as usize))
+            };
+            kv.apply_command(i, None, &cmd);
+            assert_eq!(kv.data_bytes(), KvState::count_bytes(&kv.data), "after {i}");
+        }
+        assert!(kv.data_bytes() > 0);
+        let decoded = KvState::decode_snapshot(&kv.encode_snapshot()).unwrap();
+        assert_eq!(decoded.data_bytes(), kv.data_bytes());
+        let mut d = KvState::payload_decoder();
+        for piece in kv.encode_snapshot().chunks(7) {
+            d.feed(piece).unwrap();
+        }
+        assert_eq!(d.finish().unwrap().data_bytes(), kv.data_bytes());
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub struct NodeStorage {
     compacted_term: u64,
     /// `entries[i].index == compacted_index + 1 + i`.
     entries: Vec<Entry>,
+    /// `cum_bytes[i]` is `bytes_base` plus the payload bytes of `entries[..=i]`: the bytes of
+    /// any run of entries in O(1), which compaction weighs against the state.
+    cum_bytes: Vec<u64>,
+    /// Payload bytes of every entry ever appended below the first one held.
+    bytes_base: u64,
     latest_snapshot: Option<Snapshot>,
     /// Set when raft asked for a snapshot that could not be served; the node makes a fresh one.
     snapshot_wanted: Cell<bool>,
@@ -90,6 +95,8 @@ impl NodeStorage {
         self.compacted_index = meta.index;
         self.compacted_term = meta.term;
         self.entries.clear();
+        self.cum_bytes.clear();
+        self.bytes_base = 0;
         self.hs.term = self.hs.term.max(meta.term);
         self.hs.commit = self.hs.commit.max(meta.index);
         self.cs = meta.get_conf_state().clone();
@@ -112,6 +119,7 @@ impl NodeStorage {
         let Some(first) = ents.first() else { return };
         self.truncate_for(first.index);
         self.entries.extend_from_slice(ents);
+        self.count_bytes();
         self.check_contiguous();
     }
 
@@ -124,7 +132,59 @@ impl NodeStorage {
         } else {
             self.entries.extend(ents);
         }
+        self.count_bytes();
         self.check_contiguous();
+    }
+
+    /// Extends `cum_bytes` over entries appended since.
+    fn count_bytes(&mut self) {
+        let mut total = self.cum_bytes.last().copied().unwrap_or(self.bytes_base);
+        let from = self.cum_bytes.len();
+        self.cum_bytes.extend(self.entries[from..].iter().map(|e| {
+            total += payload_bytes(e);
+            total
+        }));
+        debug_assert_eq!(self.cum_bytes.len(), self.entries.len());
+    }
+
+    /// Payload bytes (data and context) of the entries held with an index in `lo..=hi`.
+    pub fn log_bytes(&self, lo: u64, hi: u64) -> u64 {
+        let lo = lo.max(self.first_index());
+        let hi = hi.min(self.last_index());
+        if lo > hi {
+            return 0;
+        }
+        self.cum_at(hi) - self.cum_at(lo - 1)
+    }
+
+    /// `bytes_base` plus the payload bytes of every entry held up to `index` (at least the
+    /// compaction point).
+    fn cum_at(&self, index: u64) -> u64 {
+        if index <= self.compacted_index {
+            self.bytes_base
+        } else {
+            self.cum_bytes[(index - self.compacted_index - 1) as usize]
+        }
+    }
+
+    /// The lowest index from which the entries held up to `upto` hold at most `budget_bytes`
+    /// (`upto + 1` when entry `upto` alone holds more; at least the first index held).
+    pub fn first_index_within(&self, budget_bytes: u64, upto: u64) -> u64 {
+        let upto = upto.min(self.last_index());
+        if upto < self.first_index() {
+            return self.first_index();
+        }
+        let end = self.cum_at(upto);
+        // cum_at(i - 1) only grows with i: find the first i with end - cum_at(i - 1) <= budget.
+        let held = &self.cum_bytes[..(upto - self.compacted_index) as usize];
+        let fits = |cum_before: u64| end - cum_before <= budget_bytes;
+        if fits(self.bytes_base) {
+            return self.first_index();
+        }
+        // held[j] is cum_at(first_index + j); the answer is first_index + j + 1 for the first j
+        // where fits(held[j]).
+        let j = held.partition_point(|&c| !fits(c));
+        self.first_index() + j as u64 + 1
     }
 
     /// Drops the suffix an append starting at `first_index` replaces.
@@ -141,8 +201,9 @@ impl NodeStorage {
             first_index,
             self.last_index()
         );
-        self.entries
-            .truncate((first_index - self.compacted_index - 1) as usize);
+        let keep = (first_index - self.compacted_index - 1) as usize;
+        self.entries.truncate(keep);
+        self.cum_bytes.truncate(keep);
     }
 
     fn check_contiguous(&self) {
@@ -166,6 +227,8 @@ impl NodeStorage {
         self.compacted_term = self.entries[n - 1].term;
         self.compacted_index = index - 1;
         self.entries.drain(..n);
+        self.bytes_base = self.cum_bytes[n - 1];
+        self.cum_bytes.drain(..n);
     }
 
     pub fn term_of(&self, idx: u64) -> Option<u64> {
@@ -177,6 +240,12 @@ impl NodeStorage {
         }
         Some(self.entries[(idx - self.compacted_index - 1) as usize].term)
     }
+}
+
+/// Bytes an entry's payload holds in memory (what compaction counts; the fixed per-entry
+/// overhead is bounded by `snap_count` instead).
+fn payload_bytes(e: &Entry) -> u64 {
+    (e.data.len() + e.context.len()) as u64
 }
 
 impl raft::Storage for NodeStorage {
@@ -238,5 +307,93 @@ impl raft::Storage for NodeStorage {
         }
         self.snapshot_wanted.set(true);
         Err(store_err(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry(index: u64, bytes: usize) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            data: vec![7u8; bytes].into(),
+            ..Default::default()
+        }
+    }
+
+    /// What the prefix sums must agree with: a walk over the entries held.
+    fn naive_bytes(s: &NodeStorage, lo: u64, hi: u64) -> u64 {
+        s.entries
+            .iter()
+            .filter(|e| e.index >= lo && e.index <= hi)
+            .map(payload_bytes)
+            .sum()
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Append `sizes` starting `back` entries below the end (a conflicting suffix replaced).
+        Append {
+            back: u64,
+            sizes: Vec<usize>,
+        },
+        Compact {
+            ahead: u64,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u64..4, prop::collection::vec(0usize..300, 1..8))
+                .prop_map(|(back, sizes)| Op::Append { back, sizes }),
+            1 => (0u64..10).prop_map(|ahead| Op::Compact { ahead }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn log_bytes_and_first_index_within_match_a_walk(
+            ops in prop::collection::vec(op(), 1..40),
+            budget in 0u64..2000,
+        ) {
+            let mut s = NodeStorage::new();
+            for op in ops {
+                match op {
+                    Op::Append { back, sizes } => {
+                        let first = (s.last_index() + 1)
+                            .saturating_sub(back)
+                            .max(s.first_index());
+                        let ents: Vec<Entry> = sizes
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &b)| entry(first + i as u64, b))
+                            .collect();
+                        s.append(&ents);
+                    }
+                    Op::Compact { ahead } => {
+                        s.compact((s.first_index() + ahead).min(s.last_index() + 1));
+                    }
+                }
+                let (first, last) = (s.first_index(), s.last_index());
+                for lo in first.saturating_sub(1)..=last + 1 {
+                    for hi in lo..=last + 1 {
+                        prop_assert_eq!(s.log_bytes(lo, hi), naive_bytes(&s, lo, hi));
+                    }
+                }
+                for upto in first.saturating_sub(1)..=last {
+                    let i = s.first_index_within(budget, upto);
+                    let upto_held = upto.min(last);
+                    prop_assert!(i >= first);
+                    prop_assert!(naive_bytes(&s, i, upto_held) <= budget);
+                    // The lowest such index: one more entry would not fit.
+                    if i > first && upto_held >= first {
+                        prop_assert!(naive_bytes(&s, i - 1, upto_held) > budget);
+                    }
+                }
+            }
+        }
     }
 }

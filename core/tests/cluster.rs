@@ -6,6 +6,7 @@ mod harness;
 
 use harness::Cluster;
 use raftkv_core::command::RequestId;
+use raftkv_core::compaction::LOG_SHARE_OF_STATE;
 use raftkv_core::health::NotReady;
 use raftkv_core::kv::WriteResult;
 use raftkv_core::memdir::CrashKind;
@@ -272,6 +273,43 @@ fn snapshots_compact_the_log_and_purge_files() {
     c.wait_converged(500);
     for id in c.up_ids() {
         assert_eq!(c.node(id).kv().len(), 600, "node {id}");
+    }
+}
+
+#[test]
+fn large_values_snapshot_by_bytes_and_the_log_stays_within_a_share_of_the_state() {
+    // The entry counts are out of reach: only the byte rule can snapshot and compact here.
+    let floor = 4096;
+    let mut c = Cluster::with_config(3, 6, |cfg| {
+        cfg.compaction.snap_count = 1_000_000;
+        cfg.compaction.catch_up_entries = 1_000_000;
+        cfg.compaction.log_bytes_floor = floor;
+    });
+    let value = "v".repeat(1000);
+    // 200 keys, each written three times: the state stops growing after the first round.
+    for i in 0..600 {
+        c.put(&format!("k{}", i % 200), &value);
+        for id in c.up_ids() {
+            let s = c.node(id).status();
+            let bound = floor.max(s.state_bytes / LOG_SHARE_OF_STATE);
+            // Below the snapshot at most `bound` bytes, above it `bound` before a job starts,
+            // plus the entries that arrive while the job runs (a few at most, here).
+            assert!(
+                s.log_bytes_in_memory <= 2 * bound + 8 * 1100,
+                "node {id}: {} bytes of log in memory with {} of state",
+                s.log_bytes_in_memory,
+                s.state_bytes
+            );
+        }
+    }
+    c.wait_converged(300);
+    assert!(c.stats.snapshots_saved >= 3 * 5, "{:?}", c.stats);
+    for id in c.up_ids() {
+        let s = c.node(id).status();
+        let keys: u64 = (0..200).map(|i| format!("k{i}").len() as u64).sum();
+        assert_eq!(s.state_bytes, keys + 200 * 1000, "node {id}");
+        assert!(s.snapshot_index > 300, "node {id}: {s:?}");
+        assert!(s.log_entries_in_memory < 200, "node {id}: {s:?}");
     }
 }
 

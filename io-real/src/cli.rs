@@ -51,10 +51,13 @@ pub struct RunArgs {
     /// Data directory (WAL segments and snapshot files). Default: ./raftkv-{id}.
     #[arg(long, env = "RAFTKV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Snapshot after this many applied entries (raftexample's snapCount).
+    /// Snapshot after this many applied entries (raftexample's snapCount), or sooner, once the
+    /// entries applied since the last snapshot hold more than a quarter of the state's key and
+    /// value bytes (at least 1 MiB): memory stays within a small multiple of the state.
     #[arg(long, env = "RAFTKV_SNAP_COUNT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snap_count: u64,
-    /// Entries kept in memory below a snapshot for slow followers.
+    /// Entries kept in memory below a snapshot for slow followers (at most a quarter of the
+    /// state's bytes, or 1 MiB, whichever is more).
     #[arg(long, env = "RAFTKV_CATCH_UP_ENTRIES", default_value_t = 5_000)]
     pub catch_up_entries: u64,
     /// Snapshot files kept on disk (with the WAL needed to recover from each).

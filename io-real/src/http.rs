@@ -523,6 +523,8 @@ async fn status(State(api): State<Api>) -> Response {
                 "first_index": s.first_index,
                 "last_index": s.last_index,
                 "log_entries_in_memory": s.log_entries_in_memory,
+                "log_bytes_in_memory": s.log_bytes_in_memory,
+                "state_bytes": s.state_bytes,
                 "members": members_json(&s.members),
                 "snapshot_sends": s.snapshot_sends,
                 "snapshot_receiving": s.snapshot_receiving.map(|(index, received, total)| {

@@ -78,6 +78,14 @@ const GAUGES: &[(&str, &str)] = &[
         "raftkv_log_entries_in_memory",
         "Raft log entries held in memory.",
     ),
+    (
+        "raftkv_log_bytes_in_memory",
+        "Payload bytes of the raft log entries held in memory.",
+    ),
+    (
+        "raftkv_state_bytes",
+        "Key plus value bytes of the state machine.",
+    ),
     ("raftkv_members", "Cluster members."),
     (
         "raftkv_pending_proposals",
@@ -143,7 +151,7 @@ const COUNTERS: &[(&str, &str)] = &[
 pub fn update(v: &StatusView) {
     let s = &v.status;
     let c = &v.counters;
-    let gauges: [(&'static str, f64); 10] = [
+    let gauges: [(&'static str, f64); 12] = [
         (
             "raftkv_is_leader",
             f64::from(u8::from(s.role == raftkv_core::node::StateRole::Leader)),
@@ -157,6 +165,8 @@ pub fn update(v: &StatusView) {
             "raftkv_log_entries_in_memory",
             s.log_entries_in_memory as f64,
         ),
+        ("raftkv_log_bytes_in_memory", s.log_bytes_in_memory as f64),
+        ("raftkv_state_bytes", s.state_bytes as f64),
         ("raftkv_members", s.members.len() as f64),
         ("raftkv_pending_proposals", s.pending_proposals as f64),
         ("raftkv_pending_reads", s.pending_reads as f64),

@@ -79,6 +79,7 @@ fn node_config(args: &RunArgs) -> NodeConfig {
         snap_count: args.snap_count,
         catch_up_entries: args.catch_up_entries,
         max_snapshots: args.max_snapshots as usize,
+        ..CompactionConfig::default()
     };
     cfg.wal = WalConfig {
         segment_size_bytes: args.segment_size_bytes,

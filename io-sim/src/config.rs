@@ -111,6 +111,9 @@ pub struct SimConfig {
     /// Snapshot files stream in chunks this small, so one transfer is many chunks long.
     pub snapshot_chunk_bytes: usize,
     pub snapshot_window_chunks: usize,
+    /// Compaction's byte floor: small in half the worlds, so that the log's bytes, not only its
+    /// entry count, trigger snapshots and bound the catch-up entries kept.
+    pub log_bytes_floor: u64,
 }
 
 impl SimConfig {
@@ -235,12 +238,18 @@ impl SimConfig {
             pause_every_s: pick(&mut r, 2.0, 6.0),
             snapshot_chunk_bytes: 0,
             snapshot_window_chunks: 0,
+            log_bytes_floor: 0,
         };
         // Drawn last, so adding this class left every earlier draw of a seed as it was.
         cfg.swarm.operator_mistakes = on(&mut r, 0.5);
         cfg.rare.mistake = pick(&mut r, 0.1, 0.4);
         cfg.snapshot_chunk_bytes = r.range(16, 256) as usize;
         cfg.snapshot_window_chunks = r.range(1, 5) as usize;
+        cfg.log_bytes_floor = if r.chance(0.5) {
+            r.range(64, 1024)
+        } else {
+            raftkv_core::compaction::CompactionConfig::default().log_bytes_floor
+        };
         cfg
     }
 

@@ -299,7 +299,7 @@ impl Decoder {
                 {
                     return Err(KvError::BadSnapshot);
                 }
-                self.kv.data.insert(key.to_vec(), value.to_vec());
+                self.kv.put(key.to_vec(), value.to_vec());
             }
             (Expect::Body, KIND_SESSION) => {
                 if (self.kv.data.len() as u64) < self.data_count

@@ -1417,10 +1417,13 @@ impl Node {
                 .latest_snapshot()
                 .is_none_or(|s| s.get_metadata().get_conf_state() != store.conf_state())
         };
-        if self
-            .snapshots
-            .should_start(&self.cfg.compaction, applied, stale_conf)
-        {
+        let since_bytes = |index: u64| store.log_bytes(index + 1, applied);
+        if self.snapshots.should_start(
+            &self.cfg.compaction,
+            applied,
+            (since_bytes, self.kv.data_bytes()),
+            stale_conf,
+        ) {
             self.create_snapshot();
         }
     }
@@ -1467,7 +1470,12 @@ impl Node {
             .transfers
             .oldest_sent_index()
             .map_or(u64::MAX, |i| i + 1);
-        let ci = compaction::compact_index(&self.cfg.compaction, index).min(streaming);
+        let store = self.raw.store();
+        let ci =
+            compaction::compact_index(&self.cfg.compaction, index, self.kv.data_bytes(), |b| {
+                store.first_index_within(b, index)
+            })
+            .min(streaming);
         self.raw.mut_store().compact(ci);
         self.out.event(Event::CompactedLog { index: ci });
         self.out.event(Event::SnapshotSaved { term, index });

@@ -253,13 +253,23 @@ impl SnapshotLane {
     /// ConfState where the latest is not: `stale_conf`). Never while busy (one at a time, not
     /// beside startup's file removals); a wish left unanswered then is asked for again once this
     /// one is saved.
+    /// `since_bytes(index)` is the payload bytes of the entries applied after `index`, and
+    /// `state_bytes` the state's (compaction weighs the two).
     pub(super) fn should_start(
         &mut self,
         cfg: &CompactionConfig,
         applied: u64,
+        log: (impl FnOnce(u64) -> u64, u64),
         stale_conf: impl FnOnce() -> bool,
     ) -> bool {
-        let due = compaction::should_snapshot(cfg, applied, self.index);
+        let (since_bytes, state_bytes) = log;
+        let due = compaction::should_snapshot(
+            cfg,
+            applied,
+            self.index,
+            since_bytes(self.index),
+            state_bytes,
+        );
         let wanted = self.wanted && (applied > self.index || stale_conf());
         if self.busy() {
             return false;

@@ -38,6 +38,10 @@ pub struct NodeStatus {
     /// The last index raft knows is durable (its job completed).
     pub persisted_index: u64,
     pub log_entries_in_memory: usize,
+    /// Payload bytes of those entries (compaction bounds them by the state's bytes).
+    pub log_bytes_in_memory: u64,
+    /// Key plus value bytes of the state.
+    pub state_bytes: u64,
     pub members: BTreeMap<u64, String>,
     pub pending_proposals: usize,
     pub pending_reads: usize,
@@ -119,6 +123,8 @@ impl View<'_> {
             last_index: self.raw.raft.raft_log.last_index(),
             persisted_index: self.raw.raft.raft_log.persisted,
             log_entries_in_memory: store.entry_count(),
+            log_bytes_in_memory: store.log_bytes(store.first_index(), store.last_index()),
+            state_bytes: self.kv.data_bytes(),
             members: self.kv.members().clone(),
             pending_proposals: self.pending.proposal_count(),
             pending_reads: self.pending.read_count(),

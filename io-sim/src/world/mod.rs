@@ -241,6 +241,7 @@ impl World {
         cfg.compaction.snap_count = self.cfg.snap_count;
         cfg.compaction.catch_up_entries = self.cfg.catch_up_entries;
         cfg.compaction.max_snapshots = 2;
+        cfg.compaction.log_bytes_floor = self.cfg.log_bytes_floor;
         cfg.wal = WalConfig {
             segment_size_bytes: self.cfg.segment_size_bytes,
         };
