@@ -85,6 +85,19 @@ pub fn compact_index(
     ci
 }
 
+/// When a snapshot job starts with `log_bytes` in memory, the first index to keep: past the
+/// latest durable snapshot (`snapshot_index`, whose file serves what is dropped) once the log
+/// is over [`log_bytes_bound`], else nothing to drop. Without this the entries kept below that
+/// snapshot, those since and those applied while the job runs would all stand at once.
+pub fn compact_index_at_job_start(
+    cfg: &CompactionConfig,
+    log_bytes: u64,
+    state_bytes: u64,
+    snapshot_index: u64,
+) -> Option<u64> {
+    (log_bytes > log_bytes_bound(cfg, state_bytes)).then_some(snapshot_index + 1)
+}
+
 /// A durable snapshot file that has a WAL marker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotOnDisk {

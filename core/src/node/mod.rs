@@ -1431,22 +1431,22 @@ impl Node {
     /// raftexample's maybeTriggerSnapshot, run only after everything raft handed out is applied.
     /// Hands the state to a snapshot job; `snapshot_saved` logs and compacts once it is durable.
     fn create_snapshot(&mut self) {
-        // Over its byte bound, the log drops what the latest durable snapshot's file serves
-        // (a follower that needs it gets that file): otherwise the entries kept below that
-        // snapshot, those since, and those applied while this job runs all stand at once
-        // (measured: 144 MiB of log beside 200 MiB of state; BENCHMARKS.md "Cost curves").
+        // Measured without it: 144 MiB of log beside 200 MiB of state (BENCHMARKS.md "Cost
+        // curves"). Only with a latest snapshot to serve what is dropped.
         let store = self.raw.store();
-        let bound = compaction::log_bytes_bound(&self.cfg.compaction, self.kv.data_bytes());
-        if store.log_bytes(store.first_index(), store.last_index()) > bound {
-            let streaming = self
-                .transfers
-                .oldest_sent_index()
-                .map_or(u64::MAX, |i| i + 1);
-            let ci = (self.snapshots.index() + 1).min(streaming);
-            if ci > store.first_index() && self.raw.store().latest_snapshot().is_some() {
-                self.raw.mut_store().compact(ci);
-                self.out.event(Event::CompactedLog { index: ci });
-            }
+        let log_bytes = store.log_bytes(store.first_index(), store.last_index());
+        if let Some(ci) = compaction::compact_index_at_job_start(
+            &self.cfg.compaction,
+            log_bytes,
+            self.kv.data_bytes(),
+            self.snapshots.index(),
+        )
+        .filter(|_| store.latest_snapshot().is_some())
+        .map(|ci| self.below_streaming(ci))
+        .filter(|&ci| ci > store.first_index())
+        {
+            self.raw.mut_store().compact(ci);
+            self.out.event(Event::CompactedLog { index: ci });
         }
         let id = self.persist.allocate_id();
         let kv = self.kv.clone();
@@ -1483,16 +1483,12 @@ impl Node {
         // cluster under load would never let it catch up (measured: a 1 GiB transfer was sent
         // three times while 16 clients wrote; core/tests/cluster.rs
         // `a_follower_catches_up_under_load_with_one_snapshot` never converges without this).
-        let streaming = self
-            .transfers
-            .oldest_sent_index()
-            .map_or(u64::MAX, |i| i + 1);
         let store = self.raw.store();
         let ci =
             compaction::compact_index(&self.cfg.compaction, index, self.kv.data_bytes(), |b| {
                 store.first_index_within(b, index)
-            })
-            .min(streaming);
+            });
+        let ci = self.below_streaming(ci);
         self.raw.mut_store().compact(ci);
         self.out.event(Event::CompactedLog { index: ci });
         self.out.event(Event::SnapshotSaved { term, index });
@@ -1500,6 +1496,15 @@ impl Node {
         // A snapshot may be due again (or wanted by a lagging follower) already; `drain` issues
         // the staged WAL job.
         self.maybe_snapshot();
+    }
+
+    /// `ci`, or less: the entries after any snapshot still streaming to a follower stay.
+    fn below_streaming(&self, ci: u64) -> u64 {
+        let streaming = self
+            .transfers
+            .oldest_sent_index()
+            .map_or(u64::MAX, |i| i + 1);
+        ci.min(streaming)
     }
 
     /// Removals run after this job's sync, so the new snapshot and marker are durable first.
