@@ -15,6 +15,7 @@
 //! postcard payloads re-encode to their own bytes), so a decoded payload re-encodes identically.
 
 use super::{KvError, KvState, Session};
+use bytes::Bytes;
 use imbl::OrdSet;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,7 +40,7 @@ struct Header {
     session_count: u64,
 }
 
-type DataIter<'a> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + Send + 'a>;
+type DataIter<'a> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Bytes)> + Send + 'a>;
 type SessionIter<'a> = Box<dyn Iterator<Item = (&'a u64, &'a Session)> + Send + 'a>;
 
 enum Stage<'a> {
@@ -299,7 +300,7 @@ impl Decoder {
                 {
                     return Err(KvError::BadSnapshot);
                 }
-                self.kv.put(key.to_vec(), value.to_vec());
+                self.kv.put(key.to_vec(), Bytes::copy_from_slice(value));
             }
             (Expect::Body, KIND_SESSION) => {
                 if (self.kv.data.len() as u64) < self.data_count
