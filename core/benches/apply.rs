@@ -26,7 +26,7 @@ fn commands() -> Vec<Command> {
     (0..KEYS)
         .map(|i| Command::Put {
             key: key(i),
-            value: value(i, 100),
+            value: value(i, 100).into(),
         })
         .collect()
 }

@@ -117,6 +117,15 @@ pub enum ClientError {
     /// for a leader.
     #[error("node stopped; the request was not applied")]
     Stopped,
+    /// Definite: this leader's log holds more than it may beyond its latest snapshot
+    /// ([`crate::compaction::write_limit_bytes`]): writes outran the snapshot job, and are
+    /// refused until a snapshot is saved, so that memory stays bounded by the state (etcd's
+    /// "too many requests"). Retrying after a short wait is safe.
+    #[error(
+        "too many requests: the log holds {log_bytes} bytes beyond the latest snapshot, over its \
+         limit of {limit_bytes} until a snapshot is saved; the request was not applied"
+    )]
+    TooManyRequests { log_bytes: u64, limit_bytes: u64 },
 }
 
 impl ClientError {
@@ -132,7 +141,8 @@ impl ClientError {
             | ClientError::Rejected(_)
             | ClientError::Stopped
             | ClientError::LeaderUnreachable { .. }
-            | ClientError::NoLeader { .. } => false,
+            | ClientError::NoLeader { .. }
+            | ClientError::TooManyRequests { .. } => false,
         }
     }
 }
@@ -197,6 +207,10 @@ mod tests {
             ClientError::LeaderUnreachable { leader: 2 },
             ClientError::NoLeader { waited_ticks: 20 },
             ClientError::Stopped,
+            ClientError::TooManyRequests {
+                log_bytes: 3 << 20,
+                limit_bytes: 2 << 20,
+            },
         ]
     }
 

@@ -4,6 +4,7 @@
 //! raft's protobuf ConfChange in `data` (raft-rs writes it) *and* our `MemberChange` in
 //! `context`; we only ever decode `context`, so no protobuf is parsed from disk or network.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 const VERSION: u8 = 1;
@@ -21,8 +22,10 @@ pub enum Command {
     Put {
         #[serde(with = "crate::as_bytes")]
         key: Vec<u8>,
-        #[serde(with = "crate::as_bytes")]
-        value: Vec<u8>,
+        /// Shared with the entry it was decoded from ([`Proposal::decode_shared`]): the state
+        /// machine then holds the entry's bytes, not a copy, and the log and the state share
+        /// what both hold. Encoded as bytes, like the key.
+        value: Bytes,
     },
     Delete {
         #[serde(with = "crate::as_bytes")]
@@ -102,6 +105,19 @@ impl Proposal {
     }
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         decode(bytes)
+    }
+
+    /// [`Proposal::decode`], with a put's value a slice of `entry_data` rather than a copy.
+    /// The value is the encoding's last field and nothing may follow it (`decode` refuses
+    /// trailing bytes), so it is the last `value.len()` bytes of the entry.
+    pub fn decode_shared(entry_data: &Bytes) -> Option<Self> {
+        let mut p = Self::decode(entry_data)?;
+        if let Command::Put { value, .. } = &mut p.command {
+            let shared = entry_data.slice(entry_data.len() - value.len()..);
+            debug_assert_eq!(shared, *value, "a put's value is the end of its entry");
+            *value = shared;
+        }
+        Some(p)
     }
 }
 

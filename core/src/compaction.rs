@@ -32,6 +32,15 @@ pub struct CompactionConfig {
 /// the state between two keeps their cost to 4 bytes written per byte of log.
 pub const LOG_SHARE_OF_STATE: u64 = 4;
 
+/// A leader refuses writes while its log beyond the latest snapshot holds more than this many
+/// times [`log_bytes_bound`] ([`write_limit_bytes`]). A job starts at one bound, so writes go on
+/// while it runs until they have added one more; then the node holds at most the state, the
+/// log (two bounds: half the state) and the old values the job still holds of what those
+/// writes replaced (one bound): 1.75× the state. Without the limit, writes that outrun
+/// snapshot creation grow the log without bound (measured: 2.3× the state under 20 s of 64 KiB
+/// overwrites at 100 MiB, BENCHMARKS.md "Cost curves").
+pub const WRITE_LIMIT_OVER_BOUND: u64 = 2;
+
 impl Default for CompactionConfig {
     fn default() -> Self {
         CompactionConfig {
@@ -47,6 +56,12 @@ impl Default for CompactionConfig {
 /// `state_bytes` (key and value bytes).
 pub fn log_bytes_bound(cfg: &CompactionConfig, state_bytes: u64) -> u64 {
     cfg.log_bytes_floor.max(state_bytes / LOG_SHARE_OF_STATE)
+}
+
+/// Bytes of log beyond the latest snapshot past which a leader refuses writes
+/// ([`WRITE_LIMIT_OVER_BOUND`]).
+pub fn write_limit_bytes(cfg: &CompactionConfig, state_bytes: u64) -> u64 {
+    WRITE_LIMIT_OVER_BOUND * log_bytes_bound(cfg, state_bytes)
 }
 
 /// raftexample's trigger, `applied - snapshot_index > snap_count`, or the entries applied since

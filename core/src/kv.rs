@@ -299,7 +299,7 @@ impl KvState {
         }
         let result = match cmd {
             Command::Put { key, value } => WriteResult::Put {
-                existed: self.put(key.clone(), Bytes::copy_from_slice(value)),
+                existed: self.put(key.clone(), value.clone()),
             },
             Command::Delete { key } => WriteResult::Delete {
                 existed: self.delete(key),
@@ -423,7 +423,7 @@ mod tests {
     fn put(k: &str, v: &str) -> Command {
         Command::Put {
             key: k.into(),
-            value: v.into(),
+            value: Bytes::copy_from_slice(v.as_bytes()),
         }
     }
 
@@ -503,7 +503,7 @@ mod tests {
                     rid,
                     &Command::Put {
                         key,
-                        value: i.to_le_bytes().to_vec(),
+                        value: i.to_le_bytes().to_vec().into(),
                     },
                 );
             }
@@ -747,7 +747,7 @@ mod tests {
                 Some(RequestId { client, seq: 1 }),
                 &Command::Put {
                     key: b"k".to_vec(),
-                    value: b"v".to_vec(),
+                    value: Bytes::from_static(b"v"),
                 },
             )
         };

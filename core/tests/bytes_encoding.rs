@@ -55,7 +55,7 @@ fn same_bytes() {
             }),
             command: Command::Put {
                 key: data[..n / 3].to_vec(),
-                value: data.clone(),
+                value: data.clone().into(),
             },
         };
         let op = OldProp {
@@ -120,7 +120,7 @@ fn same_bytes() {
             None,
             &Command::Put {
                 key: k.clone(),
-                value: v.clone(),
+                value: v.clone().into(),
             },
         );
         old.data.insert(k, v);

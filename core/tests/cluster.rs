@@ -6,7 +6,7 @@ mod harness;
 
 use harness::Cluster;
 use raftkv_core::command::RequestId;
-use raftkv_core::compaction::LOG_SHARE_OF_STATE;
+use raftkv_core::compaction::{write_limit_bytes, LOG_SHARE_OF_STATE};
 use raftkv_core::health::NotReady;
 use raftkv_core::kv::WriteResult;
 use raftkv_core::memdir::CrashKind;
@@ -311,6 +311,77 @@ fn large_values_snapshot_by_bytes_and_the_log_stays_within_a_share_of_the_state(
         assert!(s.snapshot_index > 300, "node {id}: {s:?}");
         assert!(s.log_entries_in_memory < 200, "node {id}: {s:?}");
     }
+}
+
+#[test]
+fn writes_that_outrun_the_snapshot_job_are_refused_until_it_is_saved() {
+    let floor = 4096;
+    let mut c = Cluster::with_config(3, 12, |cfg| {
+        cfg.compaction.snap_count = 1_000_000;
+        cfg.compaction.catch_up_entries = 1_000_000;
+        cfg.compaction.log_bytes_floor = floor;
+    });
+    let leader = c.wait_leader();
+    let compaction = c.nodes[&leader].cfg.compaction;
+    // The leader's snapshot job never completes: writes go on until the log is over its limit.
+    c.held_snapshot_lanes.insert(leader);
+    let value = "v".repeat(1000);
+    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    for i in 0..40u64 {
+        let key = format!("k{i}");
+        let put = ClientOp::Put {
+            key: key.clone().into_bytes(),
+            value: value.clone().into_bytes(),
+        };
+        let h = c.submit(
+            leader,
+            put,
+            Some(RequestId {
+                client: 7,
+                seq: i + 1,
+            }),
+        );
+        match c.wait_reply(h) {
+            Ok(ClientReply::Written(_)) => acked.push(key.clone()),
+            Err(
+                e @ ClientError::TooManyRequests {
+                    log_bytes,
+                    limit_bytes,
+                },
+            ) => {
+                assert!(!e.outcome_unknown() && log_bytes > limit_bytes, "{e}");
+                refused.push(key.clone());
+            }
+            other => panic!("{key}: {other:?}"),
+        }
+        let s = c.node(leader).status();
+        let limit = write_limit_bytes(&compaction, s.state_bytes);
+        assert!(
+            s.log_bytes_in_memory <= limit + 1100,
+            "after {key}: {} bytes of log, limit {limit}",
+            s.log_bytes_in_memory
+        );
+    }
+    assert!(
+        acked.len() >= 4 && refused.len() >= 20,
+        "acked {acked:?}, refused {refused:?}"
+    );
+    // Reads are served meanwhile; a refused write was definitely not applied.
+    assert!(c.get(&acked[0]).is_some());
+    c.run(50);
+    for key in &refused {
+        for id in c.up_ids() {
+            assert_eq!(
+                c.node(id).kv().get(key.as_bytes()),
+                None,
+                "node {id}: {key}"
+            );
+        }
+    }
+    // Once the job is saved, writes are admitted again.
+    c.held_snapshot_lanes.clear();
+    c.put("after", "1");
+    assert_eq!(c.get("after").as_deref(), Some(&b"1"[..]));
 }
 
 #[test]

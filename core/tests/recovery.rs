@@ -501,7 +501,7 @@ fn a_snapshot_is_read_in_pieces_and_its_state_decoded_as_they_pass() {
     for i in 1..=3000u64 {
         let put = Command::Put {
             key: format!("key-{i:05}").into_bytes(),
-            value: vec![i as u8; 1024],
+            value: vec![i as u8; 1024].into(),
         };
         kv.apply_command(i, None, &put);
     }

@@ -861,6 +861,14 @@ mod tests {
                 true,
             ),
             (
+                Err(ClientError::TooManyRequests {
+                    log_bytes: 3 << 20,
+                    limit_bytes: 2 << 20,
+                }),
+                StatusCode::SERVICE_UNAVAILABLE,
+                true,
+            ),
+            (
                 Err(ClientError::LeaderUnreachable { leader: 2 }),
                 StatusCode::SERVICE_UNAVAILABLE,
                 true,

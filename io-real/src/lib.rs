@@ -7,6 +7,7 @@
 //! [`peer`] (TCP frames between nodes), [`http`] (the client API), [`metrics`] (Prometheus),
 //! [`cluster`] (`raftkv cluster`: nodes as child processes).
 
+pub mod alloc;
 pub mod cli;
 pub mod cluster;
 pub mod disk;

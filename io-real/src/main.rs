@@ -5,10 +5,9 @@
 use raftkv_io_real::cli::{self, Command};
 use raftkv_io_real::{cluster, node};
 
-// A put allocates a handful of small buffers on each node it crosses; glibc's malloc showed up
-// at ~5 % of the cluster's CPU in a profile of the 64-client put benchmark.
+// mimalloc for small blocks, glibc's malloc for large ones (`alloc.rs` says why).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: raftkv_io_real::alloc::SplitAlloc = raftkv_io_real::alloc::SplitAlloc;
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()

@@ -114,6 +114,10 @@ pub struct SimConfig {
     /// Compaction's byte floor: small in half the worlds, so that the log's bytes, not only its
     /// entry count, trigger snapshots and bound the catch-up entries kept.
     pub log_bytes_floor: u64,
+    /// A snapshot job's serialisation takes this long (a large state on a busy CPU) in a third
+    /// of the worlds, none elsewhere: writes then outrun the job, and a leader whose log goes
+    /// over its limit refuses them (`ClientError::TooManyRequests`) until the job is saved.
+    pub snapshot_cpu_ms: u64,
 }
 
 impl SimConfig {
@@ -239,6 +243,7 @@ impl SimConfig {
             snapshot_chunk_bytes: 0,
             snapshot_window_chunks: 0,
             log_bytes_floor: 0,
+            snapshot_cpu_ms: 0,
         };
         // Drawn last, so adding this class left every earlier draw of a seed as it was.
         cfg.swarm.operator_mistakes = on(&mut r, 0.5);
@@ -250,6 +255,7 @@ impl SimConfig {
         } else {
             raftkv_core::compaction::CompactionConfig::default().log_bytes_floor
         };
+        cfg.snapshot_cpu_ms = if r.chance(0.33) { r.range(20, 400) } else { 0 };
         cfg
     }
 

@@ -73,10 +73,11 @@ pub enum Counter {
     WipedRestartsRefused,
     NoLeaderAnswers,
     WritesDefinitelyNotApplied,
+    TooManyRequestsAnswers,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 66] = [
+    pub const ALL: [Counter; 67] = [
         Counter::AppendsReindexed,
         Counter::ClusterIdsAdopted,
         Counter::Compactions,
@@ -143,6 +144,7 @@ impl Counter {
         Counter::WipedRestartsRefused,
         Counter::NoLeaderAnswers,
         Counter::WritesDefinitelyNotApplied,
+        Counter::TooManyRequestsAnswers,
     ];
 
     pub fn name(self) -> &'static str {
@@ -213,6 +215,7 @@ impl Counter {
             Counter::WipedRestartsRefused => "wiped_restarts_refused",
             Counter::WritesDefinitelyNotApplied => "writes_definitely_not_applied",
             Counter::NoLeaderAnswers => "no_leader_answers",
+            Counter::TooManyRequestsAnswers => "too_many_requests_answers",
         }
     }
 
@@ -273,6 +276,7 @@ pub const REQUIRED: &[Counter] = &[
     Counter::NeverStartedMembersRemoved,
     Counter::NoLeaderAnswers,
     Counter::WritesDefinitelyNotApplied,
+    Counter::TooManyRequestsAnswers,
 ];
 
 /// Required paths that a set of totals (by counter name) never exercised.

@@ -228,7 +228,7 @@ fn main() {
         };
         let cmd = raftkv_core::command::Command::Put {
             key: format!("key{i}").into_bytes(),
-            value: vec![i as u8; i as usize],
+            value: vec![i as u8; i as usize].into(),
         };
         kv.apply_command(i, Some(rid), &cmd);
     }

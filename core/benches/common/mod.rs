@@ -41,7 +41,7 @@ pub fn put_proposal(i: u64, value_len: usize) -> Proposal {
         }),
         command: Command::Put {
             key: key(i),
-            value: value(i, value_len),
+            value: value(i, value_len).into(),
         },
     }
 }

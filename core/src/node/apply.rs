@@ -30,7 +30,7 @@ impl Decoded {
     pub(super) fn of(e: &Entry) -> Decoded {
         match e.get_entry_type() {
             EntryType::EntryNormal if e.data.is_empty() => Decoded::Empty,
-            EntryType::EntryNormal => Proposal::decode(&e.data)
+            EntryType::EntryNormal => Proposal::decode_shared(&e.data)
                 .map_or(Decoded::Skip(RejectReason::Undecodable), Decoded::Command),
             EntryType::EntryConfChange => MemberProposal::decode(&e.context)
                 .map_or(Decoded::Skip(RejectReason::Undecodable), |mp| {
@@ -78,5 +78,45 @@ pub(super) fn apply_command(
         Applied::Stale => Err(ClientError::Rejected(RejectReason::StaleRequest)),
         Applied::Admin(Ok(())) => Ok(ClientReply::Members(kv.members().clone())),
         Applied::Admin(Err(why)) => Err(ClientError::Rejected(why)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+
+    #[test]
+    fn an_applied_put_holds_its_entrys_bytes_not_a_copy() {
+        let mut kv = KvState::default();
+        for (i, value) in [vec![], vec![7; 3], vec![9; 70_000]]
+            .into_iter()
+            .enumerate()
+        {
+            let p = Proposal {
+                request_id: Some(RequestId {
+                    client: 1,
+                    seq: i as u64 + 1,
+                }),
+                command: Command::Put {
+                    key: b"key".to_vec(),
+                    value: value.clone().into(),
+                },
+            };
+            let mut e = Entry::default();
+            e.data = p.encode().into();
+            let Decoded::Command(decoded) = Decoded::of(&e) else {
+                panic!("a put decodes");
+            };
+            assert_eq!(decoded, p);
+            apply_command(&mut kv, i as u64 + 1, &decoded).unwrap();
+            let held = kv.get(b"key").unwrap();
+            assert_eq!(held, &value[..]);
+            let within = e.data.as_ptr_range();
+            assert!(
+                value.is_empty() || within.contains(&held.as_ptr()),
+                "a copy of the entry's value"
+            );
+        }
     }
 }

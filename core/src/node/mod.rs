@@ -688,6 +688,7 @@ impl Node {
             leader: Some(self.leader_id).filter(|&l| l != 0),
             kv: &self.kv,
             rules: self.member_rules(),
+            writes_refused: self.writes_refused(),
         };
         match requests::serve(op, request_id, &view) {
             Serve::Answer(result) => self.reply(to, result),
@@ -725,6 +726,18 @@ impl Node {
                 });
             }
         }
+    }
+
+    /// `TooManyRequests` while the log beyond the latest snapshot (committed or not) is over
+    /// its limit: the writes outran the snapshot job, and memory must stay bounded by the state.
+    fn writes_refused(&self) -> Option<ClientError> {
+        let store = self.raw.store();
+        let log_bytes = store.log_bytes(self.snapshots.index() + 1, store.last_index());
+        let limit_bytes = compaction::write_limit_bytes(&self.cfg.compaction, self.kv.data_bytes());
+        (log_bytes > limit_bytes).then_some(ClientError::TooManyRequests {
+            log_bytes,
+            limit_bytes,
+        })
     }
 
     /// The rules a membership change is checked against, as they stand now.

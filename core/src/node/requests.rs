@@ -145,6 +145,9 @@ pub(super) struct ServeView<'a> {
     pub leader: Option<u64>,
     pub kv: &'a KvState,
     pub rules: Rules<'a>,
+    /// Writes are refused with this while the log is over its limit beyond the latest snapshot
+    /// (`compaction::write_limit_bytes`); reads and membership changes are not.
+    pub writes_refused: Option<ClientError>,
 }
 
 /// What serving a request here is.
@@ -178,9 +181,13 @@ pub(super) fn serve(op: ClientOp, request_id: Option<RequestId>, v: &ServeView<'
             return read(&key)
         }
         Op::Data(DataOp::Get { key }) => return Serve::Read { key },
+        Op::Data(DataOp::Put { .. } | DataOp::Delete { .. }) if v.writes_refused.is_some() => {
+            return Serve::Answer(Err(v.writes_refused.clone().expect("checked")))
+        }
         Op::Data(DataOp::Put { key, value }) => {
             let existed = v.kv.get(&key).is_some();
             let early = planted(PlantedBug::AckBeforeSync).then_some(WriteResult::Put { existed });
+            let value = value.into();
             return write(request_id, Command::Put { key, value }, early);
         }
         Op::Data(DataOp::Delete { key }) => {

@@ -82,6 +82,8 @@ pub struct Cluster {
     pub fatal_stops: bool,
     /// Nodes whose WAL jobs do not complete (a stalled disk) until removed from here.
     pub stalled_disks: BTreeSet<u64>,
+    /// Nodes whose snapshot jobs do not complete (a slow snapshot lane) until removed from here.
+    pub held_snapshot_lanes: BTreeSet<u64>,
     /// `step` calls so far (one tick each).
     steps: u64,
 }
@@ -133,6 +135,7 @@ impl Cluster {
             next_client_seq: 1,
             fatal_stops: true,
             stalled_disks: BTreeSet::new(),
+            held_snapshot_lanes: BTreeSet::new(),
             steps: 0,
         };
         for id in 1..=n {
@@ -303,7 +306,8 @@ impl Cluster {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
             // The snapshot lane runs beside the WAL's jobs: before them, between, or after.
-            let run_lane = all || self.rng.below(2) == 0;
+            let run_lane =
+                (all || self.rng.below(2) == 0) && !self.held_snapshot_lanes.contains(&id);
             let n = self.nodes.get_mut(&id).unwrap();
             if let (true, Some(node)) = (run_lane, n.node.as_mut()) {
                 if let Some(job) = n.snapshot_job.take() {

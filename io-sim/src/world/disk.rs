@@ -26,14 +26,21 @@ pub(super) async fn disk_job(
     run_ops(world, id, job.id, job.ops, JobEnd::Done(job.id), done).await
 }
 
-/// The snapshot lane: serialise piece by piece as the ops are taken (no simulated time: CPU),
-/// writing like any disk job, concurrently with the node's WAL jobs.
+/// The snapshot lane: serialise (`snapshot_cpu_ms` of simulated CPU time in some worlds, none
+/// in the others), then write like any disk job, concurrently with the node's WAL jobs.
 pub(super) async fn snapshot_job(
     world: Arc<World>,
     id: u64,
     job: raftkv_core::node::SnapshotJob,
     done: mpsc::UnboundedSender<JobEnd>,
 ) {
+    if world.cfg.snapshot_cpu_ms > 0 {
+        let epoch = world.disks.epoch(id);
+        sleep(Duration::from_millis(world.cfg.snapshot_cpu_ms)).await;
+        if world.disks.epoch(id) != epoch {
+            return; // killed while serialising: the job never ends, as in a real crash
+        }
+    }
     let (file_bytes, ops) = job.write();
     let end = JobEnd::SnapshotSaved(job.id, file_bytes);
     run_ops(world, id, job.id, ops, end, done).await

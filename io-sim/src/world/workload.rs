@@ -154,8 +154,12 @@ pub(super) async fn client_main(world: Arc<World>, cid: u64) {
                     // history (it never happened), so if it was applied after all, a read that
                     // sees its unique value fails the linearizability check.
                     maybe_applied |= e.outcome_unknown();
-                    if matches!(e, ClientError::NoLeader { .. }) {
-                        world.count(Counter::NoLeaderAnswers);
+                    match e {
+                        ClientError::NoLeader { .. } => world.count(Counter::NoLeaderAnswers),
+                        ClientError::TooManyRequests { .. } => {
+                            world.count(Counter::TooManyRequestsAnswers)
+                        }
+                        _ => {}
                     }
                     // Some clients take a definite 503 as final, as a real one may: that is
                     // what puts the claim to the test (a retry under the same request id would
