@@ -103,8 +103,10 @@ mod tests {
                     value: value.clone().into(),
                 },
             };
-            let mut e = Entry::default();
-            e.data = p.encode().into();
+            let e = Entry {
+                data: p.encode().into(),
+                ..Default::default()
+            };
             let Decoded::Command(decoded) = Decoded::of(&e) else {
                 panic!("a put decodes");
             };
