@@ -276,15 +276,22 @@ fn snapshots_compact_the_log_and_purge_files() {
     }
 }
 
-#[test]
-fn large_values_snapshot_by_bytes_and_the_log_stays_within_a_share_of_the_state() {
-    // The entry counts are out of reach: only the byte rule can snapshot and compact here.
-    let floor = 4096;
-    let mut c = Cluster::with_config(3, 6, |cfg| {
+const BYTE_RULE_FLOOR: u64 = 4096;
+
+/// Three nodes whose entry counts are out of reach: only the byte rule (a floor of
+/// [`BYTE_RULE_FLOOR`]) can snapshot and compact.
+fn byte_rule_cluster(seed: u64) -> Cluster {
+    Cluster::with_config(3, seed, |cfg| {
         cfg.compaction.snap_count = 1_000_000;
         cfg.compaction.catch_up_entries = 1_000_000;
-        cfg.compaction.log_bytes_floor = floor;
-    });
+        cfg.compaction.log_bytes_floor = BYTE_RULE_FLOOR;
+    })
+}
+
+#[test]
+fn large_values_snapshot_by_bytes_and_the_log_stays_within_a_share_of_the_state() {
+    let floor = BYTE_RULE_FLOOR;
+    let mut c = byte_rule_cluster(6);
     let value = "v".repeat(1000);
     // 200 keys, each written three times: the state stops growing after the first round.
     for i in 0..600 {
@@ -315,12 +322,7 @@ fn large_values_snapshot_by_bytes_and_the_log_stays_within_a_share_of_the_state(
 
 #[test]
 fn writes_that_outrun_the_snapshot_job_are_refused_until_it_is_saved() {
-    let floor = 4096;
-    let mut c = Cluster::with_config(3, 12, |cfg| {
-        cfg.compaction.snap_count = 1_000_000;
-        cfg.compaction.catch_up_entries = 1_000_000;
-        cfg.compaction.log_bytes_floor = floor;
-    });
+    let mut c = byte_rule_cluster(12);
     let leader = c.wait_leader();
     let compaction = c.nodes[&leader].cfg.compaction;
     // The leader's snapshot job never completes: writes go on until the log is over its limit.
