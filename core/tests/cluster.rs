@@ -157,9 +157,17 @@ fn a_request_held_for_a_leader_goes_through_when_one_is_elected_within_the_hold(
 fn a_stopping_node_answers_proposed_requests_unknown_and_the_rest_definitely() {
     let mut c = Cluster::new(3, 22);
     let leader = c.wait_leader();
-    // Cut off, the leader's proposal cannot commit: it stays pending.
+    // Cut off, the leader's proposal cannot commit: it stays pending. It is shut down before
+    // check-quorum could make it step down (which answers the proposal `LeaderChanged`).
     c.isolated.insert(leader);
     let proposed = c.submit(leader, put_op("p", "1"), None);
+    c.run(2);
+    assert!(
+        c.node(leader).status().role == raft::StateRole::Leader,
+        "the isolated leader still leads two ticks on"
+    );
+    assert!(!c.replies.contains_key(&proposed));
+    c.shut_down(leader);
     let follower = c.up_ids().into_iter().find(|&id| id != leader).unwrap();
     let other = c
         .up_ids()
@@ -172,8 +180,7 @@ fn a_stopping_node_answers_proposed_requests_unknown_and_the_rest_definitely() {
     });
     // Held for a leader on the follower, never proposed.
     let held = c.submit(follower, put_op("q", "1"), None);
-    assert!(!c.replies.contains_key(&proposed) && !c.replies.contains_key(&held));
-    c.shut_down(leader);
+    assert!(!c.replies.contains_key(&held));
     c.shut_down(follower);
     let proposed = c.replies.remove(&proposed).expect("answered at shutdown");
     let held = c.replies.remove(&held).expect("answered at shutdown");
@@ -456,7 +463,7 @@ fn a_snapshot_streams_in_chunks_through_a_lossy_network() {
 /// A follower cut off while 150 writes land, then let back under load: it catches up with one
 /// snapshot. `guard`: the node's repair of raft-rs's misplaced batched appends.
 fn catch_up_under_load(guard: bool) -> harness::Stats {
-    let mut c = Cluster::with_config(3, 33, |cfg| {
+    let mut c = Cluster::with_config(3, 116, |cfg| {
         cfg.compaction.snap_count = 20;
         cfg.compaction.catch_up_entries = 5;
         cfg.snapshot_chunk_bytes = 64;
@@ -498,11 +505,12 @@ fn a_follower_catches_up_under_load_with_one_snapshot() {
     catch_up_under_load(true);
 }
 
-/// The same world without the guard: raft-rs 0.7 batches entries from 149 into a commit-only
-/// append at index 197, and the follower panics inside raft-rs. With the guard the same world
+/// The same world without the guard: raft-rs 0.7 batches entries into a commit-only append at
+/// the wrong index, and the follower panics inside raft-rs. With the guard the same world
 /// repairs that message (and catches up, above). If this world stops producing the message (a
 /// change in when jobs complete), the test says so instead of passing quietly: find a world
-/// that does.
+/// that does. Few do: seed 33 did until a new WAL's first segment was cut early to a spare;
+/// of seeds 100..1100 then, 116, 124, 343, 786 and 980 did.
 #[test]
 fn without_the_batch_append_guard_raft_rs_sends_entries_after_the_wrong_index() {
     let with_guard = catch_up_under_load(true);
@@ -573,8 +581,9 @@ fn members_are_added_and_removed() {
     let h2 = c.submit(leader, ClientOp::RemoveNode { id: other }, None);
     assert!(matches!(c.wait_reply(h1), Ok(ClientReply::Members(m)) if !m.contains_key(&victim)));
     assert!(matches!(c.wait_reply(h2), Err(ClientError::Rejected(_))));
-    c.run(20);
-    assert!(!c.is_up(victim), "a removed node stops");
+    // Once it applies its removal it stops when every remaining voter has confirmed it, or
+    // after lingering `linger_ticks` (100 here) to answer votes, whichever comes first.
+    c.run_until(150, "a removed node stops", |c| !c.is_up(victim));
     c.put("after-remove", "1");
     c.wait_converged(300);
     for id in c.up_ids() {

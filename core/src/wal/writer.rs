@@ -12,7 +12,10 @@
 //! written and synced off the WAL's lane (see `node::spare`). Otherwise the cut creates it,
 //! preallocated. The spare is what makes the WAL's syncs cheap: an fdatasync into preallocated
 //! (unwritten) extents must also commit the file system's journal to record them as written,
-//! one into written zeros flushes only data.
+//! one into written zeros flushes only data. So a segment that was created (a new WAL's first,
+//! or a cut that found no spare ready) is cut as soon as a spare is ready, full or not: a new
+//! node's syncs are slow for the time one spare takes to write, not for a whole segment. After
+//! a restart the writer cannot tell which kind its last segment is, and cuts it only when full.
 
 use super::frame::{encode_frame, segment_seed};
 use super::reader::{WalContents, WalTail};
@@ -72,6 +75,10 @@ pub struct WalWriter {
     pending_offset: u64,
     /// A zero-filled, synced file of `segment_size_bytes` the next cut renames into place.
     spare: Option<String>,
+    /// The current segment was created preallocated (unwritten extents), not taken from a
+    /// spare: the next append cuts to a spare as soon as one is ready, so that a new WAL's
+    /// syncs are slow only until its first spare is written, not for a whole segment.
+    on_unwritten: bool,
 }
 
 impl WalWriter {
@@ -99,6 +106,7 @@ impl WalWriter {
             pending: Vec::new(),
             pending_offset: 0,
             spare: None,
+            on_unwritten: false,
         };
         w.open_segment(0, 0, ops);
         w
@@ -175,6 +183,9 @@ impl WalWriter {
             pending: Vec::new(),
             pending_offset: tail.end_offset,
             spare: None,
+            // Unknown after a restart (a spare or a created file): cut only when full, as
+            // before, rather than leave a short segment behind every restart.
+            on_unwritten: false,
         }
     }
 
@@ -211,8 +222,14 @@ impl WalWriter {
         // A spare is exactly one segment long: headers that outgrow it (a tiny segment size and
         // a large membership) take a created file, and the spare waits for the next cut.
         let tmp = match self.spare.take() {
-            Some(spare) if size == self.cfg.segment_size_bytes => spare,
+            Some(spare) if size == self.cfg.segment_size_bytes => {
+                self.on_unwritten = false;
+                spare
+            }
             unused => {
+                // A spare too short for these headers would be cut to again at once: only a
+                // segment created while no spare is ready waits for one.
+                self.on_unwritten = unused.is_none();
                 self.spare = unused;
                 ops.push(FileOp::Create {
                     name: tmp.clone(),
@@ -269,7 +286,9 @@ impl WalWriter {
         let before = self.pending.len();
         let mut crc = encode_frame(record, self.crc, &mut self.pending);
         let mut frame_len = (self.pending.len() - before) as u64;
-        if self.offset + frame_len > self.cfg.segment_size_bytes && self.offset > self.body_start {
+        let full = self.offset + frame_len > self.cfg.segment_size_bytes;
+        let leave_unwritten = self.on_unwritten && self.spare.is_some();
+        if (full || leave_unwritten) && self.offset > self.body_start {
             self.pending.truncate(before);
             self.cut(ops);
             // The chain restarted in the new segment: encode again on its crc.
@@ -374,5 +393,86 @@ impl WalWriter {
 
     pub fn last_index(&self) -> u64 {
         self.last_index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::record::{EntryKind, EntryRec};
+
+    const ID: WalIdentity = WalIdentity {
+        cluster_id: 7,
+        node_id: 1,
+    };
+
+    fn entry(index: u64) -> Record {
+        Record::Entry(EntryRec {
+            index,
+            term: 1,
+            kind: EntryKind::Normal,
+            data: vec![0xab; 100],
+            context: Vec::new(),
+        })
+    }
+
+    /// The spare files the ops rename into place.
+    fn spares_taken(ops: &[FileOp]) -> Vec<String> {
+        ops.iter()
+            .filter_map(|op| match op {
+                FileOp::Rename { from, .. } if crate::wal::is_spare_name(from) => {
+                    Some(from.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_created_segment_is_left_for_the_first_spare_and_a_spare_is_filled() {
+        let cfg = WalConfig {
+            segment_size_bytes: 64 << 10,
+        };
+        let mut ops = Vec::new();
+        let mut w = WalWriter::create(ID, cfg, 1, &mut ops);
+        let mut index = 1;
+        let mut append = |w: &mut WalWriter| {
+            let mut ops = Vec::new();
+            w.append(&entry(index), &mut ops);
+            w.sync(&mut ops);
+            index += 1;
+            ops
+        };
+        // No spare yet: the created segment goes on taking appends.
+        for _ in 0..3 {
+            assert!(spares_taken(&append(&mut w)).is_empty());
+        }
+        assert_eq!(w.segments().len(), 1);
+        // The first spare is taken by the next append, long before the segment is full.
+        let first = crate::wal::spare_name(0);
+        w.set_spare(first.clone());
+        assert_eq!(spares_taken(&append(&mut w)), vec![first]);
+        assert_eq!(w.segments().len(), 2);
+        // A segment that came from a spare is filled before the next spare is taken.
+        let second = crate::wal::spare_name(1);
+        w.set_spare(second.clone());
+        let mut written_bytes = 0;
+        loop {
+            let ops = append(&mut w);
+            if !spares_taken(&ops).is_empty() {
+                break;
+            }
+            for op in &ops {
+                if let FileOp::WriteAt { bytes, .. } = op {
+                    written_bytes += bytes.len() as u64;
+                }
+            }
+            assert!(written_bytes <= cfg.segment_size_bytes, "never cut");
+        }
+        assert!(
+            written_bytes > cfg.segment_size_bytes * 9 / 10,
+            "cut after {written_bytes} bytes of a {} byte segment",
+            cfg.segment_size_bytes
+        );
     }
 }
