@@ -320,7 +320,13 @@ fn check_flags(cfg: &NodeConfig, flags: &StartFlags, r: &Restored) -> Result<(),
         // A joiner that has not received its first snapshot: no history to check against.
         return Ok(());
     }
-    let (members, ever, removed) = membership_in_log(&r.kv, &r.recovered.entries);
+    let (members, ever, _) = membership_in_log(&r.kv, &r.recovered.entries);
+    // Only a committed removal is final: one a leader appended and lost with its leadership is
+    // truncated by the next leader, and a member that refused to start over it could leave the
+    // cluster short of a quorum. An uncommitted one that does commit later stops the node then.
+    let entries = &r.recovered.entries;
+    let committed = entries.partition_point(|e| e.index <= r.recovered.hard_state.commit);
+    let (_, _, removed) = membership_in_log(&r.kv, &entries[..committed]);
     if removed.contains(&cfg.id) {
         return Err(BootError::Removed { id: cfg.id });
     }

@@ -168,3 +168,43 @@ fn a_learner_catches_up_then_is_promoted_and_never_counts_before() {
     c.wait_converged(300);
     assert_eq!(c.node(5).kv().get(b"k0"), Some(&b"v"[..]));
 }
+
+/// A removal that reached the removed node's log but was never committed does not keep that
+/// node from starting: only a committed removal is final. Found by the simulator (seed 5001812):
+/// the leader appended `RemoveNode` for a member and lost its leadership, the member restarted
+/// and refused to boot as "removed", and with another voter lost the cluster had no quorum.
+#[test]
+fn an_uncommitted_removal_in_its_own_log_does_not_stop_a_node_from_starting() {
+    let mut c = Cluster::new(4, 51);
+    c.put("a", "1");
+    c.run(50);
+    let leader = c.wait_leader();
+    let victim = (1..=4).find(|&i| i != leader).unwrap();
+    let others: Vec<u64> = (1..=4).filter(|&i| i != leader && i != victim).collect();
+    // The removal reaches the victim only, and its acknowledgement never comes back.
+    for &o in &others {
+        c.cut_links.insert((leader, o));
+    }
+    c.cut_links.insert((victim, leader));
+    let h = c.submit(leader, ClientOp::RemoveNode { id: victim }, None);
+    let before = c.node(victim).status().last_index;
+    c.run_until(50, "the removal in the victim's log", |c| {
+        c.node(victim).status().persisted_index > before
+    });
+    assert!(
+        !c.replies.contains_key(&h),
+        "not committed: {:?}",
+        c.replies.get(&h)
+    );
+    c.crash(victim, CrashKind::Process);
+    c.cut_links.clear();
+    c.restart(victim);
+    assert!(c.is_up(victim));
+    // The removal then commits (the old leader still holds it) or is truncated by a new
+    // leader; either way the cluster goes on, and the victim stops only if it committed.
+    c.put("b", "2");
+    c.run(200);
+    let leader = c.wait_leader();
+    let removed = !c.node(leader).members().contains_key(&victim);
+    assert_eq!(c.is_up(victim), !removed, "up only while a member");
+}

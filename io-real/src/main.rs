@@ -34,8 +34,9 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Once, plainly: the same line through `tracing` as well printed every startup error
+        // twice on the terminal.
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("raftkv: {e:#}");
             std::process::ExitCode::FAILURE
         }

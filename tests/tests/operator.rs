@@ -150,6 +150,11 @@ fn a_data_dir_that_is_a_file_is_refused_with_a_clear_message() {
     );
     assert!(!err.contains("File exists"), "{err}");
     assert_eq!(
+        err.matches("is a regular file").count(),
+        1,
+        "said once: {err}"
+    );
+    assert_eq!(
         std::fs::read(&file).unwrap(),
         b"hello",
         "the file was touched"
