@@ -44,6 +44,8 @@ impl ReqError {
 pub(crate) struct HttpResponse {
     pub(crate) status: u16,
     pub(crate) keep_alive: bool,
+    /// `Retry-After` in seconds (the delta-seconds form; an HTTP date is ignored).
+    pub(crate) retry_after_s: Option<u64>,
 }
 
 pub(crate) struct HttpConn<S> {
@@ -68,6 +70,7 @@ pub(crate) enum Head {
         keep_alive: bool,
         chunked: bool,
         content_length: Option<usize>,
+        retry_after_s: Option<u64>,
     },
 }
 
@@ -83,6 +86,7 @@ pub(crate) fn parse_head(data: &[u8]) -> Result<Head, ReqError> {
     let mut keep_alive = resp.version == Some(1);
     let mut chunked = false;
     let mut content_length = None;
+    let mut retry_after_s = None;
     for h in resp.headers.iter() {
         let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -94,6 +98,8 @@ pub(crate) fn parse_head(data: &[u8]) -> Result<Head, ReqError> {
                 return Err(ReqError::Protocol("conflicting content-length".into()));
             }
             content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("retry-after") {
+            retry_after_s = v.trim().parse().ok();
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = v.split(',').any(|t| t.trim() == "chunked");
         } else if h.name.eq_ignore_ascii_case("connection") {
@@ -110,6 +116,7 @@ pub(crate) fn parse_head(data: &[u8]) -> Result<Head, ReqError> {
         keep_alive,
         chunked,
         content_length,
+        retry_after_s,
     })
 }
 
@@ -177,7 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpConn<S> {
         self.io.write_all(req).await.map_err(ReqError::Io)?;
         self.io.flush().await.map_err(ReqError::Io)?;
         self.body.clear();
-        let (status, mut keep_alive, chunked, content_length) = loop {
+        let (status, mut keep_alive, chunked, content_length, retry_after_s) = loop {
             match parse_head(self.avail())? {
                 Head::Partial => {
                     if self.avail().len() > MAX_HEAD_BYTES {
@@ -191,13 +198,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpConn<S> {
                     keep_alive,
                     chunked,
                     content_length,
+                    retry_after_s,
                 } => {
                     self.pos += len;
                     // Interim responses (100 Continue) precede the real one.
                     if (100..200).contains(&status) && status != 101 {
                         continue;
                     }
-                    break (status, keep_alive, chunked, content_length);
+                    break (status, keep_alive, chunked, content_length, retry_after_s);
                 }
             }
         };
@@ -251,7 +259,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpConn<S> {
             self.buf.clear();
             self.pos = 0;
         }
-        Ok(HttpResponse { status, keep_alive })
+        Ok(HttpResponse {
+            status,
+            keep_alive,
+            retry_after_s,
+        })
     }
 }
 
@@ -338,10 +350,28 @@ mod tests {
                 keep_alive,
                 chunked,
                 content_length,
+                ..
             }) => Ok((len, status, keep_alive, chunked, content_length)),
             Ok(Head::Partial) => Err("partial".into()),
             Err(e) => Err(e.kind()),
         }
+    }
+
+    #[test]
+    fn retry_after_in_seconds_is_read_and_a_date_is_not() {
+        let retry = |h: &[u8]| match parse_head(h) {
+            Ok(Head::Done { retry_after_s, .. }) => retry_after_s,
+            _ => panic!("not a whole head"),
+        };
+        assert_eq!(
+            retry(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\r\n"),
+            Some(1)
+        );
+        assert_eq!(
+            retry(b"HTTP/1.1 503 x\r\nretry-after: Wed, 21 Oct 2015 07:28:00 GMT\r\n\r\n"),
+            None
+        );
+        assert_eq!(retry(b"HTTP/1.1 503 x\r\n\r\n"), None);
     }
 
     #[test]

@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 
 /// How long the sentinel may take to become visible before the run reports failure.
 pub(crate) const SENTINEL_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest pause a `Retry-After` buys (a client of a misbehaving server still makes progress).
+const MAX_RETRY_AFTER_S: u64 = 10;
 /// How long a sentinel may stay invisible before it is written again.
 pub(crate) const SENTINEL_REWRITE: Duration = Duration::from_secs(5);
 
@@ -168,6 +170,17 @@ pub(crate) async fn client(
                                 .to_string()
                         });
                         shared.errors.fetch_add(1, Ordering::Relaxed);
+                        // A refusal that says when to come back (503 + Retry-After: the
+                        // server's write limit, say) is retried then, as a client should, not
+                        // at once; a bogus value is capped.
+                        if let Some(s) = resp.retry_after_s {
+                            let pause =
+                                Instant::now() + Duration::from_secs(s.min(MAX_RETRY_AFTER_S));
+                            tokio::time::sleep_until(
+                                deadline.map_or(pause, |d| d.min(pause)).into(),
+                            )
+                            .await;
+                        }
                     }
                 }
                 if !resp.keep_alive {
