@@ -277,10 +277,14 @@ fn restore(
 
 /// The membership as of the last entry in the log: the snapshot's, with the log's membership
 /// entries applied (they are re-applied for real once raft commits them again). Returns the
-/// current members, every id the cluster ever had, and the ids removed.
+/// current members, every id the cluster ever had, and the ids removed by a *committed* entry
+/// (at or below `commit`): a removal a leader appended and lost with its leadership is
+/// truncated by the next leader, and a member that refused to start over it could leave the
+/// cluster short of a quorum. An uncommitted one that commits later stops the node then.
 fn membership_in_log(
     kv: &KvState,
     entries: &[EntryRec],
+    commit: u64,
 ) -> (BTreeMap<u64, String>, BTreeSet<u64>, BTreeSet<u64>) {
     let mut members = kv.members().clone();
     let mut removed = kv.removed().clone();
@@ -296,7 +300,9 @@ fn membership_in_log(
                 Some(MemberChange::Promote { .. }) => {}
                 Some(MemberChange::Remove { id }) => {
                     members.remove(&id);
-                    removed.insert(id);
+                    if e.index <= commit {
+                        removed.insert(id);
+                    }
                 }
                 None => {}
             },
@@ -320,13 +326,8 @@ fn check_flags(cfg: &NodeConfig, flags: &StartFlags, r: &Restored) -> Result<(),
         // A joiner that has not received its first snapshot: no history to check against.
         return Ok(());
     }
-    let (members, ever, _) = membership_in_log(&r.kv, &r.recovered.entries);
-    // Only a committed removal is final: one a leader appended and lost with its leadership is
-    // truncated by the next leader, and a member that refused to start over it could leave the
-    // cluster short of a quorum. An uncommitted one that does commit later stops the node then.
-    let entries = &r.recovered.entries;
-    let committed = entries.partition_point(|e| e.index <= r.recovered.hard_state.commit);
-    let (_, _, removed) = membership_in_log(&r.kv, &entries[..committed]);
+    let commit = r.recovered.hard_state.commit;
+    let (members, ever, removed) = membership_in_log(&r.kv, &r.recovered.entries, commit);
     if removed.contains(&cfg.id) {
         return Err(BootError::Removed { id: cfg.id });
     }
@@ -347,7 +348,8 @@ fn check_flags(cfg: &NodeConfig, flags: &StartFlags, r: &Restored) -> Result<(),
 
 /// This node's URL in its directory's membership, when the flags give another one.
 fn url_change(cfg: &NodeConfig, flags: &StartFlags, r: &Restored) -> Option<(String, String)> {
-    let (members, _, _) = membership_in_log(&r.kv, &r.recovered.entries);
+    let commit = r.recovered.hard_state.commit;
+    let (members, _, _) = membership_in_log(&r.kv, &r.recovered.entries, commit);
     let recorded = members.get(&cfg.id)?;
     let flag = flags.peers.get(&cfg.id)?;
     (flag != recorded && members.len() > 1).then(|| (recorded.clone(), flag.clone()))

@@ -114,8 +114,7 @@ pub(crate) async fn client(
                 stats.error(e.kind(), || e.detail());
                 shared.errors.fetch_add(1, Ordering::Relaxed);
                 // Do not spin on a refused connection.
-                let pause = Instant::now() + Duration::from_millis(50);
-                tokio::time::sleep_until(deadline.map_or(pause, |d| d.min(pause)).into()).await;
+                pause(Duration::from_millis(50), deadline).await;
                 continue;
             }
         }
@@ -174,12 +173,7 @@ pub(crate) async fn client(
                         // server's write limit, say) is retried then, as a client should, not
                         // at once; a bogus value is capped.
                         if let Some(s) = resp.retry_after_s {
-                            let pause =
-                                Instant::now() + Duration::from_secs(s.min(MAX_RETRY_AFTER_S));
-                            tokio::time::sleep_until(
-                                deadline.map_or(pause, |d| d.min(pause)).into(),
-                            )
-                            .await;
+                            pause(Duration::from_secs(s.min(MAX_RETRY_AFTER_S)), deadline).await;
                         }
                     }
                 }
@@ -190,6 +184,12 @@ pub(crate) async fn client(
         }
     }
     stats
+}
+
+/// Waits `d`, or until the end of the run if that comes first.
+async fn pause(d: Duration, deadline: Option<Instant>) {
+    let until = Instant::now() + d;
+    tokio::time::sleep_until(deadline.map_or(until, |end| end.min(until)).into()).await;
 }
 
 pub(crate) async fn run_phase(cfg: &Arc<Config>, phase: Phase) -> PhaseResult {
