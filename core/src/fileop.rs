@@ -124,10 +124,51 @@ pub fn is_plain_name(name: &str) -> bool {
 /// `max_bytes` of the file from `offset`, fewer only where the file ends (nothing at or past
 /// its end). Small files are read whole (`max_bytes` of `usize::MAX`); a snapshot file in
 /// pieces, so a restart holds the state it decodes and never the file as well.
-pub type ReadAt<'a> = dyn FnMut(&str, u64, usize) -> Result<Vec<u8>, String> + 'a;
+pub type ReadAt<'a> = dyn FnMut(&str, u64, usize) -> Result<Vec<u8>, ReadFailure> + 'a;
+
+/// Why a [`ReadAt`] could not read a file: the operating system's error, carried into core as
+/// its kind and code (an `io::Error` is neither `Clone` nor comparable), and shown as the
+/// system shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct ReadFailure {
+    pub kind: std::io::ErrorKind,
+    /// The `errno`, where the failure came from the system.
+    pub os_code: Option<i32>,
+}
+
+impl ReadFailure {
+    /// A file that is not there (an in-memory directory's only failure).
+    pub const NOT_FOUND: ReadFailure = ReadFailure {
+        kind: std::io::ErrorKind::NotFound,
+        os_code: None,
+    };
+
+    fn describe(&self) -> String {
+        match self.os_code {
+            Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+            None => self.kind.to_string(),
+        }
+    }
+}
+
+impl From<&std::io::Error> for ReadFailure {
+    fn from(e: &std::io::Error) -> Self {
+        ReadFailure {
+            kind: e.kind(),
+            os_code: e.raw_os_error(),
+        }
+    }
+}
+
+impl From<std::io::Error> for ReadFailure {
+    fn from(e: std::io::Error) -> Self {
+        ReadFailure::from(&e)
+    }
+}
 
 /// A whole file through a [`ReadAt`].
-pub fn read_whole(read: &mut ReadAt<'_>, name: &str) -> Result<Vec<u8>, String> {
+pub fn read_whole(read: &mut ReadAt<'_>, name: &str) -> Result<Vec<u8>, ReadFailure> {
     read(name, 0, usize::MAX)
 }
 

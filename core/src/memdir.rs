@@ -179,10 +179,15 @@ impl MemDir {
     }
 
     /// A [`crate::fileop::ReadAt`] read of what a process would see.
-    pub fn read_at(&self, name: &str, offset: u64, max_bytes: usize) -> Result<Vec<u8>, String> {
+    pub fn read_at(
+        &self,
+        name: &str,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, crate::fileop::ReadFailure> {
         let file = self
             .read(name)
-            .ok_or_else(|| format!("{name}: no such file"))?;
+            .ok_or(crate::fileop::ReadFailure::NOT_FOUND)?;
         Ok(crate::fileop::slice_at(file, offset, max_bytes))
     }
 

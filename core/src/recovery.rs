@@ -14,7 +14,7 @@
 //! restart holds the state and each entry once, never a file beside them (segments are
 //! preallocated, and a young one is mostly zeros).
 
-use crate::fileop::{FileOp, ReadAt};
+use crate::fileop::{FileOp, ReadAt, ReadFailure};
 use crate::kv::{KvError, KvState};
 use crate::snapfile::{self, SnapFileError, SnapshotMeta, StreamError, BROKEN_SUFFIX};
 use crate::wal::{
@@ -28,15 +28,33 @@ pub enum RecoveryError {
     #[error(transparent)]
     Wal(#[from] WalError),
     #[error("cannot read {name}: {reason}")]
-    Read { name: String, reason: String },
-    #[error("the WAL continues a snapshot, but no snapshot file it marks is usable ({0}): snapshot files were deleted or damaged. Restore the directory from a backup, or replace the member (see README, \"Replacing a failed node\")")]
-    NoUsableSnapshot(String),
+    Read { name: String, reason: ReadFailure },
+    #[error("the WAL continues a snapshot, but no snapshot file it marks is usable ({last}{}): snapshot files were deleted or damaged. Restore the directory from a backup, or replace the member (see README, \"Replacing a failed node\")", .from_start.as_ref().map(|e| format!("; {e}")).unwrap_or_default())]
+    NoUsableSnapshot {
+        /// Why the last snapshot tried (the oldest marked one) was not used.
+        last: Box<SnapshotRejected>,
+        /// Why the WAL cannot be replayed from its beginning instead, where it starts at the
+        /// first index but has a gap.
+        from_start: Option<Box<WalError>>,
+    },
     #[error("the data directory has snapshot files but no WAL segment: the WAL was deleted, and with it the node's vote and the entries after its snapshot. Restore the directory from a backup, or replace the member (see README, \"Replacing a failed node\")")]
     SnapshotsWithoutWal,
     #[error("persisted commit {commit} is below snapshot index {snapshot_index}")]
     CommitBelowSnapshot { commit: u64, snapshot_index: u64 },
     #[error("snapshot file {name} is intact (its checksum verifies) but its state does not decode ({error}): it was written by a newer raftkv, or by a bug. Start the directory with the raftkv that wrote it, or replace the member (see README, \"Replacing a failed node\")")]
     UndecodableSnapshot { name: String, error: KvError },
+}
+
+/// Why recovery passed over a snapshot file (or found none to try).
+#[derive(Debug, Error)]
+pub enum SnapshotRejected {
+    #[error("no snapshot marker in the WAL")]
+    NoneMarked,
+    /// The WAL does not continue it.
+    #[error(transparent)]
+    LogGap(WalError),
+    #[error("{name}: {error}")]
+    Damaged { name: String, error: SnapFileError },
 }
 
 /// Pieces a snapshot file is read in at recovery.
@@ -46,13 +64,22 @@ pub const LOAD_PIECE_BYTES: usize = 1 << 20;
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecoveryReport {
     pub torn_tail: Option<TornTail>,
-    /// (file, reason) of snapshot files set aside as broken.
-    pub set_aside: Vec<(String, String)>,
+    /// (file, reason) of snapshot files set aside as broken (traces record the reason as it
+    /// prints).
+    #[serde(serialize_with = "serialize_set_aside")]
+    pub set_aside: Vec<(String, SnapFileError)>,
     pub removed_temp_files: Vec<String>,
     pub removed_orphan_snapshots: Vec<String>,
     /// (term, index) of the snapshot recovered from.
     pub snapshot: Option<(u64, u64)>,
     pub entry_count: usize,
+}
+
+fn serialize_set_aside<S: serde::Serializer>(
+    set_aside: &[(String, SnapFileError)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(set_aside.iter().map(|(name, e)| (name, e.to_string())))
 }
 
 /// The state to restart from.
@@ -85,7 +112,7 @@ enum LoadFailure {
     Corrupt(SnapFileError),
     /// Intact, but its state does not decode: nothing older can be trusted to replace it.
     Undecodable(KvError),
-    Read(String),
+    Read(ReadFailure),
 }
 
 /// Reads snapshot file `name` a piece at a time, verifying it and decoding its state as the
@@ -208,7 +235,7 @@ pub fn recover(
     let mut chosen_file_bytes = 0;
     let mut entries = None;
     let mut on_disk = Vec::new();
-    let mut last_error = String::from("no snapshot marker in the WAL");
+    let mut last_rejected = SnapshotRejected::NoneMarked;
     for (index, term, name) in &snap_names {
         let marked = markers.contains(&(*index, *term));
         if !marked {
@@ -228,7 +255,7 @@ pub fn recover(
         let ents = match wal.entry_positions_after(*index) {
             Ok(ents) => ents,
             Err(e) => {
-                last_error = e.to_string();
+                last_rejected = SnapshotRejected::LogGap(e);
                 continue;
             }
         };
@@ -244,8 +271,11 @@ pub fn recover(
                     from: (*name).clone(),
                     to: format!("{name}{BROKEN_SUFFIX}"),
                 });
-                report.set_aside.push(((*name).clone(), e.to_string()));
-                last_error = format!("{name}: {e}");
+                report.set_aside.push(((*name).clone(), e.clone()));
+                last_rejected = SnapshotRejected::Damaged {
+                    name: (*name).clone(),
+                    error: e,
+                };
             }
             Err(LoadFailure::Undecodable(error)) => {
                 return Err(RecoveryError::UndecodableSnapshot {
@@ -271,11 +301,17 @@ pub fn recover(
             let starts_at_one = wal.segments.first().is_some_and(|s| s.1 == 0);
             match wal.entry_positions_after(0) {
                 Ok(e) if starts_at_one => e,
-                Ok(_) => return Err(RecoveryError::NoUsableSnapshot(last_error)),
+                Ok(_) => {
+                    return Err(RecoveryError::NoUsableSnapshot {
+                        last: Box::new(last_rejected),
+                        from_start: None,
+                    })
+                }
                 Err(e) => {
-                    return Err(RecoveryError::NoUsableSnapshot(format!(
-                        "{last_error}; {e}"
-                    )))
+                    return Err(RecoveryError::NoUsableSnapshot {
+                        last: Box::new(last_rejected),
+                        from_start: Some(Box::new(e)),
+                    })
                 }
             }
         }

@@ -280,6 +280,34 @@ fn corrupt_newest_snapshot_is_set_aside_and_an_older_one_used() {
 }
 
 #[test]
+fn a_file_the_shell_cannot_read_is_an_error_naming_it_and_the_systems_reason() {
+    let mut disk = Disk::new(SMALL);
+    disk.entries(1, 6, 6);
+    let snapshot = disk.snapshot(4, 1, false, true);
+    let eio = std::io::Error::from_raw_os_error(5);
+    let err = recover(&disk.dir.list(), ID, &mut |n, at, max| {
+        if n == snapshot {
+            Err((&eio).into())
+        } else {
+            disk.dir.read_at(n, at, max)
+        }
+    })
+    .expect_err("an unreadable snapshot file is not skipped");
+    match &err {
+        RecoveryError::Read { name, reason } => {
+            assert_eq!(*name, snapshot);
+            assert_eq!((reason.kind, reason.os_code), (eio.kind(), Some(5)));
+        }
+        other => panic!("expected a read error, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        format!("cannot read {snapshot}: {eio}"),
+        "the system's own words for the failure"
+    );
+}
+
+#[test]
 fn snapshot_without_a_marker_is_removed() {
     let mut disk = Disk::new(SMALL);
     disk.entries(1, 6, 6);

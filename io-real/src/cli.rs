@@ -247,18 +247,29 @@ fn with_defaults(mut cmd: clap::Command, defaults: &[(String, String)]) -> clap:
     cmd
 }
 
+/// A peer URL that is not `http://host:port`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PeerUrlError {
+    #[error("peer URL {0:?} must start with http://")]
+    NotHttp(String),
+    #[error("peer URL {0:?} must look like http://host:port")]
+    NotHostPort(String),
+    #[error("peer URL {0:?} has a bad host or port")]
+    BadHostOrPort(String),
+}
+
 /// Peer URL -> "host:port". Accepts `http://host:port` with an optional trailing slash.
-pub fn peer_socket_addr(url: &str) -> Result<String, String> {
+pub fn peer_socket_addr(url: &str) -> Result<String, PeerUrlError> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("peer URL {url:?} must start with http://"))?;
+        .ok_or_else(|| PeerUrlError::NotHttp(url.to_string()))?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
-        return Err(format!("peer URL {url:?} must look like http://host:port"));
+        return Err(PeerUrlError::NotHostPort(url.to_string()));
     }
     let (host, port) = rest.rsplit_once(':').expect("contains ':'");
     if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("peer URL {url:?} has a bad host or port"));
+        return Err(PeerUrlError::BadHostOrPort(url.to_string()));
     }
     Ok(rest.to_string())
 }

@@ -800,7 +800,10 @@ mod tests {
             token: "t".into(),
             join: false,
         };
-        let mut node = boot(cfg, &flags, &[], &mut |_, _, _| Err("empty".into())).unwrap();
+        let mut node = boot(cfg, &flags, &[], &mut |_, _, _| {
+            Err(raftkv_core::fileop::ReadFailure::NOT_FOUND)
+        })
+        .unwrap();
         let mut wal = Disk::with_fs(dir.clone(), Recording::default());
         let mut snap = Disk::with_fs(dir.clone(), Recording::default()).paced();
         let (mut wal_ops, mut snap_ops) = (Vec::new(), Vec::new());

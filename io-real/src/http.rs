@@ -350,7 +350,7 @@ fn parse_id(s: &str) -> Result<u64, Response> {
 
 fn check_peer_url(url: &str) -> Result<String, Response> {
     let url = url.trim();
-    crate::cli::peer_socket_addr(url).map_err(|e| text(StatusCode::BAD_REQUEST, e))?;
+    crate::cli::peer_socket_addr(url).map_err(|e| text(StatusCode::BAD_REQUEST, e.to_string()))?;
     Ok(url.to_string())
 }
 

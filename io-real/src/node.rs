@@ -8,6 +8,7 @@ use crate::disk::DataDirError;
 use crate::{disk, http, metrics, peer, server};
 use raftkv_core::boot::{boot, BootError, StartFlags};
 use raftkv_core::compaction::CompactionConfig;
+use raftkv_core::fileop::ReadFailure;
 use raftkv_core::node::{Node, NodeConfig, StopReason};
 use raftkv_core::wal::WalConfig;
 use std::collections::BTreeMap;
@@ -27,8 +28,8 @@ pub enum NodeError {
     #[error("--max-frame-bytes {got} is too small: a peer frame must hold at least {MIN_FRAME_BYTES} bytes")]
     FrameTooSmall { got: usize },
     /// A `--cluster` URL that is not `http://host:port`.
-    #[error("{0}")]
-    PeerUrl(String),
+    #[error(transparent)]
+    PeerUrl(#[from] cli::PeerUrlError),
     #[error("--cluster has an empty peer URL at position {id}: member ids are positions in the list, so every member needs its URL there")]
     EmptyPeerUrl { id: u64 },
     #[error("--id {id} is not a position in --cluster (1..={members})")]
@@ -162,8 +163,7 @@ pub fn run(args: RunArgs) -> Result<(), NodeError> {
         &names,
         &mut |name, offset, max_bytes| {
             let path = data_dir.join(name);
-            disk::read_for_recovery(&path, offset, max_bytes)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            disk::read_for_recovery(&path, offset, max_bytes).map_err(ReadFailure::from)
         },
     )
     .map_err(|error| NodeError::Boot {

@@ -171,6 +171,7 @@ impl Server {
                     let routine = matches!(
                         e,
                         PeerError::Raft(_)
+                            | PeerError::StaleSnapshotChunk { .. }
                             | PeerError::CampaignDeferred
                             | PeerError::DuplicateForward { .. }
                             | PeerError::StaleIncarnation { .. }
@@ -329,7 +330,7 @@ impl Server {
                 ..
             } => {
                 if let Some(t) = &report.torn_tail {
-                    tracing::warn!(segment = %t.segment, offset = t.offset, reason = %t.reason, "repairing torn WAL tail");
+                    tracing::warn!(segment = %t.segment, offset = t.offset, reason = ?t.reason, "repairing torn WAL tail");
                 }
                 for (file, reason) in &report.set_aside {
                     tracing::warn!(%file, %reason, "snapshot file is corrupt; set aside as .broken, using an older one");

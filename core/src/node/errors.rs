@@ -80,6 +80,36 @@ pub enum StopReason {
     },
 }
 
+/// Why raft-rs's `step` refused a message from the network: its error kept as which one it was
+/// (`raft::Error` is neither `Clone` nor `Eq`, and a peer's frame error is both).
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum RaftRefusal {
+    #[error("a message type raft only takes locally")]
+    LocalMessage,
+    #[error("a response from a peer raft does not track")]
+    PeerNotFound,
+    #[error("raft failed to step it: {0}")]
+    Other(&'static str),
+}
+
+impl From<raft::Error> for RaftRefusal {
+    fn from(e: raft::Error) -> Self {
+        match e {
+            raft::Error::StepLocalMsg => RaftRefusal::LocalMessage,
+            raft::Error::StepPeerNotFound => RaftRefusal::PeerNotFound,
+            raft::Error::Io(_) => RaftRefusal::Other("I/O error"),
+            raft::Error::Store(_) => RaftRefusal::Other("storage error"),
+            raft::Error::ProposalDropped => RaftRefusal::Other("proposal dropped"),
+            raft::Error::ConfigInvalid(_) => RaftRefusal::Other("invalid configuration"),
+            raft::Error::CodecError(_) => RaftRefusal::Other("protobuf codec error"),
+            raft::Error::Exists { .. } => RaftRefusal::Other("node already exists"),
+            raft::Error::NotExists { .. } => RaftRefusal::Other("node does not exist"),
+            raft::Error::ConfChangeError(_) => RaftRefusal::Other("invalid conf change"),
+            raft::Error::RequestSnapshotDropped => RaftRefusal::Other("snapshot request dropped"),
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum NodeError {
     #[error("raft: {0}")]
@@ -117,7 +147,9 @@ pub enum PeerError {
     #[error("the leader's entry at index {index} of term {term} differs from this node's")]
     DivergentEntry { index: u64, term: u64 },
     #[error("raft refused the message: {0}")]
-    Raft(String),
+    Raft(RaftRefusal),
+    #[error("snapshot chunk of term {term}, this node is in term {current}")]
+    StaleSnapshotChunk { term: u64, current: u64 },
     #[error("campaign deferred until the installed snapshot is durable")]
     CampaignDeferred,
     /// A copy of a forwarded request already taken (a duplicate or delayed frame): dropped, so a

@@ -83,7 +83,7 @@ pub use actions::{
 use config::raft_config;
 pub use config::{no_leader_hold_ticks, Bootstrap, NodeConfig};
 use election::ElectionTimeouts;
-pub use errors::{NodeError, PeerError, StopReason};
+pub use errors::{NodeError, PeerError, RaftRefusal, StopReason};
 use frames::{Admission, Learn, RaftCheck, Verdict};
 use requests::{Route, Serve};
 pub use restore::Restored;
@@ -565,9 +565,7 @@ impl Node {
     fn step_raft(&mut self, from: u64, m: Message) -> Result<(), PeerError> {
         use raft::eraftpb::MessageType::{MsgAppend, MsgHeartbeat};
         let (kind, term, commit) = (m.get_msg_type(), m.term, m.commit);
-        self.raw
-            .step(m)
-            .map_err(|e| PeerError::Raft(e.to_string()))?;
+        self.raw.step(m).map_err(|e| PeerError::Raft(e.into()))?;
         if matches!(kind, MsgAppend | MsgHeartbeat)
             && term == self.raw.raft.term
             && from == self.raw.raft.leader_id

@@ -238,7 +238,10 @@ impl Node {
         if message.term < self.raw.raft.term {
             let frame = msgcodec::encode_ack(&self.sender(), to, transfers::stale_term_ack(key));
             self.push_send(from, FrameKind::Other, frame);
-            return Err(PeerError::Raft("snapshot chunk from an older term".into()));
+            return Err(PeerError::StaleSnapshotChunk {
+                term: message.term,
+                current: self.raw.raft.term,
+            });
         }
         if let RaftCheck::CommittedConflict { stop, error } = self.check_raft(from, &message) {
             self.stop(stop);
@@ -258,7 +261,7 @@ impl Node {
         if let Some(received) = chunk.complete {
             self.raw
                 .step(message)
-                .map_err(|e| PeerError::Raft(e.to_string()))?;
+                .map_err(|e| PeerError::Raft(e.into()))?;
             let taken = self
                 .raw
                 .raft

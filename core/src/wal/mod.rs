@@ -13,8 +13,8 @@ pub mod segment;
 pub mod writer;
 
 pub use reader::{
-    read_segments, read_segments_at, ReadSegmentsError, TornTail, WalContents, WalError, WalTail,
-    DEFAULT_PIECE_BYTES,
+    read_segments, read_segments_at, ReadSegmentsError, ReplayGap, SegmentDefect, TornTail,
+    WalContents, WalError, WalTail, DEFAULT_PIECE_BYTES,
 };
 pub use record::{
     ConfStateRec, EntryKind, EntryRec, HardStateRec, Record, SegmentHeader, SnapshotMarker,

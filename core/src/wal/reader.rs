@@ -20,21 +20,21 @@ use super::frame::{
 };
 use super::record::{EntryRec, HardStateRec, Record, SegmentHeader, SnapshotMarker};
 use super::segment::SegmentName;
-use crate::fileop::{slice_at, ReadAt};
+use crate::fileop::{slice_at, ReadAt, ReadFailure};
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum WalError {
-    #[error("WAL corrupt in {segment} at offset {offset}: {reason}")]
+    #[error("WAL corrupt in {segment} at offset {offset}: {defect}")]
     Corrupt {
         segment: String,
         offset: u64,
-        reason: String,
+        defect: SegmentDefect,
     },
     #[error("WAL has no segments")]
     Empty,
-    #[error("WAL cannot be replayed from snapshot index {index}: {reason}")]
-    Gap { index: u64, reason: String },
+    #[error("WAL cannot be replayed from snapshot index {index}: {gap}")]
+    Gap { index: u64, gap: ReplayGap },
     #[error("WAL belongs to cluster {found_cluster:#x} node {found_node}, expected cluster {cluster:#x} node {node}")]
     WrongMember {
         cluster: u64,
@@ -44,12 +44,61 @@ pub enum WalError {
     },
 }
 
+/// What is wrong with a segment that makes it damage, not a torn write to repair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum SegmentDefect {
+    #[error("not a WAL segment name")]
+    NotASegmentName,
+    #[error("segment {seq} is missing")]
+    Missing { seq: u64 },
+    #[error("first record is not a segment header")]
+    FirstRecordNotHeader,
+    #[error("segment has no header")]
+    NoHeader,
+    #[error("bad segment header: {0:?}")]
+    BadHeader(BadFrame),
+    #[error("header disagrees with file name")]
+    HeaderDisagreesWithName,
+    #[error("unsupported format version {0}")]
+    UnsupportedFormat(u32),
+    #[error("segment belongs to another member")]
+    AnotherMember,
+    #[error("chain broken: previous segment was altered")]
+    ChainBroken,
+    #[error("segment header in the middle")]
+    HeaderInTheMiddle,
+    #[error("bad frame that is not a torn write: {0:?}")]
+    BadFrameNotTorn(BadFrame),
+    #[error("bad frame in a sealed segment: {0:?}")]
+    BadFrameInSealed(BadFrame),
+}
+
+/// Why the log after a snapshot index cannot be rebuilt from the WAL's records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum ReplayGap {
+    #[error("entry {index} follows {previous}")]
+    Hole { index: u64, previous: u64 },
+    #[error("log replaced by snapshot {0}")]
+    ReplacedBySnapshot(u64),
+    #[error("log replaced by received snapshot {0}")]
+    ReplacedByReceivedSnapshot(u64),
+}
+
 /// Where a torn last segment must be truncated.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TornTail {
     pub segment: String,
     pub offset: u64,
-    pub reason: String,
+    /// What the bytes at `offset` are (traces record it as it prints).
+    #[serde(serialize_with = "serialize_debug")]
+    pub reason: BadFrame,
+}
+
+fn serialize_debug<S: serde::Serializer, T: std::fmt::Debug>(
+    value: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{value:?}"))
 }
 
 /// A record and where it was found.
@@ -91,7 +140,7 @@ pub enum ReadSegmentsError {
     #[error(transparent)]
     Wal(#[from] WalError),
     #[error("cannot read {name}: {reason}")]
-    Read { name: String, reason: String },
+    Read { name: String, reason: ReadFailure },
 }
 
 /// Reads every segment, given as (file name, bytes). Names that are not segment names are an
@@ -133,7 +182,7 @@ pub fn read_segments_at(
         let parsed = SegmentName::parse(name).ok_or_else(|| WalError::Corrupt {
             segment: name.clone(),
             offset: 0,
-            reason: "not a WAL segment name".into(),
+            defect: SegmentDefect::NotASegmentName,
         })?;
         segs.push((parsed, name));
     }
@@ -141,10 +190,10 @@ pub fn read_segments_at(
     if segs.is_empty() {
         return Err(WalError::Empty.into());
     }
-    let corrupt = |segment: &str, offset: u64, reason: String| WalError::Corrupt {
+    let corrupt = |segment: &str, offset: u64, defect: SegmentDefect| WalError::Corrupt {
         segment: segment.to_string(),
         offset,
-        reason,
+        defect,
     };
 
     let mut records = Vec::new();
@@ -158,7 +207,7 @@ pub fn read_segments_at(
         let is_last = i + 1 == count;
         if let Some((pseq, _)) = prev {
             if sname.seq != pseq + 1 {
-                return Err(corrupt(name, 0, format!("segment {} is missing", pseq + 1)).into());
+                return Err(corrupt(name, 0, SegmentDefect::Missing { seq: pseq + 1 }).into());
             }
         }
         let mut file = Window::new(name, &mut *read, piece_bytes);
@@ -166,41 +215,30 @@ pub fn read_segments_at(
         let header = match file.decode(0, segment_seed(sname.seq))? {
             Decoded::Frame(f) => match f.record {
                 Record::SegmentHeader(h) => (h, f.crc, f.end),
-                _ => {
-                    return Err(
-                        corrupt(name, 0, "first record is not a segment header".into()).into(),
-                    )
-                }
+                _ => return Err(corrupt(name, 0, SegmentDefect::FirstRecordNotHeader).into()),
             },
-            Decoded::End => return Err(corrupt(name, 0, "segment has no header".into()).into()),
-            Decoded::Bad(b) => {
-                return Err(corrupt(name, 0, format!("bad segment header: {b:?}")).into())
-            }
+            Decoded::End => return Err(corrupt(name, 0, SegmentDefect::NoHeader).into()),
+            Decoded::Bad(b) => return Err(corrupt(name, 0, SegmentDefect::BadHeader(b)).into()),
         };
         let (h, mut crc, mut offset) = header;
         if h.seq != sname.seq || h.first_index != sname.first_index {
-            return Err(corrupt(name, 0, "header disagrees with file name".into()).into());
+            return Err(corrupt(name, 0, SegmentDefect::HeaderDisagreesWithName).into());
         }
         if h.format_version != super::record::FORMAT_VERSION {
-            return Err(corrupt(
-                name,
-                0,
-                format!("unsupported format version {}", h.format_version),
-            )
-            .into());
+            return Err(
+                corrupt(name, 0, SegmentDefect::UnsupportedFormat(h.format_version)).into(),
+            );
         }
         if let Some(fh) = &first_header {
             if (fh.cluster_id, fh.node_id, fh.format_version)
                 != (h.cluster_id, h.node_id, h.format_version)
             {
-                return Err(corrupt(name, 0, "segment belongs to another member".into()).into());
+                return Err(corrupt(name, 0, SegmentDefect::AnotherMember).into());
             }
         }
         if let Some((_, pcrc)) = prev {
             if h.prev_crc != pcrc {
-                return Err(
-                    corrupt(name, 0, "chain broken: previous segment was altered".into()).into(),
-                );
+                return Err(corrupt(name, 0, SegmentDefect::ChainBroken).into());
             }
         }
         if first_header.is_none() {
@@ -215,9 +253,7 @@ pub fn read_segments_at(
             match file.decode(offset, crc)? {
                 Decoded::Frame(f) => {
                     if matches!(f.record, Record::SegmentHeader(_)) {
-                        return Err(
-                            corrupt(name, offset, "segment header in the middle".into()).into()
-                        );
+                        return Err(corrupt(name, offset, SegmentDefect::HeaderInTheMiddle).into());
                     }
                     let located = Located {
                         seq: h.seq,
@@ -249,16 +285,16 @@ pub fn read_segments_at(
                         torn = Some(TornTail {
                             segment: name.to_string(),
                             offset,
-                            reason: format!("{bad:?}"),
+                            reason: bad,
                         });
                         break;
                     }
-                    let why = if is_last {
-                        "bad frame that is not a torn write"
+                    let defect = if is_last {
+                        SegmentDefect::BadFrameNotTorn(bad)
                     } else {
-                        "bad frame in a sealed segment"
+                        SegmentDefect::BadFrameInSealed(bad)
                     };
-                    return Err(corrupt(name, offset, format!("{why}: {bad:?}")).into());
+                    return Err(corrupt(name, offset, defect).into());
                 }
             }
         }
@@ -495,16 +531,19 @@ impl WalContents {
     /// Where in `records` the entries [`Self::entries_after`] returns are, in log order.
     pub fn entry_positions_after(&self, snap_index: u64) -> Result<Vec<usize>, WalError> {
         let mut out: Vec<usize> = Vec::new();
-        let gap = |reason: String| WalError::Gap {
+        let gap = |gap: ReplayGap| WalError::Gap {
             index: snap_index,
-            reason,
+            gap,
         };
         for (at, l) in self.records.iter().enumerate() {
             match &l.record {
                 Record::Entry(e) if e.index > snap_index => {
                     let next = snap_index + out.len() as u64 + 1;
                     if e.index > next {
-                        return Err(gap(format!("entry {} follows {}", e.index, next - 1)));
+                        return Err(gap(ReplayGap::Hole {
+                            index: e.index,
+                            previous: next - 1,
+                        }));
                     }
                     out.truncate((e.index - snap_index - 1) as usize);
                     out.push(at);
@@ -513,16 +552,13 @@ impl WalContents {
                 // everything after the snapshot index seen so far was discarded too.
                 Record::Entry(_) => out.clear(),
                 Record::Snapshot(m) if m.index > snap_index + out.len() as u64 => {
-                    return Err(gap(format!("log replaced by snapshot {}", m.index)));
+                    return Err(gap(ReplayGap::ReplacedBySnapshot(m.index)));
                 }
                 // A received snapshot past our starting point replaced entries up to it with the
                 // leader's state; our own entries below it may have been conflicting ones, so
                 // replay from an older snapshot cannot be trusted.
                 Record::Snapshot(m) if m.log_reset && m.index > snap_index => {
-                    return Err(gap(format!(
-                        "log replaced by received snapshot {}",
-                        m.index
-                    )));
+                    return Err(gap(ReplayGap::ReplacedByReceivedSnapshot(m.index)));
                 }
                 Record::Snapshot(m) if m.log_reset => out.clear(),
                 _ => {}

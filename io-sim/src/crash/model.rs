@@ -96,8 +96,15 @@ impl CrashDir {
     }
 
     /// A [`raftkv_core::fileop::ReadAt`] read of what a process would see.
-    pub fn read_at(&self, name: &str, offset: u64, max_bytes: usize) -> Result<Vec<u8>, String> {
-        let file = self.read(name).ok_or_else(|| format!("{name}: missing"))?;
+    pub fn read_at(
+        &self,
+        name: &str,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, raftkv_core::fileop::ReadFailure> {
+        let file = self
+            .read(name)
+            .ok_or(raftkv_core::fileop::ReadFailure::NOT_FOUND)?;
         Ok(raftkv_core::fileop::slice_at(file, offset, max_bytes))
     }
 

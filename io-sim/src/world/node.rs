@@ -21,7 +21,8 @@ pub(super) async fn node_main(world: Arc<World>, id: u64) {
         let mut first_read = true;
         boot(cfg, &flags, &d.list(), &mut |n, at, max| {
             if unreadable && std::mem::take(&mut first_read) {
-                return Err("EIO: latent sector error".to_string());
+                // A latent sector error reads as EIO.
+                return Err(std::io::Error::from_raw_os_error(5).into());
             }
             d.read_at(n, at, max)
         })
@@ -389,8 +390,10 @@ impl World {
                     join: false,
                 };
                 let mut d = MemDir::new();
-                let mut n = boot(cfg.clone(), &solo, &[], &mut |_, _, _| Err("empty".into()))
-                    .expect("boot on an empty directory");
+                let mut n = boot(cfg.clone(), &solo, &[], &mut |_, _, _| {
+                    Err(raftkv_core::fileop::ReadFailure::NOT_FOUND)
+                })
+                .expect("boot on an empty directory");
                 for a in n.drain() {
                     if let Action::Disk(job) = a {
                         for op in &job.ops {
