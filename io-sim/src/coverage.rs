@@ -47,6 +47,8 @@ pub enum Counter {
     PeerIncarnationsRefused,
     Purges,
     ReadCorruptionInjected,
+    /// Read corruption that landed in a sealed WAL segment (the rest lands in snapshot files).
+    SealedSegmentRotInjected,
     Replacements,
     Restarts,
     RestartsFromSnapshot,
@@ -77,7 +79,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 67] = [
+    pub const ALL: [Counter; 68] = [
         Counter::AppendsReindexed,
         Counter::ClusterIdsAdopted,
         Counter::Compactions,
@@ -118,6 +120,7 @@ impl Counter {
         Counter::PeerIncarnationsRefused,
         Counter::Purges,
         Counter::ReadCorruptionInjected,
+        Counter::SealedSegmentRotInjected,
         Counter::Replacements,
         Counter::Restarts,
         Counter::RestartsFromSnapshot,
@@ -189,6 +192,7 @@ impl Counter {
             Counter::PeerIncarnationsRefused => "peer_incarnations_refused",
             Counter::Purges => "purges",
             Counter::ReadCorruptionInjected => "read_corruption_injected",
+            Counter::SealedSegmentRotInjected => "sealed_segment_rot_injected",
             Counter::Replacements => "replacements",
             Counter::Restarts => "restarts",
             Counter::RestartsFromSnapshot => "restarts_from_snapshot",
@@ -265,6 +269,7 @@ pub const REQUIRED: &[Counter] = &[
     Counter::StaleMessagesReplayed,
     Counter::MisdirectedWrites,
     Counter::ReadCorruptionInjected,
+    Counter::SealedSegmentRotInjected,
     Counter::LatentSectorErrors,
     Counter::IncarnationsRecorded,
     Counter::LearnersPromoted,

@@ -53,7 +53,15 @@ pub fn expected_checkers(bug: raftkv_core::planted::PlantedBug) -> &'static [Che
         CompactPastSnapshot => &[Recovery],
         // A wiped node is never refused, so it keeps voting under its old id.
         IgnoreIncarnation => &[Identity],
-        CorruptMiddleAsTornTail => &[DurableState, ReplicasAgree, RaftSafety, Durability],
+        // Caught at the boot that misses the damage (recovery), or later by what the lost
+        // entries break.
+        CorruptMiddleAsTornTail => &[
+            Recovery,
+            DurableState,
+            ReplicasAgree,
+            RaftSafety,
+            Durability,
+        ],
         // A follower sent such a snapshot ignores it and never catches up (liveness); a node
         // that restarts from one recovers an empty configuration, refuses the next conf change
         // its peers apply, and diverges from them (replicas-agree). Either counts.

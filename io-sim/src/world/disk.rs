@@ -198,13 +198,27 @@ pub(super) fn debug_node(id: u64) -> bool {
         == Some(id)
 }
 
+/// What `rot_disk` did to a disk before a restart.
+#[derive(Default)]
+pub(super) struct Rot {
+    /// The first read fails (a latent sector error).
+    pub(super) unreadable: bool,
+    /// A sealed WAL segment with a flipped bit, and where: every byte of a sealed segment is
+    /// read and checked at recovery, so a boot that does not fail has missed damage.
+    pub(super) sealed_segment: Option<(String, usize)>,
+    /// The flip is the only damage the disk holds (none before it, no latent error with it):
+    /// then recovery must refuse for that segment's damage and nothing else.
+    pub(super) only_damage: bool,
+}
+
 /// Sticky read corruption and latent sector errors, applied to a bad disk before a restart.
-pub(super) fn rot_disk(world: &World, id: u64) -> bool {
+pub(super) fn rot_disk(world: &World, id: u64) -> Rot {
     let (sw, rare) = (&world.cfg.swarm, &world.cfg.rare);
     if !world.may_damage(id) {
-        return false;
+        return Rot::default();
     }
-    let mut unreadable = false;
+    let mut rot_done = Rot::default();
+    let damaged_before = world.disks.is_damaged(id);
     // Rot lands in sealed WAL segments and snapshot files. Bit rot in the active segment's tail
     // can be indistinguishable from a torn write without a second copy of the log (etcd shares
     // this limit), so it is not injected there; see README, "Fault model".
@@ -212,7 +226,7 @@ pub(super) fn rot_disk(world: &World, id: u64) -> bool {
         let mut wal: Vec<String> = d
             .list()
             .into_iter()
-            .filter(|n| n.ends_with(".wal"))
+            .filter(|n| raftkv_core::wal::SegmentName::parse(n).is_some())
             .collect();
         wal.sort();
         wal.pop();
@@ -221,7 +235,7 @@ pub(super) fn rot_disk(world: &World, id: u64) -> bool {
             .collect()
     });
     if files.is_empty() {
-        return false;
+        return rot_done;
     }
     let rot = FaultClass::ReadCorruption;
     if sw.read_corruption && world.chance_of(rot, rare.read_corruption) {
@@ -238,6 +252,10 @@ pub(super) fn rot_disk(world: &World, id: u64) -> bool {
                 .with(id, |d| d.overwrite(name, bytes).expect("listed"));
             world.disks.mark_damaged(id);
             world.count(Counter::ReadCorruptionInjected);
+            if raftkv_core::wal::SegmentName::parse(name).is_some() {
+                world.count(Counter::SealedSegmentRotInjected);
+                rot_done.sealed_segment = Some((name.clone(), at));
+            }
             world.record(
                 id,
                 "fault",
@@ -247,7 +265,7 @@ pub(super) fn rot_disk(world: &World, id: u64) -> bool {
     }
     if sw.latent_sector_errors && world.chance_of(FaultClass::LatentSectorErrors, rare.latent_error)
     {
-        unreadable = true;
+        rot_done.unreadable = true;
         world.disks.mark_damaged(id);
         world.count(Counter::LatentSectorErrors);
         world.record(
@@ -256,7 +274,8 @@ pub(super) fn rot_disk(world: &World, id: u64) -> bool {
             serde_json::json!({"fault": "latent_sector_error"}),
         );
     }
-    unreadable
+    rot_done.only_damage = !damaged_before && !rot_done.unreadable;
+    rot_done
 }
 
 /// Every node's simulated disk and what the fault atlas keeps on them, owned here: the rest

@@ -44,8 +44,9 @@ use raftkv_core::node::{
     Action, ClientError, ClientOp, ClientReply, ClientRequest, DiskFailure, Event, FrameKind,
     NodeConfig, RejectReason, SendOutcome, StateRole, StopReason,
 };
+use raftkv_core::recovery::RecoveryError;
 use raftkv_core::rng::Rng;
-use raftkv_core::wal::WalConfig;
+use raftkv_core::wal::{WalConfig, WalError};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -11,7 +11,11 @@ pub(super) async fn node_main(world: Arc<World>, id: u64) {
         *e += 1;
         *e
     };
-    let unreadable = incarnation > 1 && rot_disk(&world, id);
+    let rot = if incarnation > 1 {
+        rot_disk(&world, id)
+    } else {
+        Rot::default()
+    };
     let cfg = world.node_config(id, incarnation);
     let flags = world.flags.lock().unwrap()[&id].clone();
     if let Some(mistake) = world.mistakes.lock().unwrap().remove(&id) {
@@ -20,7 +24,7 @@ pub(super) async fn node_main(world: Arc<World>, id: u64) {
     let booted = world.disks.with(id, |d| {
         let mut first_read = true;
         boot(cfg, &flags, &d.list(), &mut |n, at, max| {
-            if unreadable && std::mem::take(&mut first_read) {
+            if rot.unreadable && std::mem::take(&mut first_read) {
                 // A latent sector error reads as EIO.
                 return Err(std::io::Error::from_raw_os_error(5).into());
             }
@@ -40,6 +44,23 @@ pub(super) async fn node_main(world: Arc<World>, id: u64) {
         }
         Err(e) => {
             // Expected only where the disk was made to rot: then the node is replaced.
+            if let Some((segment, at)) = rot.sealed_segment.as_ref().filter(|_| rot.only_damage) {
+                let for_that = matches!(
+                    &e,
+                    BootError::Recovery(RecoveryError::Wal(WalError::Corrupt { segment: s, .. }))
+                        if s == segment
+                );
+                if !for_that {
+                    world.violation(
+                        Checker::Recovery,
+                        format!(
+                            "node {id} incarnation {incarnation} refused its data directory \
+                             ({e}), not for the damage at byte {at} of sealed WAL segment \
+                             {segment}, the only damage it holds"
+                        ),
+                    );
+                }
+            }
             if world.disks.is_bad(id) {
                 world.count(Counter::CorruptionDetected);
                 world.record(
@@ -57,6 +78,16 @@ pub(super) async fn node_main(world: Arc<World>, id: u64) {
             return;
         }
     };
+    if let Some((segment, at)) = &rot.sealed_segment {
+        world.violation(
+            Checker::Recovery,
+            format!(
+                "node {id} incarnation {incarnation} started from a sealed WAL segment damaged \
+                 at byte {at} ({segment}) without noticing: recovery reads and checks every \
+                 byte of a sealed segment"
+            ),
+        );
+    }
     world.record(id, "start", serde_json::json!({"incarnation": incarnation}));
     let (tx, mut rx) = mpsc::unbounded_channel();
     world.inboxes.lock().unwrap().insert(id, tx);
