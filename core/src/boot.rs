@@ -23,7 +23,7 @@
 //! place (identity file written first, with a fresh incarnation that the leader then records).
 
 use crate::command::{Command, MemberChange, MemberProposal, Proposal};
-use crate::fileop::{read_whole, ReadAt};
+use crate::fileop::{read_whole, FileOp, ReadAt};
 use crate::identity::{
     derive_cluster_id, token_hash, Identity, IdentityError, DATA_DIR_FORMAT, IDENTITY_FILE,
     UNKNOWN_CLUSTER,
@@ -59,6 +59,10 @@ pub enum BootKind {
     Restart,
     /// Data-directory format 1, upgraded to the current format.
     Upgraded { from_format: u32 },
+    /// A new cluster's member whose first job never completed (a crash after its first WAL
+    /// segment was named, before the bootstrap snapshot's marker and HardState were durable):
+    /// it never spoke, so what it wrote is removed and it starts as a fresh directory would.
+    Unfinished,
 }
 
 fn list(ids: &[(u64, String)]) -> String {
@@ -143,7 +147,27 @@ pub fn boot(
     let (identity, kind, restored) = match (stored, has_state) {
         (Some(id), true) => {
             let restored = restore(&cfg, flags, id, names, read)?;
-            (id, BootKind::Restart, restored)
+            // Only a directory these very flags bootstrapped: a joiner's (its cluster id is
+            // unknown, or adopted from a cluster whose first members did not include it)
+            // started without --join by mistake must not bootstrap a cluster of its own.
+            let bootstrapped_by_these_flags =
+                !flags.join && id.cluster_id == derive_cluster_id(&flags.token, &flags.peers);
+            if bootstrapped_by_these_flags && restored.as_ref().is_some_and(first_job_unfinished) {
+                for name in names {
+                    let written_by_first_job = SegmentName::parse(name).is_some()
+                        || snapfile::parse_name(name).is_some()
+                        || name.ends_with(snapfile::TEMP_SUFFIX);
+                    if written_by_first_job {
+                        first_ops.push(FileOp::Remove { name: name.clone() });
+                    }
+                }
+                first_ops.push(FileOp::SyncDir);
+                let id = fresh_identity(&cfg, flags, token)?;
+                id.write_ops(&mut first_ops);
+                (id, BootKind::Unfinished, None)
+            } else {
+                (id, BootKind::Restart, restored)
+            }
         }
         (None, true) => {
             // Format 1: the WAL's cluster id was the token's plain FNV hash.
@@ -166,26 +190,7 @@ pub fn boot(
         // An identity without a WAL or snapshot is a directory whose first job never completed
         // (or whose log was deleted): it holds nothing, so it starts afresh, as a new incarnation.
         (_, false) => {
-            if !flags.join && !flags.peers.contains_key(&cfg.id) {
-                return Err(BootError::NotInCluster {
-                    id: cfg.id,
-                    members: flags.peers.clone(),
-                });
-            }
-            if !flags.join {
-                refuse_shared_urls(&flags.peers)?;
-            }
-            let id = Identity {
-                format_version: DATA_DIR_FORMAT,
-                cluster_id: if flags.join {
-                    UNKNOWN_CLUSTER
-                } else {
-                    derive_cluster_id(&flags.token, &flags.peers)
-                },
-                node_id: cfg.id,
-                incarnation: draw_incarnation(&cfg),
-                token_hash: token,
-            };
+            let id = fresh_identity(&cfg, flags, token)?;
             id.write_ops(&mut first_ops);
             (id, BootKind::Fresh, None)
         }
@@ -213,6 +218,44 @@ pub fn boot(
         incarnation: identity.incarnation,
     });
     Ok(node)
+}
+
+/// The identity of a directory that holds nothing yet, after the flags' checks for one.
+fn fresh_identity(cfg: &NodeConfig, flags: &StartFlags, token: u64) -> Result<Identity, BootError> {
+    if !flags.join && !flags.peers.contains_key(&cfg.id) {
+        return Err(BootError::NotInCluster {
+            id: cfg.id,
+            members: flags.peers.clone(),
+        });
+    }
+    if !flags.join {
+        refuse_shared_urls(&flags.peers)?;
+    }
+    Ok(Identity {
+        format_version: DATA_DIR_FORMAT,
+        cluster_id: if flags.join {
+            UNKNOWN_CLUSTER
+        } else {
+            derive_cluster_id(&flags.token, &flags.peers)
+        },
+        node_id: cfg.id,
+        incarnation: draw_incarnation(cfg),
+        token_hash: token,
+    })
+}
+
+/// A restart of a new cluster's member that finds nothing its first job completes with: no
+/// snapshot marker (the bootstrap snapshot is marked in that job), no HardState, no entry.
+/// Every later job leaves a marker and a HardState in the WAL (each new segment's header
+/// repeats them), so this directory's first job never completed, and the node, whose frames
+/// wait for that job, never spoke. (A joiner's WAL looks like this until its first snapshot
+/// arrives: it restarts as it is.)
+fn first_job_unfinished(r: &Restored) -> bool {
+    let rec = &r.recovered;
+    rec.snapshot.is_none()
+        && rec.entries.is_empty()
+        && rec.wal.markers().next().is_none()
+        && rec.wal.hard_state().is_none()
 }
 
 /// The initial members of a new cluster each need their own peer URL.

@@ -409,12 +409,17 @@ impl Server {
                 kind,
                 cluster_id,
                 incarnation,
-            } => tracing::info!(
-                ?kind,
-                cluster_id = format_args!("{cluster_id:#x}"),
-                incarnation = format_args!("{incarnation:#x}"),
-                "data directory identity"
-            ),
+            } => {
+                if kind == raftkv_core::boot::BootKind::Unfinished {
+                    tracing::warn!("this data directory's first start never completed (a crash before its bootstrap was durable); the node never spoke, so it starts over as a new one");
+                }
+                tracing::info!(
+                    ?kind,
+                    cluster_id = format_args!("{cluster_id:#x}"),
+                    incarnation = format_args!("{incarnation:#x}"),
+                    "data directory identity"
+                )
+            }
             Event::ClusterAdopted { cluster_id, from } => tracing::info!(
                 cluster_id = format_args!("{cluster_id:#x}"),
                 from,
