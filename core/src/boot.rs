@@ -152,7 +152,12 @@ pub fn boot(
             // started without --join by mistake must not bootstrap a cluster of its own.
             let bootstrapped_by_these_flags =
                 !flags.join && id.cluster_id == derive_cluster_id(&flags.token, &flags.peers);
-            if bootstrapped_by_these_flags && restored.as_ref().is_some_and(first_job_unfinished) {
+            let planted =
+                crate::planted::active(crate::planted::PlantedBug::UnfinishedFirstJobAsRestart);
+            if bootstrapped_by_these_flags
+                && !planted
+                && restored.as_ref().is_some_and(first_job_unfinished)
+            {
                 for name in names {
                     let written_by_first_job = SegmentName::parse(name).is_some()
                         || snapfile::parse_name(name).is_some()

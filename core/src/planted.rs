@@ -35,6 +35,9 @@ pub enum PlantedBug {
     TornTailTruncateWithoutSync,
     /// Purge old snapshots and segments in the same job as the new marker, before its sync.
     PurgeBeforeMarkerDurable,
+    /// Restart a new cluster's member whose first job never completed as if it were a joiner
+    /// before its first snapshot (an empty configuration: it never campaigns).
+    UnfinishedFirstJobAsRestart,
 }
 
 impl PlantedBug {
@@ -49,12 +52,13 @@ impl PlantedBug {
     ];
 
     /// The storage bugs, which crash-state enumeration must catch (the sweep is shown beside it).
-    pub const STORAGE: [PlantedBug; 5] = [
+    pub const STORAGE: [PlantedBug; 6] = [
         PlantedBug::SnapshotRenameBeforeSync,
         PlantedBug::SegmentCutWithoutDirSync,
         PlantedBug::MarkerBeforeSnapshotDurable,
         PlantedBug::TornTailTruncateWithoutSync,
         PlantedBug::PurgeBeforeMarkerDurable,
+        PlantedBug::UnfinishedFirstJobAsRestart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl PlantedBug {
             PlantedBug::MarkerBeforeSnapshotDurable => "marker-before-snapshot-durable",
             PlantedBug::TornTailTruncateWithoutSync => "torn-tail-truncate-without-sync",
             PlantedBug::PurgeBeforeMarkerDurable => "purge-before-marker-durable",
+            PlantedBug::UnfinishedFirstJobAsRestart => "unfinished-first-job-as-restart",
         }
     }
 

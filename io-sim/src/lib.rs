@@ -72,7 +72,8 @@ pub fn expected_checkers(bug: raftkv_core::planted::PlantedBug) -> &'static [Che
         | SegmentCutWithoutDirSync
         | MarkerBeforeSnapshotDurable
         | TornTailTruncateWithoutSync
-        | PurgeBeforeMarkerDurable => &[
+        | PurgeBeforeMarkerDurable
+        | UnfinishedFirstJobAsRestart => &[
             Recovery,
             Durability,
             DurableState,

@@ -106,6 +106,12 @@ fn crash_states_catch_torn_tail_truncate_without_sync() {
 }
 
 #[test]
+fn crash_states_catch_unfinished_first_job_as_restart() {
+    let v = crash_states_with(raftkv_core::planted::PlantedBug::UnfinishedFirstJobAsRestart);
+    assert!(v.contains("no voters"), "{v}");
+}
+
+#[test]
 fn crash_states_catch_purge_before_marker_durable() {
     let v = crash_states_with(raftkv_core::planted::PlantedBug::PurgeBeforeMarkerDurable);
     assert!(v.contains("recovery refused"), "{v}");

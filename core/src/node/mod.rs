@@ -263,6 +263,14 @@ impl Node {
         &self.kv
     }
 
+    /// The voters of raft's configuration (both halves of a joint one), in order: empty only for
+    /// a joiner that has not received its first snapshot.
+    pub fn voters(&self) -> Vec<u64> {
+        let mut voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
+        voters.sort_unstable();
+        voters
+    }
+
     pub fn members(&self) -> &BTreeMap<u64, String> {
         self.kv.members()
     }

@@ -133,6 +133,14 @@ pub fn check_state(id: u64, state: &CrashDir, facts: &Facts) -> Result<(), Strin
     let cfg = config(id);
     let first = boot_state(&cfg, state)?;
     check_found(&first, facts)?;
+    // A member of a new cluster always has a configuration to campaign in (a joiner has none
+    // until its first snapshot arrives).
+    if !flags_for(id).join && first.node.stopped().is_none() && first.node.voters().is_empty() {
+        return Err(
+            "booted with no voters in its configuration: a new cluster's member that can never campaign"
+                .to_string(),
+        );
+    }
     if !first.report.set_aside.is_empty() {
         return Err(format!("recovery set aside {:?}", first.report.set_aside));
     }
