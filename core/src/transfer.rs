@@ -377,7 +377,9 @@ impl Senders {
         self.pump(from, out);
     }
 
-    /// A chunk to `to` could not be handed to the transport: send again from what it has.
+    /// A chunk to `to` could not be handed to the transport: send again from what it has, at
+    /// the next resend (not at once: the peer is unreachable for now, and each try reads a
+    /// chunk).
     pub fn send_failed(&mut self, to: u64) {
         if let Some(t) = self.transfers.get_mut(&to) {
             t.next = t.acked;
@@ -402,10 +404,17 @@ impl Senders {
                 },
             });
         }
+        // Silent: chunks sent and not acknowledged, or none in flight nor being read though the
+        // file is not all acknowledged (every send of a full window failed: nothing else would
+        // send again, and the transfer would wait out `give_up_ticks`).
         let silent: Vec<u64> = self
             .transfers
             .iter()
-            .filter(|(_, t)| t.next > t.acked && now >= t.last_send_tick + self.cfg.resend_ticks)
+            .filter(|(_, t)| {
+                let waiting =
+                    t.next > t.acked || (t.reading.is_none() && t.acked < t.key.file_bytes);
+                waiting && now >= t.last_send_tick + self.cfg.resend_ticks
+            })
             .map(|(to, _)| *to)
             .collect();
         for to in silent {
@@ -470,8 +479,13 @@ pub struct Received {
 pub enum ChunkOutcome {
     /// Written (staged): send `ack` once the disk job holding the write completes.
     Written { ack: Ack },
-    /// A duplicate or out-of-order chunk: send `ack` now.
+    /// A chunk that starts no transfer (not at offset 0): send `ack` now.
     AckNow { ack: Ack },
+    /// A duplicate or out-of-order chunk of the transfer under way: send `ack` (what has been
+    /// received) once the disk job holding what is staged so far completes. Acknowledging staged
+    /// bytes at once would let the leader's window run ahead of a slow disk, and the chunks it
+    /// sends meanwhile pile up in memory behind the job.
+    AckWhenDurable { ack: Ack },
     /// The receiver is past this snapshot already (raft would ignore it): send `ack` now, and
     /// the leader goes back to replicating entries.
     NotNeeded { ack: Ack },
@@ -570,7 +584,7 @@ impl Receiver {
             } else {
                 AckStatus::Resend
             };
-            return ChunkOutcome::AckNow {
+            return ChunkOutcome::AckWhenDurable {
                 ack: ack(t.received, status),
             };
         }
@@ -667,5 +681,136 @@ impl Receiver {
     /// The snapshot being received, and how much of it has arrived.
     pub fn progress(&self) -> Option<(SnapKey, u64)> {
         self.current.as_ref().map(|t| (t.key, t.received))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: TransferConfig = TransferConfig {
+        chunk_bytes: 10,
+        window_chunks: 2,
+        resend_ticks: 5,
+        give_up_ticks: 100,
+    };
+
+    fn msg_to(to: u64) -> Message {
+        Message {
+            to,
+            ..Default::default()
+        }
+    }
+
+    /// Answers every read in `steps` with bytes of the right length; the chunks sent.
+    fn serve_reads(s: &mut Senders, steps: Vec<SendStep>, now: u64) -> Vec<(u64, u64)> {
+        let mut chunks = Vec::new();
+        let mut pending = steps;
+        while !pending.is_empty() {
+            let mut next = Vec::new();
+            for step in pending {
+                match step {
+                    SendStep::Read(r) => s.read_done(r.id, Some(vec![7; r.len]), now, &mut next),
+                    SendStep::Chunk { to, offset, .. } => chunks.push((to, offset)),
+                    _ => {}
+                }
+            }
+            pending = next;
+        }
+        chunks
+    }
+
+    #[test]
+    fn a_window_whose_every_send_failed_is_sent_again_at_the_next_resend_not_at_give_up() {
+        let mut s = Senders::new(CFG);
+        let key = SnapKey {
+            term: 2,
+            index: 9,
+            file_bytes: 35,
+        };
+        let mut steps = Vec::new();
+        s.start(msg_to(4), "f.snap".into(), key, 0, &mut steps);
+        assert_eq!(serve_reads(&mut s, steps, 0), vec![(4, 0), (4, 10)]);
+        // The connection is down: both chunks fail to go out.
+        s.send_failed(4);
+        s.send_failed(4);
+        let mut steps = Vec::new();
+        s.tick(CFG.resend_ticks - 1, &mut steps);
+        assert!(
+            steps.is_empty(),
+            "nothing before the resend interval: {steps:?}"
+        );
+        s.tick(CFG.resend_ticks, &mut steps);
+        assert!(
+            steps.iter().any(|st| matches!(
+                st,
+                SendStep::Resent {
+                    to: 4,
+                    offset: 0,
+                    ..
+                }
+            )),
+            "{steps:?}"
+        );
+        assert_eq!(
+            serve_reads(&mut s, steps, CFG.resend_ticks),
+            vec![(4, 0), (4, 10)],
+            "the window goes out again from what the receiver acknowledged"
+        );
+    }
+
+    #[test]
+    fn a_repeated_chunk_is_acknowledged_only_once_what_is_staged_is_durable() {
+        let mut kv = crate::kv::KvState::default();
+        kv.advance(9);
+        let file = snapfile::encode(&snapfile::SnapshotFile {
+            meta: snapfile::SnapshotMeta {
+                index: 9,
+                term: 2,
+                conf_state: crate::wal::ConfStateRec {
+                    voters: vec![1, 2, 3],
+                    ..Default::default()
+                },
+            },
+            data: kv.encode_snapshot(),
+        });
+        assert!(file.len() > 20, "a file of more than one chunk");
+        let key = SnapKey {
+            term: 2,
+            index: 9,
+            file_bytes: file.len() as u64,
+        };
+        let mut r = Receiver::default();
+        let mut ops = Vec::new();
+        let first = r.on_chunk(1, key, 0, &file[..10], 0, 0, &mut ops);
+        assert!(matches!(first, ChunkOutcome::Written { ack } if ack.received == 10));
+        // The leader's silence timer sends it again while the job writing it has not completed:
+        // the answer waits for that job too, or the leader would count staged bytes as held.
+        let again = r.on_chunk(1, key, 0, &file[..10], 1, 0, &mut ops);
+        assert!(
+            matches!(again, ChunkOutcome::AckWhenDurable { ack } if ack.received == 10 && ack.status == AckStatus::Progress),
+            "{again:?}"
+        );
+        let gap = r.on_chunk(1, key, 20, &file[20..], 1, 0, &mut ops);
+        assert!(
+            matches!(gap, ChunkOutcome::AckWhenDurable { ack } if ack.received == 10 && ack.status == AckStatus::Resend),
+            "{gap:?}"
+        );
+    }
+
+    #[test]
+    fn a_transfer_waiting_only_for_its_acks_is_not_resent_early() {
+        let mut s = Senders::new(CFG);
+        let key = SnapKey {
+            term: 2,
+            index: 9,
+            file_bytes: 35,
+        };
+        let mut steps = Vec::new();
+        s.start(msg_to(4), "f.snap".into(), key, 0, &mut steps);
+        serve_reads(&mut s, steps, 0);
+        let mut steps = Vec::new();
+        s.tick(CFG.resend_ticks - 1, &mut steps);
+        assert!(steps.is_empty(), "{steps:?}");
     }
 }

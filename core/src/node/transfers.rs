@@ -201,7 +201,9 @@ impl Transfers {
             .collect();
         let index = key.index;
         let (ack, gated, complete) = match outcome {
-            ChunkOutcome::Written { ack } => (ack, true, None),
+            ChunkOutcome::Written { ack } | ChunkOutcome::AckWhenDurable { ack } => {
+                (ack, true, None)
+            }
             ChunkOutcome::AckNow { ack } | ChunkOutcome::NotNeeded { ack } => (ack, false, None),
             ChunkOutcome::Refused { ack, why } => {
                 events.push(Event::SnapshotRefused { from, index, why });
