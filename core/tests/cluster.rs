@@ -393,6 +393,60 @@ fn writes_that_outrun_the_snapshot_job_are_refused_until_it_is_saved() {
     assert_eq!(c.get("after").as_deref(), Some(&b"1"[..]));
 }
 
+/// A snapshot message whose configuration has no voters, beside a whole and valid file: what
+/// no correct leader sends.
+fn voterless_snapshot_messages(bytes: Vec<u8>) -> Vec<u8> {
+    use raftkv_core::msgcodec::{self, Body, Sender};
+    let Ok(env) = msgcodec::decode(&bytes) else {
+        return bytes;
+    };
+    let Body::SnapshotChunk {
+        mut message,
+        key,
+        offset,
+        bytes: chunk,
+    } = env.body
+    else {
+        return bytes;
+    };
+    let cs = message.mut_snapshot().mut_metadata().mut_conf_state();
+    cs.learners.append(&mut cs.voters);
+    let from = Sender {
+        cluster_id: env.cluster_id,
+        id: env.from,
+        incarnation: env.from_incarnation,
+        addr: &env.from_addr,
+    };
+    msgcodec::encode_chunk(&from, env.to_incarnation, &message, key, offset, chunk)
+}
+
+#[test]
+fn a_snapshot_message_that_does_not_describe_its_verified_file_is_refused_not_stepped() {
+    let mut c = Cluster::with_config(3, 9, |cfg| {
+        cfg.compaction.snap_count = 30;
+        cfg.compaction.catch_up_entries = 10;
+    });
+    let leader = c.wait_leader();
+    let lagger = c.up_ids().into_iter().find(|&id| id != leader).unwrap();
+    c.isolated.insert(lagger);
+    for i in 0..200 {
+        c.put(&format!("k{i}"), "v");
+    }
+    let installed_before = c.stats.snapshots_installed;
+    c.tamper = Some(voterless_snapshot_messages);
+    c.isolated.clear();
+    // raft-rs would restore the message's configuration at once and panic on one without
+    // voters; the follower refuses the message and keeps waiting for a good one.
+    c.run(300);
+    assert_eq!(c.stats.snapshots_installed, installed_before);
+    assert!(c.node(lagger).stopped().is_none());
+    c.tamper = None;
+    c.wait_converged(1000);
+    assert!(c.stats.snapshots_installed > installed_before);
+    let l = c.leader().unwrap();
+    assert_eq!(c.node(lagger).kv().hash(), c.node(l).kv().hash());
+}
+
 #[test]
 fn a_follower_behind_the_compaction_point_gets_a_snapshot() {
     let mut c = Cluster::with_config(3, 9, |cfg| {

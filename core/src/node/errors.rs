@@ -150,6 +150,8 @@ pub enum PeerError {
     Raft(RaftRefusal),
     #[error("snapshot chunk of term {term}, this node is in term {current}")]
     StaleSnapshotChunk { term: u64, current: u64 },
+    #[error("a snapshot message for index {index} whose metadata (index, term, a configuration with voters) is not the verified file's")]
+    SnapshotMessageMismatch { index: u64 },
     #[error("campaign deferred until the installed snapshot is durable")]
     CampaignDeferred,
     /// A copy of a forwarded request already taken (a duplicate or delayed frame): dropped, so a

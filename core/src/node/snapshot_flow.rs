@@ -259,6 +259,20 @@ impl Node {
         );
         self.out.events(chunk.events);
         if let Some(received) = chunk.complete {
+            // raft-rs takes the message's metadata on trust (it restores its configuration at
+            // once, and panics on one without voters): it must describe the file just verified.
+            let meta = message.get_snapshot().get_metadata();
+            let conf_state = cs_to_rec(meta.get_conf_state());
+            let describes_file = meta.index == received.meta.index
+                && meta.term == received.meta.term
+                && meta.term > 0
+                && conf_state == received.meta.conf_state
+                && !conf_state.voters.is_empty();
+            if !describes_file {
+                let index = meta.index;
+                self.transfers.received(received, false, self.persist.ops());
+                return Err(PeerError::SnapshotMessageMismatch { index });
+            }
             self.raw
                 .step(message)
                 .map_err(|e| PeerError::Raft(e.into()))?;

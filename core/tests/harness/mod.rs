@@ -86,6 +86,8 @@ pub struct Cluster {
     pub held_snapshot_lanes: BTreeSet<u64>,
     /// `step` calls so far (one tick each).
     steps: u64,
+    /// Rewrites every frame on its way (a peer that sends what no correct node would).
+    pub tamper: Option<fn(Vec<u8>) -> Vec<u8>>,
 }
 
 /// Boots a node from the bytes of a directory.
@@ -137,6 +139,7 @@ impl Cluster {
             stalled_disks: BTreeSet::new(),
             held_snapshot_lanes: BTreeSet::new(),
             steps: 0,
+            tamper: None,
         };
         for id in 1..=n {
             let mut cfg = base_config(id, seed);
@@ -394,6 +397,10 @@ impl Cluster {
             batch.swap(i, j);
         }
         for (from, to, bytes, kind) in batch {
+            let bytes = match self.tamper {
+                Some(f) => f(bytes),
+                None => bytes,
+            };
             let cut = self.isolated.contains(&from)
                 || self.isolated.contains(&to)
                 || self.muted.contains(&from)
