@@ -720,8 +720,9 @@ mod tests {
         chunks
     }
 
-    #[test]
-    fn a_window_whose_every_send_failed_is_sent_again_at_the_next_resend_not_at_give_up() {
+    /// A sender streaming a 35-byte file to node 4, its first window (chunks at 0 and 10) read
+    /// and sent, none acknowledged.
+    fn sending_a_window_to_4() -> Senders {
         let mut s = Senders::new(CFG);
         let key = SnapKey {
             term: 2,
@@ -731,6 +732,12 @@ mod tests {
         let mut steps = Vec::new();
         s.start(msg_to(4), "f.snap".into(), key, 0, &mut steps);
         assert_eq!(serve_reads(&mut s, steps, 0), vec![(4, 0), (4, 10)]);
+        s
+    }
+
+    #[test]
+    fn a_window_whose_every_send_failed_is_sent_again_at_the_next_resend_not_at_give_up() {
+        let mut s = sending_a_window_to_4();
         // The connection is down: both chunks fail to go out.
         s.send_failed(4);
         s.send_failed(4);
@@ -800,15 +807,7 @@ mod tests {
 
     #[test]
     fn a_transfer_waiting_only_for_its_acks_is_not_resent_early() {
-        let mut s = Senders::new(CFG);
-        let key = SnapKey {
-            term: 2,
-            index: 9,
-            file_bytes: 35,
-        };
-        let mut steps = Vec::new();
-        s.start(msg_to(4), "f.snap".into(), key, 0, &mut steps);
-        serve_reads(&mut s, steps, 0);
+        let mut s = sending_a_window_to_4();
         let mut steps = Vec::new();
         s.tick(CFG.resend_ticks - 1, &mut steps);
         assert!(steps.is_empty(), "{steps:?}");

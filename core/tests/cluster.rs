@@ -422,16 +422,7 @@ fn voterless_snapshot_messages(bytes: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn a_snapshot_message_that_does_not_describe_its_verified_file_is_refused_not_stepped() {
-    let mut c = Cluster::with_config(3, 9, |cfg| {
-        cfg.compaction.snap_count = 30;
-        cfg.compaction.catch_up_entries = 10;
-    });
-    let leader = c.wait_leader();
-    let lagger = c.up_ids().into_iter().find(|&id| id != leader).unwrap();
-    c.isolated.insert(lagger);
-    for i in 0..200 {
-        c.put(&format!("k{i}"), "v");
-    }
+    let (mut c, lagger) = a_follower_cut_off_past_compaction();
     let installed_before = c.stats.snapshots_installed;
     c.tamper = Some(voterless_snapshot_messages);
     c.isolated.clear();
@@ -447,8 +438,10 @@ fn a_snapshot_message_that_does_not_describe_its_verified_file_is_refused_not_st
     assert_eq!(c.node(lagger).kv().hash(), c.node(l).kv().hash());
 }
 
-#[test]
-fn a_follower_behind_the_compaction_point_gets_a_snapshot() {
+/// Three nodes with frequent snapshots, and a follower cut off while 200 writes land and are
+/// compacted away: it can only catch up through a snapshot. Returns the cluster and that
+/// follower, still cut off.
+fn a_follower_cut_off_past_compaction() -> (Cluster, u64) {
     let mut c = Cluster::with_config(3, 9, |cfg| {
         cfg.compaction.snap_count = 30;
         cfg.compaction.catch_up_entries = 10;
@@ -459,6 +452,12 @@ fn a_follower_behind_the_compaction_point_gets_a_snapshot() {
     for i in 0..200 {
         c.put(&format!("k{i}"), "v");
     }
+    (c, lagger)
+}
+
+#[test]
+fn a_follower_behind_the_compaction_point_gets_a_snapshot() {
+    let (mut c, lagger) = a_follower_cut_off_past_compaction();
     let installed_before = c.stats.snapshots_installed;
     c.isolated.clear();
     c.wait_converged(500);
